@@ -1,0 +1,36 @@
+//! `LISTINGSTATS.GET listing date` — every counter of one day hash.
+
+use redis_module::redisvalue::RedisValueKey;
+use redis_module::{Context, RedisValue};
+
+use super::Command;
+use crate::core::date::parse_day_arg;
+use crate::core::keys::check_listing;
+use crate::core::number::parse_counter;
+use crate::core::{Error, Result};
+use crate::store::Reader;
+use crate::{config, stats};
+
+pub struct Get;
+
+impl Command for Get {
+    const NAME: &'static str = "listingstats.get";
+    const FLAGS: &'static str = "readonly";
+
+    fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
+        let [listing, date] = args else {
+            return Err(Error::wrong_arity(Self::NAME));
+        };
+        check_listing(listing)?;
+        let day = parse_day_arg("date", date)?;
+        let key = config::current().keys.day_key(day, listing);
+        let pairs = Reader::new(ctx).hash_all(&key)?;
+        stats::KEYS_EXAMINED.add(1);
+        let mut map = std::collections::BTreeMap::new();
+        for (field, value) in pairs {
+            let n = parse_counter(&key, &field, &value)?;
+            map.insert(RedisValueKey::BulkString(field), RedisValue::Integer(n));
+        }
+        Ok(RedisValue::OrderedMap(map))
+    }
+}

@@ -1,0 +1,113 @@
+//! The command layer: one file per command family. Each command declares its
+//! name, flags and summary next to its code (the [`Command`] trait), parses
+//! its arguments with the core, touches keys through `store`, and replies.
+//!
+//! [`dispatch`] is the one entry point Redis calls for every command. It
+//! reads the arguments in place (no copies, no reference counting) and runs
+//! the body under `catch_unwind`: a core error becomes the error reply, and
+//! a panic, which would otherwise unwind into Redis and kill the server,
+//! becomes an error reply and a line in the server log.
+
+use std::ffi::CString;
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use redis_module::{raw, Context, RedisError, RedisValue, Status};
+use smallvec::SmallVec;
+
+use crate::core::Result;
+use crate::stats;
+use crate::store::string_bytes;
+
+pub mod get;
+pub mod incr;
+
+/// A module command.
+pub trait Command {
+    /// Full name, lower case, e.g. `listingstats.incr`.
+    const NAME: &'static str;
+    /// `RedisModule_CreateCommand` flags, e.g. `write deny-oom`.
+    const FLAGS: &'static str;
+    /// Runs on the arguments after the command name.
+    fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue>;
+}
+
+extern "C" fn dispatch<C: Command>(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let context = Context::new(ctx);
+    stats::CALLS.add(1);
+    let reply = catch_unwind(AssertUnwindSafe(|| {
+        let argv: &[*mut raw::RedisModuleString] = if argv.is_null() {
+            &[]
+        } else {
+            // SAFETY: Redis passes argc valid strings that outlive the call.
+            unsafe { std::slice::from_raw_parts(argv, usize::try_from(argc).unwrap_or(0)) }
+        };
+        let args: SmallVec<[&[u8]; 16]> = argv.iter().skip(1).map(|&s| string_bytes(s)).collect();
+        C::run(&context, &args)
+    }));
+    let reply = match reply {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => {
+            stats::ERRORS.add(1);
+            Err(RedisError::String(err.to_string()))
+        }
+        Err(panic) => {
+            stats::ERRORS.add(1);
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            context.log_warning(&format!(
+                "listingstats: internal error in {}: {what}",
+                C::NAME
+            ));
+            Err(RedisError::Str(
+                "ERR listingstats internal error, see the server log",
+            ))
+        }
+    };
+    context.reply(reply) as c_int
+}
+
+/// Registers one command. Key positions are 0: every key a command touches
+/// is computed from its arguments, and checked against ACLs by the command.
+fn register<C: Command>(ctx: &Context) -> Status {
+    let (Ok(name), Ok(flags)) = (CString::new(C::NAME), CString::new(C::FLAGS)) else {
+        return Status::Err;
+    };
+    // SAFETY: called from OnLoad with live strings; Redis copies them.
+    let created = unsafe {
+        raw::RedisModule_CreateCommand.map(|create| {
+            create(
+                ctx.ctx,
+                name.as_ptr(),
+                Some(dispatch::<C>),
+                flags.as_ptr(),
+                0,
+                0,
+                0,
+            )
+        })
+    };
+    if created == Some(raw::REDISMODULE_OK as c_int) {
+        Status::Ok
+    } else {
+        ctx.log_warning(&format!("listingstats: could not register {}", C::NAME));
+        Status::Err
+    }
+}
+
+/// Every command of the module.
+pub fn register_all(ctx: &Context) -> Status {
+    let all = [register::<incr::Incr>, register::<get::Get>];
+    if all.iter().all(|reg| reg(ctx) == Status::Ok) {
+        Status::Ok
+    } else {
+        Status::Err
+    }
+}

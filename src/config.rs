@@ -1,0 +1,136 @@
+//! Configuration in the server: `CONFIG SET/GET listingstats.<name>` and
+//! module arguments, both validated by [`Settings::set`].
+//!
+//! Commands read an immutable snapshot (`current()`), so a `CONFIG SET`
+//! never changes the rules in the middle of a command, and background work
+//! can hold a snapshot without locks.
+
+use std::sync::{Arc, LazyLock, RwLock};
+
+use redis_module::configuration::{
+    register_i64_configuration, register_string_configuration, ConfigurationContext,
+    ConfigurationFlags,
+};
+use redis_module::{raw, ConfigurationValue, Context, RedisError, RedisString};
+
+use crate::core::settings::{Name, Settings};
+use crate::core::{Error, Result};
+
+static SETTINGS: LazyLock<RwLock<Arc<Settings>>> =
+    LazyLock::new(|| RwLock::new(Arc::new(Settings::default())));
+
+/// The settings in force now.
+pub fn current() -> Arc<Settings> {
+    match SETTINGS.read() {
+        Ok(guard) => Arc::clone(&guard),
+        Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+    }
+}
+
+/// Applies a change to a copy and publishes it only when it succeeds.
+fn update(change: impl FnOnce(&mut Settings) -> Result<()>) -> Result<()> {
+    let mut guard = SETTINGS
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut next = Settings::clone(&guard);
+    change(&mut next)?;
+    *guard = Arc::new(next);
+    Ok(())
+}
+
+/// Redis wraps a config error as "ERR CONFIG SET failed ... - <text>", so
+/// it gets the message without our own error code.
+fn config_error(err: Error) -> RedisError {
+    let text = err.to_string();
+    RedisError::String(text.strip_prefix("ERR ").unwrap_or(&text).to_string())
+}
+
+/// The handle Redis calls back for one setting.
+pub struct Setting(Name);
+
+static HANDLES: [Setting; 6] = [
+    Setting(Name::KeyPrefix),
+    Setting(Name::KeyFormat),
+    Setting(Name::Timezone),
+    Setting(Name::DedupWindow),
+    Setting(Name::MaxBatch),
+    Setting(Name::MaxQueryCells),
+];
+
+impl ConfigurationValue<RedisString> for Setting {
+    fn get(&self, _: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, current().get(self.0).as_str())
+    }
+
+    fn set(
+        &self,
+        _: &ConfigurationContext,
+        value: RedisString,
+    ) -> std::result::Result<(), RedisError> {
+        let text = value
+            .try_as_str()
+            .map_err(|_| RedisError::Str("value must be ASCII"))?;
+        update(|s| s.set(self.0, text)).map_err(config_error)
+    }
+}
+
+impl ConfigurationValue<i64> for Setting {
+    fn get(&self, _: &ConfigurationContext) -> i64 {
+        current().get_int(self.0)
+    }
+
+    fn set(&self, _: &ConfigurationContext, value: i64) -> std::result::Result<(), RedisError> {
+        update(|s| s.set(self.0, &value.to_string())).map_err(config_error)
+    }
+}
+
+/// Registers every setting with Redis (7.0+; older servers only take module
+/// arguments), loads values from the config file, then applies the module
+/// arguments, which win. Errors make the module refuse to load.
+pub fn init(ctx: &Context, args: &[RedisString]) -> std::result::Result<(), String> {
+    // SAFETY: reading API pointers filled in by RedisModule_Init.
+    let has_config_api = unsafe {
+        (*std::ptr::addr_of!(raw::RedisModule_RegisterStringConfig)).is_some()
+            && (*std::ptr::addr_of!(raw::RedisModule_LoadConfigs)).is_some()
+    };
+    if has_config_api {
+        let defaults = Settings::default();
+        for handle in &HANDLES {
+            let name = handle.0.as_str();
+            let flags = ConfigurationFlags::DEFAULT;
+            match handle.0.bounds() {
+                Some(b) => register_i64_configuration(
+                    ctx,
+                    name,
+                    handle,
+                    defaults.get_int(handle.0),
+                    b.min,
+                    b.max,
+                    flags,
+                    None,
+                ),
+                None => register_string_configuration(
+                    ctx,
+                    name,
+                    handle,
+                    &defaults.get(handle.0),
+                    flags,
+                    None,
+                ),
+            }
+        }
+        // SAFETY: checked above; called from OnLoad as the API requires.
+        let loaded = unsafe { raw::RedisModule_LoadConfigs.map(|load| load(ctx.ctx)) };
+        if loaded != Some(raw::REDISMODULE_OK as i32) {
+            return Err("could not load listingstats.* settings from the config file".into());
+        }
+    } else {
+        ctx.log_warning(
+            "this server has no module config API: use module arguments to configure listingstats",
+        );
+    }
+
+    let words: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    update(|s| s.apply_module_args(&words)).map_err(|e| e.to_string())
+}

@@ -1,0 +1,261 @@
+//! Key names and the identifiers inside them.
+//!
+//! A day hash is `<prefix><YYYY-MM-DD>_<listing>` (`date_listing`, the layout
+//! production data already has) or `<prefix><YYYY-MM-DD>_{<listing>}`
+//! (`tagged`: every day of a listing in one Redis Cluster slot). The module's
+//! own keys live under `<prefix>listingstats:` and can never be mistaken for a
+//! day hash, because a day hash starts with a digit after the prefix.
+
+use chrono::NaiveDate;
+
+use super::date::{parse_day, push_day};
+use super::error::{quote, Error, Result};
+
+pub const MAX_LISTING_LEN: usize = 64;
+pub const MAX_EVENT_LEN: usize = 256;
+pub const MAX_ID_LEN: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    DateListing,
+    Tagged,
+}
+
+impl KeyFormat {
+    pub fn parse(text: &str) -> Result<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "date_listing" => Ok(KeyFormat::DateListing),
+            "tagged" => Ok(KeyFormat::Tagged),
+            _ => Err(Error::invalid(format!(
+                "key-format must be date_listing or tagged, got '{text}'"
+            ))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyFormat::DateListing => "date_listing",
+            KeyFormat::Tagged => "tagged",
+        }
+    }
+}
+
+fn is_listing_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+/// Printable ASCII without whitespace: what an event name or id may hold.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_graphic()
+}
+
+pub fn is_valid_listing(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= MAX_LISTING_LEN && id.iter().all(|&b| is_listing_byte(b))
+}
+
+pub fn check_listing(id: &[u8]) -> Result<()> {
+    if is_valid_listing(id) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid listing id {}: use 1-{MAX_LISTING_LEN} characters of A-Z a-z 0-9 . _ -",
+            quote(id)
+        )))
+    }
+}
+
+pub fn check_event(name: &[u8]) -> Result<()> {
+    if !name.is_empty() && name.len() <= MAX_EVENT_LEN && name.iter().all(|&b| is_token_byte(b)) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid event name {}: use 1-{MAX_EVENT_LEN} printable ASCII characters without spaces",
+            quote(name)
+        )))
+    }
+}
+
+pub fn check_event_id(id: &[u8]) -> Result<()> {
+    if !id.is_empty() && id.len() <= MAX_ID_LEN && id.iter().all(|&b| is_token_byte(b)) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "invalid event id {}: use 1-{MAX_ID_LEN} printable ASCII characters without spaces",
+            quote(id)
+        )))
+    }
+}
+
+/// How keys are named under one configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyScheme {
+    pub prefix: String,
+    pub format: KeyFormat,
+}
+
+impl Default for KeyScheme {
+    fn default() -> Self {
+        KeyScheme {
+            prefix: String::new(),
+            format: KeyFormat::DateListing,
+        }
+    }
+}
+
+impl KeyScheme {
+    /// The day hash of `listing` on `day`. `listing` must be valid.
+    pub fn day_key(&self, day: NaiveDate, listing: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + 13 + listing.len());
+        key.extend_from_slice(self.prefix.as_bytes());
+        push_day(&mut key, day);
+        match self.format {
+            KeyFormat::DateListing => {
+                key.push(b'_');
+                key.extend_from_slice(listing);
+            }
+            KeyFormat::Tagged => {
+                key.extend_from_slice(b"_{");
+                key.extend_from_slice(listing);
+                key.push(b'}');
+            }
+        }
+        key
+    }
+
+    /// The day and listing a key names, or `None` when it is not a day hash
+    /// name in this scheme (wrong prefix, impossible date, bad listing, other
+    /// layouts such as the old `2015-12-12:event_2155`).
+    pub fn parse_day_key<'k>(&self, key: &'k [u8]) -> Option<(NaiveDate, &'k [u8])> {
+        let rest = key.strip_prefix(self.prefix.as_bytes())?;
+        if rest.len() < 12 || rest[10] != b'_' {
+            return None;
+        }
+        let day = parse_day(&rest[..10])?;
+        let listing = match self.format {
+            KeyFormat::DateListing => &rest[11..],
+            KeyFormat::Tagged => rest[11..].strip_prefix(b"{")?.strip_suffix(b"}")?,
+        };
+        is_valid_listing(listing).then_some((day, listing))
+    }
+
+    /// The hash that holds user-defined metrics.
+    pub fn metrics_key(&self) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"listingstats:metrics"].concat()
+    }
+
+    /// The marker that remembers an event id for the dedup window.
+    pub fn seen_key(&self, event_id: &[u8]) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"listingstats:seen:", event_id].concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(text: &str) -> NaiveDate {
+        parse_day(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn builds_both_layouts_with_prefix() {
+        let plain = KeyScheme::default();
+        assert_eq!(
+            plain.day_key(day("2015-12-22"), b"2155"),
+            b"2015-12-22_2155"
+        );
+        let tagged = KeyScheme {
+            prefix: "ls:".into(),
+            format: KeyFormat::Tagged,
+        };
+        assert_eq!(
+            tagged.day_key(day("2015-12-22"), b"2155"),
+            b"ls:2015-12-22_{2155}"
+        );
+        assert_eq!(tagged.metrics_key(), b"ls:listingstats:metrics");
+        assert_eq!(tagged.seen_key(b"e-1"), b"ls:listingstats:seen:e-1");
+    }
+
+    #[test]
+    fn parses_what_it_builds() {
+        for format in [KeyFormat::DateListing, KeyFormat::Tagged] {
+            for prefix in ["", "ls:", "2015-"] {
+                let scheme = KeyScheme {
+                    prefix: prefix.into(),
+                    format,
+                };
+                let key = scheme.day_key(day("2016-01-01"), b"ab.c_d-9");
+                assert_eq!(
+                    scheme.parse_day_key(&key),
+                    Some((day("2016-01-01"), &b"ab.c_d-9"[..]))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn look_alike_keys_are_not_day_hashes() {
+        let plain = KeyScheme::default();
+        let tagged = KeyScheme {
+            prefix: String::new(),
+            format: KeyFormat::Tagged,
+        };
+        for key in [
+            &b"2015-13-40_1"[..],
+            b"2015-12-12:cart::checkoutnow:impression_2155",
+            b"2015-12-12_",
+            b"2015-12-12",
+            b"2015-12-12_a b",
+            b"2015-12-12_{2155}",
+            b"x2015-12-12_1",
+            b"listingstats:metrics",
+        ] {
+            assert_eq!(
+                plain.parse_day_key(key),
+                None,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert_eq!(tagged.parse_day_key(b"2015-12-12_2155"), None);
+        assert_eq!(tagged.parse_day_key(b"2015-12-12_{}"), None);
+        assert_eq!(tagged.parse_day_key(b"2015-12-12_{2155"), None);
+        let prefixed = KeyScheme {
+            prefix: "ls:".into(),
+            format: KeyFormat::DateListing,
+        };
+        assert_eq!(prefixed.parse_day_key(b"2015-12-12_1"), None);
+    }
+
+    #[test]
+    fn identifier_rules() {
+        assert!(check_listing(b"2155").is_ok());
+        assert!(check_listing(b"A-z.0_9").is_ok());
+        assert!(check_listing(&[b'1'; 64]).is_ok());
+        assert!(check_listing(&[b'1'; 65]).is_err());
+        for bad in [&b""[..], b"a b", b"a:b", b"{1}", b"\xc3\xa9", b"a*"] {
+            assert!(check_listing(bad).is_err(), "{:?}", bad);
+        }
+        assert!(check_event(b"ldp:sellPanel:addToCart:click").is_ok());
+        assert!(check_event(b"cart::checkoutNow:impression").is_ok());
+        assert!(check_event(&[b'x'; 256]).is_ok());
+        assert!(check_event(&[b'x'; 257]).is_err());
+        for bad in [&b""[..], b"a b", b"a\tb", b"a\nb", b"\x7f", b"\xc3\xa9"] {
+            assert!(check_event(bad).is_err(), "{:?}", bad);
+        }
+        assert!(check_event_id(b"shardId-000000000000:4959").is_ok());
+        assert!(check_event_id(b"").is_err());
+        let err = check_listing(b"bad id").unwrap_err().to_string();
+        assert!(err.starts_with("ERR invalid listing id 'bad id'"), "{err}");
+    }
+
+    #[test]
+    fn key_format_names() {
+        assert_eq!(KeyFormat::parse("TAGGED").unwrap(), KeyFormat::Tagged);
+        assert_eq!(
+            KeyFormat::parse("date_listing").unwrap().name(),
+            "date_listing"
+        );
+        assert!(KeyFormat::parse("flat").is_err());
+    }
+}

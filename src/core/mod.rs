@@ -1,0 +1,12 @@
+//! The pure core: no FFI, no Redis. Everything here is unit-tested with
+//! `cargo test` and no server.
+
+pub mod date;
+pub mod error;
+pub mod incr;
+pub mod keys;
+pub mod number;
+pub mod settings;
+pub mod write;
+
+pub use error::{Error, Result};

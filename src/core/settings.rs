@@ -1,0 +1,269 @@
+//! Configuration values, their defaults, limits and validation.
+//!
+//! The same rules apply to module arguments at load time and to
+//! `CONFIG SET listingstats.<name>`: the shell feeds both through
+//! [`Settings::set`], so a value refused at one door is refused at the other.
+
+use chrono_tz::Tz;
+
+use super::date::parse_timezone;
+use super::error::{Error, Result};
+use super::keys::{KeyFormat, KeyScheme};
+
+pub const MAX_PREFIX_LEN: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Name {
+    KeyPrefix,
+    KeyFormat,
+    Timezone,
+    DedupWindow,
+    MaxBatch,
+    MaxQueryCells,
+}
+
+/// A numeric setting's bounds, as Redis enforces them for `CONFIG SET` and
+/// we enforce them for module arguments.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub min: i64,
+    pub max: i64,
+}
+
+impl Name {
+    pub const ALL: [Name; 6] = [
+        Name::KeyPrefix,
+        Name::KeyFormat,
+        Name::Timezone,
+        Name::DedupWindow,
+        Name::MaxBatch,
+        Name::MaxQueryCells,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Name::KeyPrefix => "key-prefix",
+            Name::KeyFormat => "key-format",
+            Name::Timezone => "timezone",
+            Name::DedupWindow => "dedup-window",
+            Name::MaxBatch => "max-batch",
+            Name::MaxQueryCells => "max-query-cells",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Name> {
+        Name::ALL
+            .into_iter()
+            .find(|n| n.as_str().eq_ignore_ascii_case(text))
+    }
+
+    /// `Some` for numeric settings.
+    pub fn bounds(self) -> Option<Bounds> {
+        match self {
+            // Ten years is far beyond any stream's redelivery horizon.
+            Name::DedupWindow => Some(Bounds {
+                min: 0,
+                max: 315_360_000,
+            }),
+            Name::MaxBatch => Some(Bounds {
+                min: 1,
+                max: 1_000_000,
+            }),
+            Name::MaxQueryCells => Some(Bounds {
+                min: 1,
+                max: 1_000_000_000,
+            }),
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub keys: KeyScheme,
+    pub timezone: Tz,
+    /// Seconds an event id is remembered; 0 turns dedup off.
+    pub dedup_window: i64,
+    pub max_batch: i64,
+    pub max_query_cells: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keys: KeyScheme::default(),
+            timezone: Tz::UTC,
+            dedup_window: 604_800,
+            max_batch: 10_000,
+            max_query_cells: 1_000_000,
+        }
+    }
+}
+
+impl Settings {
+    /// The value as `CONFIG GET` shows it.
+    pub fn get(&self, name: Name) -> String {
+        match name {
+            Name::KeyPrefix => self.keys.prefix.clone(),
+            Name::KeyFormat => self.keys.format.name().to_string(),
+            Name::Timezone => self.timezone.name().to_string(),
+            Name::DedupWindow => self.dedup_window.to_string(),
+            Name::MaxBatch => self.max_batch.to_string(),
+            Name::MaxQueryCells => self.max_query_cells.to_string(),
+        }
+    }
+
+    pub fn get_int(&self, name: Name) -> i64 {
+        match name {
+            Name::DedupWindow => self.dedup_window,
+            Name::MaxBatch => self.max_batch,
+            Name::MaxQueryCells => self.max_query_cells,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone => 0,
+        }
+    }
+
+    /// Sets one value from its text, or explains why not (and changes nothing).
+    pub fn set(&mut self, name: Name, value: &str) -> Result<()> {
+        if let Some(bounds) = name.bounds() {
+            let n = value.parse::<i64>().map_err(|_| {
+                Error::invalid(format!(
+                    "{} must be an integer, got '{value}'",
+                    name.as_str()
+                ))
+            })?;
+            return self.set_int(name, n, bounds);
+        }
+        match name {
+            Name::KeyPrefix => {
+                if value.len() > MAX_PREFIX_LEN || !value.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(Error::invalid(format!(
+                        "key-prefix must be at most {MAX_PREFIX_LEN} printable ASCII characters without spaces"
+                    )));
+                }
+                self.keys.prefix = value.to_string();
+            }
+            Name::KeyFormat => self.keys.format = KeyFormat::parse(value)?,
+            Name::Timezone => self.timezone = parse_timezone(value)?,
+            Name::DedupWindow | Name::MaxBatch | Name::MaxQueryCells => {}
+        }
+        Ok(())
+    }
+
+    fn set_int(&mut self, name: Name, n: i64, bounds: Bounds) -> Result<()> {
+        if !(bounds.min..=bounds.max).contains(&n) {
+            return Err(Error::invalid(format!(
+                "{} must be between {} and {}, got {n}",
+                name.as_str(),
+                bounds.min,
+                bounds.max
+            )));
+        }
+        match name {
+            Name::DedupWindow => self.dedup_window = n,
+            Name::MaxBatch => self.max_batch = n,
+            Name::MaxQueryCells => self.max_query_cells = n,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone => {}
+        }
+        Ok(())
+    }
+
+    /// Applies `name value` pairs given to `MODULE LOAD` / `loadmodule`.
+    /// All or nothing: on error `self` is unchanged.
+    pub fn apply_module_args(&mut self, args: &[&str]) -> Result<()> {
+        if !args.len().is_multiple_of(2) {
+            return Err(Error::invalid(format!(
+                "module arguments come in 'name value' pairs, got {} words",
+                args.len()
+            )));
+        }
+        let mut next = self.clone();
+        let mut seen = Vec::new();
+        for pair in args.chunks(2) {
+            let name = Name::parse(pair[0]).ok_or_else(|| {
+                let known: Vec<_> = Name::ALL.iter().map(|n| n.as_str()).collect();
+                Error::invalid(format!(
+                    "unknown module argument '{}': known are {}",
+                    pair[0],
+                    known.join(", ")
+                ))
+            })?;
+            if seen.contains(&name) {
+                return Err(Error::invalid(format!(
+                    "module argument '{}' given twice",
+                    name.as_str()
+                )));
+            }
+            seen.push(name);
+            next.set(name, pair[1])?;
+        }
+        *self = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = Settings::default();
+        let shown: Vec<_> = Name::ALL.iter().map(|n| (n.as_str(), s.get(*n))).collect();
+        assert_eq!(
+            shown,
+            [
+                ("key-prefix", "".to_string()),
+                ("key-format", "date_listing".into()),
+                ("timezone", "UTC".into()),
+                ("dedup-window", "604800".into()),
+                ("max-batch", "10000".into()),
+                ("max-query-cells", "1000000".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn module_args_apply_all_or_nothing() {
+        let mut s = Settings::default();
+        s.apply_module_args(&[
+            "key-prefix",
+            "ls:",
+            "TIMEZONE",
+            "Europe/London",
+            "dedup-window",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(s.keys.prefix, "ls:");
+        assert_eq!(s.timezone.name(), "Europe/London");
+        assert_eq!(s.dedup_window, 0);
+
+        let before = s.clone();
+        for bad in [
+            &["key-prefix", "x:", "timezone", "Nowhere/Land"][..],
+            &["timezone"],
+            &["colour", "blue"],
+            &["max-batch", "0"],
+            &["max-batch", "ten"],
+            &["key-format", "flat"],
+            &["key-prefix", "a b"],
+            &["key-prefix", "a", "key-prefix", "b"],
+        ] {
+            let err = s.apply_module_args(bad).unwrap_err();
+            assert!(err.to_string().starts_with("ERR "), "{err}");
+            assert_eq!(s, before, "{bad:?} changed the settings");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_setting() {
+        let mut s = Settings::default();
+        let err = s.set(Name::MaxQueryCells, "-5").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "ERR max-query-cells must be between 1 and 1000000000, got -5"
+        );
+        let err = s.set(Name::DedupWindow, "1.5").unwrap_err().to_string();
+        assert_eq!(err, "ERR dedup-window must be an integer, got '1.5'");
+    }
+}

@@ -1,0 +1,148 @@
+//! The write path shared by INCR and INGEST: dedup decisions, then
+//! validate every increment, then write every increment.
+//!
+//! A command that answers with an error must have changed nothing, so no
+//! write happens until every key has passed its ACL and type checks and
+//! every counter has been read and proven not to overflow. The store does
+//! the I/O; this module decides.
+
+use super::error::Result;
+use super::number::add_counter;
+
+/// One `HINCRBY key field delta`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Increment {
+    pub key: Vec<u8>,
+    pub field: Vec<u8>,
+    pub delta: i64,
+}
+
+/// What the write path needs from Redis (or from a map, in tests).
+pub trait CounterStore {
+    /// The counter's current value; `None` when the key or field is absent.
+    /// Fails when the caller may not write the key, when it is not a hash,
+    /// or when the value is not an integer.
+    fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>>;
+    /// Writes a value computed by [`apply`]; `delta` is what replicas replay.
+    fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64);
+    /// Whether an event id marker exists. Fails when the caller may not
+    /// read and write the marker key.
+    fn is_remembered(&mut self, marker: &[u8]) -> Result<bool>;
+    /// Creates a marker that expires at `until_ms` (unix milliseconds).
+    fn remember(&mut self, marker: &[u8], until_ms: i64);
+}
+
+/// Validates all `increments`, then writes them and the `markers`.
+/// Returns each counter's new value, in order. Keys must be unique pairs
+/// (aggregate first); on error nothing was written.
+pub fn apply<S: CounterStore>(
+    store: &mut S,
+    increments: &[Increment],
+    markers: &[&[u8]],
+    until_ms: i64,
+) -> Result<Vec<i64>> {
+    let mut values = Vec::with_capacity(increments.len());
+    for inc in increments {
+        let current = store.counter(&inc.key, &inc.field)?.unwrap_or(0);
+        values.push(add_counter(current, inc.delta)?);
+    }
+    for (inc, &value) in increments.iter().zip(&values) {
+        store.set_counter(&inc.key, &inc.field, value, inc.delta);
+    }
+    for marker in markers {
+        store.remember(marker, until_ms);
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+pub mod memory {
+    //! An in-memory [`CounterStore`] for unit tests.
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::core::error::Error;
+    use crate::core::number::parse_counter;
+
+    #[derive(Default)]
+    pub struct MemoryStore {
+        pub hashes: BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>,
+        pub strings: BTreeSet<Vec<u8>>,
+        pub markers: BTreeMap<Vec<u8>, i64>,
+        pub writes: usize,
+    }
+
+    impl CounterStore for MemoryStore {
+        fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>> {
+            if self.strings.contains(key) {
+                return Err(Error::WrongType);
+            }
+            let raw = self.hashes.get(key).and_then(|h| h.get(field));
+            raw.map(|v| parse_counter(key, field, v)).transpose()
+        }
+        fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, _delta: i64) {
+            self.writes += 1;
+            let hash = self.hashes.entry(key.to_vec()).or_default();
+            hash.insert(field.to_vec(), value.to_string().into_bytes());
+        }
+        fn is_remembered(&mut self, marker: &[u8]) -> Result<bool> {
+            Ok(self.markers.contains_key(marker))
+        }
+        fn remember(&mut self, marker: &[u8], until_ms: i64) {
+            self.markers.insert(marker.to_vec(), until_ms);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::memory::MemoryStore;
+    use super::*;
+
+    fn inc(key: &str, field: &str, delta: i64) -> Increment {
+        Increment {
+            key: key.into(),
+            field: field.into(),
+            delta,
+        }
+    }
+
+    #[test]
+    fn writes_all_and_returns_new_values() {
+        let mut store = MemoryStore::default();
+        let values = apply(
+            &mut store,
+            &[inc("a", "x", 2), inc("b", "x", -3)],
+            &[b"m"],
+            99,
+        )
+        .unwrap();
+        assert_eq!(values, [2, -3]);
+        let values = apply(&mut store, &[inc("a", "x", 5)], &[], 0).unwrap();
+        assert_eq!(values, [7]);
+        assert_eq!(store.markers.get(&b"m"[..]), Some(&99));
+    }
+
+    #[test]
+    fn any_failure_writes_nothing() {
+        let mut store = MemoryStore::default();
+        apply(&mut store, &[inc("a", "x", i64::MAX)], &[], 0).unwrap();
+        store.strings.insert(b"str".to_vec());
+        store
+            .hashes
+            .entry(b"bad".to_vec())
+            .or_default()
+            .insert(b"x".to_vec(), b"1.5".to_vec());
+        let writes = store.writes;
+        for failing in [
+            vec![inc("b", "x", 1), inc("a", "x", 1)],
+            vec![inc("b", "x", 1), inc("str", "x", 1)],
+            vec![inc("b", "x", 1), inc("bad", "x", 1)],
+        ] {
+            assert!(apply(&mut store, &failing, &[b"m"], 0).is_err());
+            assert_eq!(store.writes, writes);
+            assert!(store.markers.is_empty());
+            assert!(!store.hashes.contains_key(&b"b"[..]));
+        }
+    }
+}

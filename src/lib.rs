@@ -1,0 +1,35 @@
+//! listingstats: per-day, per-listing event counters in plain Redis hashes,
+//! and click-through-rate queries over them, as a Redis module.
+//!
+//! `core` is pure Rust (no FFI) and holds every rule; `commands` is the thin
+//! layer Redis calls; `store` is the only place that touches keys.
+
+pub mod core;
+
+mod alloc;
+mod commands;
+mod config;
+mod stats;
+mod store;
+
+use redis_module::{raw, redis_module, Context, RedisString, Status};
+
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    if let Err(reason) = config::init(ctx, args) {
+        ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
+        return Status::Err;
+    }
+    // Registered here rather than through the macro's `info:` hook, which
+    // needs the proc-macro crate; the last registration wins. Commands are
+    // registered by `commands` too (see there why not by the macro's list).
+    raw::register_info_function(ctx.ctx, Some(stats::info));
+    commands::register_all(ctx)
+}
+
+redis_module! {
+    name: "listingstats",
+    version: 1,
+    allocator: (crate::alloc::ModuleAlloc, crate::alloc::ModuleAlloc),
+    data_types: [],
+    init: init,
+}

@@ -1,0 +1,421 @@
+//! Redis's side of the core's [`CounterStore`], and the read helpers the
+//! query commands use. All raw key I/O of the module lives in this file.
+//!
+//! Why raw calls instead of `ctx.call("HINCRBY", ...)`: a call through
+//! `RedisModule_Call` builds a fake client and a full argv for each
+//! command, several times the cost of the lookup itself; INCR must stay
+//! close to native HINCRBY. Why explicit replication: the effect of INCR
+//! depends on the clock and on dedup state, so replicas and the AOF get the
+//! concrete `HINCRBY key field n` and `SET marker 1 PXAT t` instead.
+
+use std::os::raw::{c_char, c_int, c_longlong};
+use std::ptr;
+
+use redis_module::{raw, Context, RedisString};
+
+use crate::core::number::parse_counter;
+use crate::core::write::CounterStore;
+use crate::core::{Error, Result};
+
+/// Looks up an API function pointer, which `RedisModule_Init` filled in.
+macro_rules! api {
+    ($name:ident) => {{
+        // SAFETY: written once by RedisModule_Init before any command runs.
+        #[allow(unused_unsafe)]
+        let f = unsafe { *std::ptr::addr_of!(raw::$name) };
+        match f {
+            Some(f) => f,
+            None => panic!(concat!(
+                stringify!($name),
+                " is not available on this server"
+            )),
+        }
+    }};
+}
+
+const ACL_READ: c_int = raw::REDISMODULE_CMD_KEY_ACCESS as c_int;
+const ACL_WRITE: c_int =
+    (raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
+
+/// The calling user, for key permission checks.
+///
+/// Redis checks ACL key patterns only for keys at declared argument
+/// positions; ours are computed from a listing and a day, so every command
+/// checks each key it computes here, before it reads or writes anything.
+pub struct Acl {
+    user: *mut raw::RedisModuleUser,
+}
+
+impl Acl {
+    pub fn of_caller(ctx: &Context) -> Acl {
+        // SAFETY: all pointers come from Redis; a NULL user name means no
+        // client (nothing to check), and the user is freed in Drop.
+        unsafe {
+            let (Some(name_of), Some(user_of)) = (
+                *ptr::addr_of!(raw::RedisModule_GetCurrentUserName),
+                *ptr::addr_of!(raw::RedisModule_GetModuleUserFromUserName),
+            ) else {
+                return Acl {
+                    user: ptr::null_mut(),
+                };
+            };
+            if (*ptr::addr_of!(raw::RedisModule_ACLCheckKeyPermissions)).is_none() {
+                return Acl {
+                    user: ptr::null_mut(),
+                };
+            }
+            let name = name_of(ctx.ctx);
+            if name.is_null() {
+                return Acl {
+                    user: ptr::null_mut(),
+                };
+            }
+            let user = user_of(name);
+            api!(RedisModule_FreeString)(ctx.ctx, name);
+            Acl { user }
+        }
+    }
+
+    fn check(&self, key: &RedisString, flags: c_int) -> Result<()> {
+        if self.user.is_null() {
+            return Ok(());
+        }
+        // SAFETY: user and key are live Redis objects.
+        let status =
+            unsafe { api!(RedisModule_ACLCheckKeyPermissions)(self.user, key.inner, flags) };
+        if status == raw::REDISMODULE_OK as c_int {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "NOPERM this user has no permissions to {} the key '{}'",
+                if flags == ACL_READ { "read" } else { "write" },
+                key.as_slice().escape_ascii()
+            )))
+        }
+    }
+}
+
+impl Drop for Acl {
+    fn drop(&mut self) {
+        if !self.user.is_null() {
+            // SAFETY: created by GetModuleUserFromUserName, freed once.
+            unsafe { api!(RedisModule_FreeModuleUser)(self.user) };
+        }
+    }
+}
+
+/// An open key, closed on drop.
+struct OpenKey {
+    ctx: *mut raw::RedisModuleCtx,
+    key: *mut raw::RedisModuleKey,
+}
+
+impl OpenKey {
+    fn open(ctx: &Context, name: &RedisString, write: bool) -> OpenKey {
+        let mode = if write {
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
+        } else {
+            raw::REDISMODULE_READ
+        };
+        // SAFETY: ctx and name are live. In READ mode an absent key gives
+        // NULL: KeyType and CloseKey accept that, the readers check it.
+        let key = unsafe { api!(RedisModule_OpenKey)(ctx.ctx, name.inner, mode as c_int) };
+        OpenKey {
+            ctx: ctx.ctx,
+            key: key.cast(),
+        }
+    }
+
+    fn kind(&self) -> c_int {
+        // SAFETY: live key handle.
+        unsafe { api!(RedisModule_KeyType)(self.key) }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.kind() == raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+    }
+
+    /// Absent keys read as empty hashes; other types are WRONGTYPE.
+    fn expect_hash(&self) -> Result<()> {
+        let kind = self.kind();
+        if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+            || kind == raw::REDISMODULE_KEYTYPE_HASH as c_int
+        {
+            Ok(())
+        } else {
+            Err(Error::WrongType)
+        }
+    }
+
+    /// One field's value as an integer; `Ok(None)` when the key or the
+    /// field is absent, `Err(bytes)` when the value is not an integer.
+    fn hash_get_int(
+        &self,
+        field: *mut raw::RedisModuleString,
+    ) -> std::result::Result<Option<i64>, Vec<u8>> {
+        if self.key.is_null() {
+            return Ok(None);
+        }
+        let mut value: *mut raw::RedisModuleString = ptr::null_mut();
+        // SAFETY: flags NONE, one field string, one out pointer, NULL end.
+        unsafe {
+            api!(RedisModule_HashGet)(
+                self.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                field,
+                &mut value as *mut *mut raw::RedisModuleString,
+                ptr::null::<c_char>(),
+            );
+        }
+        if value.is_null() {
+            return Ok(None);
+        }
+        let mut n: c_longlong = 0;
+        // SAFETY: value is ours until freed below. StringToLongLong accepts
+        // exactly what HINCRBY accepts.
+        let parsed = unsafe { api!(RedisModule_StringToLongLong)(value, &mut n) };
+        let result = if parsed == raw::REDISMODULE_OK as c_int {
+            Ok(Some(n))
+        } else {
+            Err(string_bytes(value).to_vec())
+        };
+        // SAFETY: HashGet hands us ownership of the value.
+        unsafe { api!(RedisModule_FreeString)(self.ctx, value) };
+        result
+    }
+
+    fn hash_set_int(&self, field: *mut raw::RedisModuleString, value: i64) {
+        // SAFETY: the value string is ours and freed after the copy HashSet makes.
+        unsafe {
+            let v = api!(RedisModule_CreateStringFromLongLong)(self.ctx, value as c_longlong);
+            api!(RedisModule_HashSet)(
+                self.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                field,
+                v,
+                ptr::null::<c_char>(),
+            );
+            api!(RedisModule_FreeString)(self.ctx, v);
+        }
+    }
+}
+
+impl Drop for OpenKey {
+    fn drop(&mut self) {
+        // SAFETY: opened by OpenKey, closed once.
+        unsafe { api!(RedisModule_CloseKey)(self.key) };
+    }
+}
+
+/// The bytes of a Redis string, valid while the string lives.
+pub fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
+    let mut len = 0usize;
+    // SAFETY: s is a live string; the slice is used before it is freed.
+    unsafe {
+        let p = api!(RedisModule_StringPtrLen)(s, &mut len);
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    }
+}
+
+/// The server's clock, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    // SAFETY: plain API call.
+    unsafe { api!(RedisModule_Milliseconds)() }
+}
+
+/// Writes day hashes and dedup markers for one command.
+pub struct RedisStore<'c> {
+    ctx: &'c Context,
+    acl: Acl,
+    /// The key in use, open for writing, its ACL check passed. Callers
+    /// visit each key's fields together, so one open handle serves a read
+    /// and the write that follows it.
+    key: Option<CurrentKey>,
+    /// The last field named, reused by the write after its read.
+    field: Option<(Vec<u8>, RedisString)>,
+}
+
+struct CurrentKey {
+    bytes: Vec<u8>,
+    name: RedisString,
+    open: OpenKey,
+}
+
+impl<'c> RedisStore<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        RedisStore {
+            ctx,
+            acl: Acl::of_caller(ctx),
+            key: None,
+            field: None,
+        }
+    }
+
+    fn key(&mut self, key: &[u8]) -> Result<&CurrentKey> {
+        if self.key.as_ref().is_none_or(|k| k.bytes != key) {
+            self.key = None;
+            let name = RedisString::create_from_slice(self.ctx.ctx, key);
+            self.acl.check(&name, ACL_WRITE)?;
+            let open = OpenKey::open(self.ctx, &name, true);
+            self.key = Some(CurrentKey {
+                bytes: key.to_vec(),
+                name,
+                open,
+            });
+        }
+        self.key
+            .as_ref()
+            .ok_or_else(|| Error::invalid("internal error: no open key"))
+    }
+
+    /// The field as a Redis string. The pointer stays valid until the next
+    /// call with another field; callers use it before that.
+    fn field(&mut self, field: &[u8]) -> *mut raw::RedisModuleString {
+        match &self.field {
+            Some((f, name)) if f == field => name.inner,
+            _ => {
+                let name = RedisString::create_from_slice(self.ctx.ctx, field);
+                let inner = name.inner;
+                self.field = Some((field.to_vec(), name));
+                inner
+            }
+        }
+    }
+
+    /// `HINCRBY key field delta` to replicas and the AOF.
+    fn replicate_hincrby(&self, key: &[u8], field: &[u8], delta: i64) {
+        // SAFETY: "bbl" takes two (pointer, length) buffers and a long long.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.ctx.ctx,
+                c"HINCRBY".as_ptr(),
+                c"bbl".as_ptr(),
+                key.as_ptr(),
+                key.len(),
+                field.as_ptr(),
+                field.len(),
+                delta as c_longlong,
+            );
+        }
+    }
+
+    /// `SET marker 1 PXAT until_ms`: an absolute expiry, so a replica or an
+    /// AOF replayed later forgets the id at the same instant as the master.
+    fn replicate_marker(&self, marker: &[u8], until_ms: i64) {
+        // SAFETY: "bccl" takes a (pointer, length) buffer, two C strings
+        // and a long long.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.ctx.ctx,
+                c"SET".as_ptr(),
+                c"bccl".as_ptr(),
+                marker.as_ptr(),
+                marker.len(),
+                c"1".as_ptr(),
+                c"PXAT".as_ptr(),
+                until_ms as c_longlong,
+            );
+        }
+    }
+
+    fn notify(&self, class: i32, event: &std::ffi::CStr, name: *mut raw::RedisModuleString) {
+        // SAFETY: live context and key name.
+        unsafe { api!(RedisModule_NotifyKeyspaceEvent)(self.ctx.ctx, class, event.as_ptr(), name) };
+    }
+}
+
+impl CounterStore for RedisStore<'_> {
+    fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>> {
+        self.key(key)?.open.expect_hash()?;
+        let name = self.field(field);
+        let current = self.key(key)?.open.hash_get_int(name);
+        current.map_err(|bad| match parse_counter(key, field, &bad) {
+            Err(e) => e,
+            Ok(_) => Error::invalid("internal error: integer check disagrees"),
+        })
+    }
+
+    fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64) {
+        let name = self.field(field);
+        let Ok(current) = self.key(key) else { return };
+        current.open.hash_set_int(name, value);
+        let key_name = current.name.inner;
+        self.replicate_hincrby(key, field, delta);
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
+    }
+
+    fn is_remembered(&mut self, marker: &[u8]) -> Result<bool> {
+        Ok(!self.key(marker)?.open.is_empty())
+    }
+
+    fn remember(&mut self, marker: &[u8], until_ms: i64) {
+        let ttl = until_ms.saturating_sub(now_ms()).max(1);
+        let ctx = self.ctx.ctx;
+        let Ok(current) = self.key(marker) else {
+            return;
+        };
+        // SAFETY: live writable key; the value string is copied by StringSet.
+        unsafe {
+            let one = api!(RedisModule_CreateString)(ctx, c"1".as_ptr(), 1);
+            api!(RedisModule_StringSet)(current.open.key, one);
+            api!(RedisModule_FreeString)(ctx, one);
+            api!(RedisModule_SetExpire)(current.open.key, ttl);
+        }
+        let key_name = current.name.inner;
+        self.replicate_marker(marker, until_ms);
+        self.notify(raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
+    }
+}
+
+/// Read access for GET and QUERY: one caller, many keys.
+pub struct Reader<'c> {
+    ctx: &'c Context,
+    acl: Acl,
+}
+
+impl<'c> Reader<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        Reader {
+            ctx,
+            acl: Acl::of_caller(ctx),
+        }
+    }
+
+    /// Every field and value of a day hash, sorted by field; empty when
+    /// the key is absent.
+    pub fn hash_all(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        self.acl.check(&name, ACL_READ)?;
+        let open = OpenKey::open(self.ctx, &name, false);
+        open.expect_hash()?;
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pairs = Vec::new();
+        // SAFETY: ScanKey over a live hash; the callback copies each field
+        // and value out before Redis reuses them.
+        unsafe {
+            let cursor = api!(RedisModule_ScanCursorCreate)();
+            extern "C" fn collect(
+                _key: *mut raw::RedisModuleKey,
+                field: *mut raw::RedisModuleString,
+                value: *mut raw::RedisModuleString,
+                privdata: *mut std::os::raw::c_void,
+            ) {
+                // SAFETY: privdata is the Vec passed below.
+                let pairs = unsafe { &mut *privdata.cast::<Vec<(Vec<u8>, Vec<u8>)>>() };
+                pairs.push((string_bytes(field).to_vec(), string_bytes(value).to_vec()));
+            }
+            while api!(RedisModule_ScanKey)(
+                open.key,
+                cursor,
+                Some(collect),
+                (&mut pairs as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
+            ) != 0
+            {}
+            api!(RedisModule_ScanCursorDestroy)(cursor);
+        }
+        pairs.sort();
+        Ok(pairs)
+    }
+}

@@ -1,0 +1,267 @@
+//! Test harness: a real redis-server with the freshly built module loaded.
+//!
+//! Each [`Server`] runs on a free loopback port (never 6379) in its own
+//! temporary directory, is killed when dropped (also when a test panics),
+//! and prints the server log when it fails to start, so a module that
+//! refuses to load says why.
+//!
+//! `REDIS_SERVER` picks another server binary (e.g. valkey-server);
+//! `LISTINGSTATS_MODULE` another module build.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use redis::{Connection, Value};
+
+/// The module built by this `cargo test` run. Cargo compiles the library's
+/// cdylib into `target/<profile>/deps/`, beside the test binary, on every
+/// `cargo test`; the copy in `target/<profile>/` is refreshed only by
+/// `cargo build`, so it may be stale and is not used.
+pub fn module_path() -> PathBuf {
+    if let Ok(path) = std::env::var("LISTINGSTATS_MODULE") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let module = exe
+        .parent()
+        .map(|deps| deps.join("liblistingstats.so"))
+        .expect("deps dir");
+    assert!(module.exists(), "module not built at {}", module.display());
+    module
+}
+
+fn server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .unwrap()
+            .port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+/// How to start a server.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// `name value` pairs after the module path on the loadmodule line.
+    pub module_args: Vec<String>,
+    /// Extra server options, e.g. `["appendonly", "yes"]`.
+    pub server_args: Vec<String>,
+}
+
+impl Options {
+    pub fn module(mut self, args: &[&str]) -> Self {
+        self.module_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub fn server(mut self, args: &[&str]) -> Self {
+        self.server_args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+}
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub dir: Arc<tempfile::TempDir>,
+    options: Options,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Server {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Server::start_in(dir, options)
+            .unwrap_or_else(|log| panic!("redis-server did not start:\n{log}"))
+    }
+
+    /// Starts a server in `dir`, or returns its log when it exits early
+    /// (the module refused to load, the port was taken, ...).
+    pub fn start_in(dir: Arc<tempfile::TempDir>, options: Options) -> Result<Server, String> {
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let log_path = dir.path().join("server.log");
+            let _ = std::fs::remove_file(&log_path);
+            let mut cmd = Command::new(server_binary());
+            cmd.arg("--port")
+                .arg(port.to_string())
+                .arg("--bind")
+                .arg("127.0.0.1")
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--logfile")
+                .arg(&log_path)
+                .arg("--save")
+                .arg("")
+                .arg("--enable-debug-command")
+                .arg("yes")
+                .arg("--loadmodule")
+                .arg(module_path())
+                .args(&options.module_args)
+                .args(options.server_args.iter().enumerate().map(|(i, a)| {
+                    // Option names need the `--` form on the command line.
+                    if i % 2 == 0 {
+                        format!("--{a}")
+                    } else {
+                        a.clone()
+                    }
+                }))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot run {}: {e}", server_binary()))?;
+            let mut server = Server {
+                child,
+                port,
+                dir: Arc::clone(&dir),
+                options: options.clone(),
+            };
+            match server.wait_ready() {
+                Ok(()) => return Ok(server),
+                Err(log) => {
+                    last_log = log;
+                    if !last_log.contains("Address already in use") {
+                        return Err(last_log);
+                    }
+                }
+            }
+        }
+        Err(last_log)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_status)) = self.child.try_wait() {
+                return Err(self.log());
+            }
+            if let Ok(mut conn) = self.try_connection() {
+                let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut conn);
+                if pong.is_ok() {
+                    let loading: String = redis::cmd("INFO")
+                        .arg("persistence")
+                        .query(&mut conn)
+                        .unwrap_or_default();
+                    if !loading.contains("loading:1") {
+                        return Ok(());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("timed out waiting for the server\n{}", self.log()))
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        client.get_connection_with_timeout(Duration::from_secs(10))
+    }
+
+    pub fn conn(&self) -> Connection {
+        self.try_connection().expect("connect to test server")
+    }
+
+    /// A connection speaking RESP3.
+    pub fn conn_resp3(&self) -> Connection {
+        let client =
+            redis::Client::open(format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
+                .unwrap();
+        client
+            .get_connection_with_timeout(Duration::from_secs(10))
+            .expect("connect")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Stops the server cleanly (flushing the AOF) and starts it again in
+    /// the same directory with the same options.
+    pub fn restart(mut self) -> Server {
+        let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut self.conn());
+        let _ = self.child.wait();
+        let dir = Arc::clone(&self.dir);
+        let options = self.options.clone();
+        drop(self);
+        Server::start_in(dir, options).unwrap_or_else(|log| panic!("restart failed:\n{log}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command and returns its reply, errors included as `Err(text)`.
+pub fn call(conn: &mut Connection, args: &[&str]) -> Result<Value, String> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query::<Value>(conn).map_err(|e| error_text(&e))
+}
+
+/// The error as the server sent it: `CODE message`.
+pub fn error_text(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+pub fn int(conn: &mut Connection, args: &[&str]) -> i64 {
+    match call(conn, args) {
+        Ok(Value::Int(n)) => n,
+        other => panic!("{args:?} gave {other:?}"),
+    }
+}
+
+pub fn err(conn: &mut Connection, args: &[&str]) -> String {
+    match call(conn, args) {
+        Err(text) => text,
+        Ok(v) => panic!("{args:?} should have failed, gave {v:?}"),
+    }
+}
+
+/// `DEBUG DIGEST`: one hash of the whole dataset, expiries included.
+pub fn digest(conn: &mut Connection) -> String {
+    redis::cmd("DEBUG")
+        .arg("DIGEST")
+        .query(conn)
+        .expect("DEBUG DIGEST")
+}
+
+pub fn hgetall(conn: &mut Connection, key: &str) -> Vec<(String, String)> {
+    let mut pairs: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query(conn).unwrap();
+    pairs.sort();
+    pairs
+}
+
+pub fn info_field(conn: &mut Connection, section: &str, field: &str) -> Option<String> {
+    let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    info.lines().find_map(|l| {
+        l.strip_prefix(&format!("{field}:"))
+            .map(|v| v.trim().to_string())
+    })
+}

@@ -1,0 +1,139 @@
+//! Configuration: module arguments at load, CONFIG SET/GET at run time.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+
+fn config_get(c: &mut Connection, name: &str) -> String {
+    let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
+    assert_eq!(pair.len(), 2, "CONFIG GET {name} gave {pair:?}");
+    pair[1].clone()
+}
+
+#[test]
+fn defaults_and_module_args_show_in_config_get() {
+    let server = Server::start();
+    let mut c = server.conn();
+    for (name, value) in [
+        ("key-prefix", ""),
+        ("key-format", "date_listing"),
+        ("timezone", "UTC"),
+        ("dedup-window", "604800"),
+        ("max-batch", "10000"),
+        ("max-query-cells", "1000000"),
+    ] {
+        assert_eq!(
+            config_get(&mut c, &format!("listingstats.{name}")),
+            value,
+            "{name}"
+        );
+    }
+    let server = Server::start_with(Options::default().module(&[
+        "key-prefix",
+        "ls:",
+        "timezone",
+        "Europe/London",
+        "dedup-window",
+        "60",
+        "max-batch",
+        "5",
+    ]));
+    let mut c = server.conn();
+    assert_eq!(config_get(&mut c, "listingstats.key-prefix"), "ls:");
+    assert_eq!(config_get(&mut c, "listingstats.timezone"), "Europe/London");
+    assert_eq!(config_get(&mut c, "listingstats.dedup-window"), "60");
+    assert_eq!(config_get(&mut c, "listingstats.max-batch"), "5");
+}
+
+#[test]
+fn bad_module_args_refuse_to_load_and_say_why() {
+    for (args, reason) in [
+        (
+            &["timezone", "Mars/Olympus"][..],
+            "unknown time zone 'Mars/Olympus'",
+        ),
+        (
+            &["key-format", "flat"],
+            "key-format must be date_listing or tagged",
+        ),
+        (
+            &["max-batch", "0"],
+            "max-batch must be between 1 and 1000000",
+        ),
+        (&["dedup-window", "soon"], "dedup-window must be an integer"),
+        (&["colour", "blue"], "unknown module argument 'colour'"),
+        (
+            &["key-prefix"],
+            "module arguments come in 'name value' pairs",
+        ),
+    ] {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let opts = Options::default().module(args);
+        match Server::start_in(dir, opts) {
+            Ok(_) => panic!("{args:?} should not load"),
+            Err(log) => {
+                assert!(
+                    log.contains("listingstats: refusing to load"),
+                    "{args:?}:\n{log}"
+                );
+                assert!(
+                    log.contains(reason),
+                    "{args:?} should say {reason:?}:\n{log}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn config_set_validates_and_takes_effect() {
+    let server = Server::start();
+    let mut c = server.conn();
+    for (name, bad, reason) in [
+        ("timezone", "Nowhere/Land", "unknown time zone"),
+        (
+            "key-format",
+            "flat",
+            "key-format must be date_listing or tagged",
+        ),
+        (
+            "key-prefix",
+            "has space",
+            "key-prefix must be at most 128 printable ASCII",
+        ),
+        ("max-batch", "0", "between 1 and 1000000"),
+        ("max-query-cells", "-1", "between 1 and 1000000000"),
+        ("dedup-window", "abc", "argument couldn't be parsed"),
+    ] {
+        let got = err(
+            &mut c,
+            &["CONFIG", "SET", &format!("listingstats.{name}"), bad],
+        );
+        assert!(got.starts_with("ERR "), "{got}");
+        assert!(got.contains(reason), "{name}={bad}: {got}");
+    }
+    assert_eq!(
+        config_get(&mut c, "listingstats.timezone"),
+        "UTC",
+        "a refused value must not stick"
+    );
+
+    for (name, value) in [
+        ("key-prefix", "app1:"),
+        ("key-format", "tagged"),
+        ("timezone", "America/New_York"),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(format!("listingstats.{name}"))
+            .arg(value)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(config_get(&mut c, &format!("listingstats.{name}")), value);
+    }
+    // 2016-01-01T03:00:00Z is still 2015-12-31 in New York.
+    int(&mut c, &["LISTINGSTATS.INCR", "9", "e", "AT", "1451617200"]);
+    assert_eq!(hgetall(&mut c, "app1:2015-12-31_{9}").len(), 1);
+}

@@ -1,0 +1,90 @@
+//! No input may crash or hang the server: random argument vectors, odd
+//! bytes and huge values against every command.
+
+mod common;
+
+use common::*;
+
+/// A small deterministic generator, so a failure replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+const COMMANDS: &[&str] = &["LISTINGSTATS.INCR", "LISTINGSTATS.GET"];
+
+const WORDS: &[&str] = &[
+    "BY",
+    "DATE",
+    "AT",
+    "ID",
+    "2155",
+    "2015-12-22",
+    "2015-13-40",
+    "0000-01-01",
+    "9999-12-31",
+    "-1",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "99999999999999999999",
+    "e",
+    "",
+    " ",
+    "{",
+    "}",
+    "ldp:sellPanel:addToCart:click",
+    "*",
+    "STRICT",
+    "GROUPBY",
+    "FORMAT",
+    "JSON",
+    "{\"name\":1}",
+    "nan",
+];
+
+fn random_arg(rng: &mut Rng) -> Vec<u8> {
+    match rng.below(4) {
+        0 => (0..rng.below(300)).map(|_| rng.below(256) as u8).collect(),
+        1 => vec![b'7'; rng.below(100) as usize],
+        _ => rng.pick(WORDS).as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn random_arguments_never_crash_the_server() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    for _ in 0..3000 {
+        let mut cmd = redis::cmd(rng.pick(COMMANDS));
+        for _ in 0..rng.below(9) {
+            cmd.arg(random_arg(&mut rng));
+        }
+        let reply: redis::RedisResult<Value> = cmd.query(&mut c);
+        if let Err(e) = &reply {
+            let text = error_text(e);
+            assert!(
+                text.starts_with("ERR") || text.starts_with("WRONGTYPE"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("internal error"),
+                "a panic was caught: {text}"
+            );
+        }
+    }
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+}
