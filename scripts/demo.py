@@ -52,6 +52,26 @@ def main():
                 got = dict(zip(flat[::2], flat[1::2]))
                 print("%-10s %-8s %12d %8d %14d %10d" % (date, listing, *[got.get(n, 0) for n, _ in FUNNEL]))
         print()
+        ids = ",".join(LISTINGS)
+        first = datetime.datetime.fromtimestamp(DAY0, datetime.timezone.utc).strftime("%Y-%m-%d")
+        last = datetime.datetime.fromtimestamp(DAY0 + (DAYS - 1) * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
+        print("LISTINGSTATS.QUERY cart_to_checkout_ctr,ldp_add_to_cart_ctr %s %s %s GROUPBY LISTING" % (first, last, ids))
+        print("%-22s %-8s %10s %12s %8s" % ("metric", "listing", "numerator", "denominator", "value"))
+        for metric, _date, listing, num, den, value in c.call(
+                "LISTINGSTATS.QUERY", "cart_to_checkout_ctr,ldp_add_to_cart_ctr", first, last, ids, "GROUPBY", "LISTING"):
+            shown = "%.2f%%" % float(value) if value is not None else "-"
+            print("%-22s %-8s %10d %12d %8s" % (metric, listing, num, den, shown))
+        print()
+        print("the old Lua script's output, for the last two days (FORMAT LEGACY):")
+        prev = datetime.datetime.fromtimestamp(DAY0 + (DAYS - 2) * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
+        for line in c.call("LISTINGSTATS.QUERY", "cart_to_checkout_ctr,ldp_add_to_cart_ctr", prev, last, "2149,2155",
+                           "FORMAT", "LEGACY"):
+            print("  " + line)
+        print()
+        print("top 3 listings by add-to-cart rate over the week, at least 50 impressions (LISTINGSTATS.TOP):")
+        for listing, num, den, value in c.call("LISTINGSTATS.TOP", "ldp_add_to_cart_ctr", first, last, 3, "MINDENOM", 50):
+            print("  %-6s %3d / %3d = %.2f%%" % (listing, num, den, float(value)))
+        print()
         print("the same data, as any Redis client sees it:")
         print("  HGETALL 2015-12-31_2155 ->", c.call("HGETALL", "2015-12-31_2155"))
         print()

@@ -104,11 +104,14 @@ impl Drop for Acl {
     }
 }
 
-/// An open key, closed on drop.
-struct OpenKey {
+/// A key handle: opened by us ([`OpenKey`]) or lent by a keyspace scan.
+struct KeyRef {
     ctx: *mut raw::RedisModuleCtx,
     key: *mut raw::RedisModuleKey,
 }
+
+/// A key we opened, closed on drop.
+struct OpenKey(KeyRef);
 
 impl OpenKey {
     fn open(ctx: &Context, name: &RedisString, write: bool) -> OpenKey {
@@ -120,10 +123,38 @@ impl OpenKey {
         // SAFETY: ctx and name are live. In READ mode an absent key gives
         // NULL: KeyType and CloseKey accept that, the readers check it.
         let key = unsafe { api!(RedisModule_OpenKey)(ctx.ctx, name.inner, mode as c_int) };
-        OpenKey {
+        OpenKey(KeyRef {
             ctx: ctx.ctx,
             key: key.cast(),
+        })
+    }
+}
+
+impl std::ops::Deref for OpenKey {
+    type Target = KeyRef;
+    fn deref(&self) -> &KeyRef {
+        &self.0
+    }
+}
+
+impl KeyRef {
+    fn is_hash(&self) -> bool {
+        self.kind() == raw::REDISMODULE_KEYTYPE_HASH as c_int
+    }
+
+    /// Reads `fields` into `out` (0 for an absent field). `Ok(false)` when
+    /// the key is not a hash: look-alike keys never count.
+    fn read_counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
+        if !self.is_hash() {
+            return Ok(false);
         }
+        for ((bytes, name), slot) in fields.0.iter().zip(out.iter_mut()) {
+            *slot = match self.hash_get_int(name.inner) {
+                Ok(v) => v.unwrap_or(0),
+                Err(bad) => return Err(bad_counter(key, bytes, &bad)),
+            };
+        }
+        Ok(true)
     }
 
     fn kind(&self) -> c_int {
@@ -203,9 +234,23 @@ impl OpenKey {
 impl Drop for OpenKey {
     fn drop(&mut self) {
         // SAFETY: opened by OpenKey, closed once.
-        unsafe { api!(RedisModule_CloseKey)(self.key) };
+        unsafe { api!(RedisModule_CloseKey)(self.0.key) };
     }
 }
+
+/// The error for a stored value that is not an integer.
+fn bad_counter(key: &[u8], field: &[u8], value: &[u8]) -> Error {
+    match parse_counter(key, field, value) {
+        Err(e) => e,
+        Ok(_) => Error::invalid("internal error: integer check disagrees"),
+    }
+}
+
+/// What a scan does with each wanted key: its name and counters.
+type Visit<'a> = dyn FnMut(&[u8], &[i64]) -> Result<()> + 'a;
+
+/// Field names of a query, as Redis strings made once per command.
+pub struct FieldNames(Vec<(Vec<u8>, RedisString)>);
 
 /// The bytes of a Redis string, valid while the string lives.
 pub fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
@@ -324,15 +369,94 @@ impl<'c> RedisStore<'c> {
     }
 }
 
+impl RedisStore<'_> {
+    /// `HSET key field value`, replicated as such. Checks ACL and type first.
+    pub fn hash_set(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> Result<()> {
+        self.key(key)?.open.expect_hash()?;
+        let name = self.field(field);
+        let ctx = self.ctx.ctx;
+        let current = self.key(key)?;
+        // SAFETY: live writable key; the value string is copied by HashSet.
+        unsafe {
+            let v =
+                api!(RedisModule_CreateString)(ctx, value.as_ptr().cast::<c_char>(), value.len());
+            api!(RedisModule_HashSet)(
+                current.open.0.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                name,
+                v,
+                ptr::null::<c_char>(),
+            );
+            api!(RedisModule_FreeString)(ctx, v);
+        }
+        let key_name = current.name.inner;
+        // SAFETY: "bbb" takes three (pointer, length) buffers.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                ctx,
+                c"HSET".as_ptr(),
+                c"bbb".as_ptr(),
+                key.as_ptr(),
+                key.len(),
+                field.as_ptr(),
+                field.len(),
+                value.as_ptr(),
+                value.len(),
+            );
+        }
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
+        Ok(())
+    }
+
+    /// `HDEL key field`, replicated when it removed something.
+    pub fn hash_del(&mut self, key: &[u8], field: &[u8]) -> Result<bool> {
+        self.key(key)?.open.expect_hash()?;
+        if self.key(key)?.open.is_empty() {
+            return Ok(false);
+        }
+        let name = self.field(field);
+        let ctx = self.ctx.ctx;
+        let current = self.key(key)?;
+        // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
+        let delete = ptr::without_provenance_mut::<raw::RedisModuleString>(1);
+        // SAFETY: live writable hash; HashSet with the DELETE marker removes
+        // the field and returns how many fields it removed.
+        let removed = unsafe {
+            api!(RedisModule_HashSet)(
+                current.open.0.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                name,
+                delete,
+                ptr::null::<c_char>(),
+            )
+        };
+        if removed <= 0 {
+            return Ok(false);
+        }
+        let key_name = current.name.inner;
+        // SAFETY: "bb" takes two (pointer, length) buffers.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                ctx,
+                c"HDEL".as_ptr(),
+                c"bb".as_ptr(),
+                key.as_ptr(),
+                key.len(),
+                field.as_ptr(),
+                field.len(),
+            );
+        }
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", key_name);
+        Ok(true)
+    }
+}
+
 impl CounterStore for RedisStore<'_> {
     fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>> {
         self.key(key)?.open.expect_hash()?;
         let name = self.field(field);
         let current = self.key(key)?.open.hash_get_int(name);
-        current.map_err(|bad| match parse_counter(key, field, &bad) {
-            Err(e) => e,
-            Ok(_) => Error::invalid("internal error: integer check disagrees"),
-        })
+        current.map_err(|bad| bad_counter(key, field, &bad))
     }
 
     fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64) {
@@ -357,9 +481,9 @@ impl CounterStore for RedisStore<'_> {
         // SAFETY: live writable key; the value string is copied by StringSet.
         unsafe {
             let one = api!(RedisModule_CreateString)(ctx, c"1".as_ptr(), 1);
-            api!(RedisModule_StringSet)(current.open.key, one);
+            api!(RedisModule_StringSet)(current.open.0.key, one);
             api!(RedisModule_FreeString)(ctx, one);
-            api!(RedisModule_SetExpire)(current.open.key, ttl);
+            api!(RedisModule_SetExpire)(current.open.0.key, ttl);
         }
         let key_name = current.name.inner;
         self.replicate_marker(marker, until_ms);
@@ -381,8 +505,111 @@ impl<'c> Reader<'c> {
         }
     }
 
-    /// Every field and value of a day hash, sorted by field; empty when
-    /// the key is absent.
+    pub fn field_names(&self, fields: &[Vec<u8>]) -> FieldNames {
+        FieldNames(
+            fields
+                .iter()
+                .map(|f| (f.clone(), RedisString::create_from_slice(self.ctx.ctx, f)))
+                .collect(),
+        )
+    }
+
+    /// Reads `fields` of the day hash `key` into `out`. `Ok(false)` when
+    /// the key is absent or not a hash; an error when the caller may not
+    /// read it or a needed value is not an integer.
+    pub fn counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        self.acl.check(&name, ACL_READ)?;
+        OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
+    }
+
+    /// Visits every key of the database, in-process (no client round trip
+    /// per batch): `wanted` sees each name; for names it accepts that the
+    /// caller may read and that are hashes, `visit` gets the counters of
+    /// `fields`. Keys the caller may not read are passed over. Returns how
+    /// many keys were scanned.
+    pub fn scan(
+        &self,
+        fields: &FieldNames,
+        mut wanted: impl FnMut(&[u8]) -> bool,
+        mut visit: impl FnMut(&[u8], &[i64]) -> Result<()>,
+    ) -> Result<u64> {
+        struct State<'a> {
+            reader: &'a Reader<'a>,
+            fields: &'a FieldNames,
+            wanted: &'a mut dyn FnMut(&[u8]) -> bool,
+            visit: &'a mut Visit<'a>,
+            values: Vec<i64>,
+            scanned: u64,
+            error: Option<Error>,
+        }
+        extern "C" fn each(
+            ctx: *mut raw::RedisModuleCtx,
+            keyname: *mut raw::RedisModuleString,
+            key: *mut raw::RedisModuleKey,
+            privdata: *mut std::os::raw::c_void,
+        ) {
+            // SAFETY: privdata is the State below, alive for the whole scan.
+            let st = unsafe { &mut *privdata.cast::<State<'_>>() };
+            st.scanned += 1;
+            if st.error.is_some() || key.is_null() {
+                return;
+            }
+            let name = string_bytes(keyname);
+            if !(st.wanted)(name) {
+                return;
+            }
+            // SAFETY: keyname is a live string for the callback's duration.
+            let readable = st.reader.acl.user.is_null()
+                || unsafe {
+                    api!(RedisModule_ACLCheckKeyPermissions)(st.reader.acl.user, keyname, ACL_READ)
+                } == raw::REDISMODULE_OK as c_int;
+            if !readable {
+                return;
+            }
+            let handle = KeyRef { ctx, key };
+            let mut values = std::mem::take(&mut st.values);
+            let result = match handle.read_counters(name, st.fields, &mut values) {
+                Ok(true) => (st.visit)(name, &values),
+                Ok(false) => Ok(()),
+                Err(e) => Err(e),
+            };
+            st.values = values;
+            if let Err(e) = result {
+                st.error = Some(e);
+            }
+        }
+        let mut state = State {
+            reader: self,
+            fields,
+            wanted: &mut wanted,
+            visit: &mut visit,
+            values: vec![0; fields.0.len()],
+            scanned: 0,
+            error: None,
+        };
+        // SAFETY: the cursor is created and destroyed here; the callback
+        // only runs inside RM_Scan, while `state` lives.
+        unsafe {
+            let cursor = api!(RedisModule_ScanCursorCreate)();
+            while api!(RedisModule_Scan)(
+                self.ctx.ctx,
+                cursor,
+                Some(each),
+                (&mut state as *mut State<'_>).cast(),
+            ) != 0
+                && state.error.is_none()
+            {}
+            api!(RedisModule_ScanCursorDestroy)(cursor);
+        }
+        match state.error {
+            Some(e) => Err(e),
+            None => Ok(state.scanned),
+        }
+    }
+
+    /// Every field and value of a hash, sorted by field; empty when the key
+    /// is absent.
     pub fn hash_all(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         self.acl.check(&name, ACL_READ)?;
@@ -391,6 +618,7 @@ impl<'c> Reader<'c> {
         if open.is_empty() {
             return Ok(Vec::new());
         }
+        let open: &KeyRef = &open;
         let mut pairs = Vec::new();
         // SAFETY: ScanKey over a live hash; the callback copies each field
         // and value out before Redis reuses them.

@@ -23,7 +23,15 @@ impl Rng {
     }
 }
 
-const COMMANDS: &[&str] = &["LISTINGSTATS.INCR", "LISTINGSTATS.GET"];
+const COMMANDS: &[&str] = &[
+    "LISTINGSTATS.INCR",
+    "LISTINGSTATS.GET",
+    "LISTINGSTATS.QUERY",
+    "LISTINGSTATS.TOP",
+    "LISTINGSTATS.METRIC.SET",
+    "LISTINGSTATS.METRIC.DEL",
+    "LISTINGSTATS.METRIC.LIST",
+];
 
 const WORDS: &[&str] = &[
     "BY",
@@ -66,6 +74,15 @@ fn random_arg(rng: &mut Rng) -> Vec<u8> {
 fn random_arguments_never_crash_the_server() {
     let server = Server::start();
     let mut c = server.conn();
+    for day in 1..=31 {
+        let key = format!("2015-12-{day:02}_2155");
+        let _: i64 = redis::cmd("HSET")
+            .arg(&key)
+            .arg("cart::checkoutNow:click")
+            .arg(day)
+            .query(&mut c)
+            .unwrap();
+    }
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     for _ in 0..3000 {
         let mut cmd = redis::cmd(rng.pick(COMMANDS));

@@ -21,6 +21,9 @@ use crate::store::string_bytes;
 
 pub mod get;
 pub mod incr;
+pub mod metric;
+pub mod query;
+pub mod top;
 
 /// A module command.
 pub trait Command {
@@ -104,7 +107,15 @@ fn register<C: Command>(ctx: &Context) -> Status {
 
 /// Every command of the module.
 pub fn register_all(ctx: &Context) -> Status {
-    let all = [register::<incr::Incr>, register::<get::Get>];
+    let all = [
+        register::<incr::Incr>,
+        register::<get::Get>,
+        register::<query::Query>,
+        register::<top::Top>,
+        register::<metric::MetricSet>,
+        register::<metric::MetricDel>,
+        register::<metric::MetricList>,
+    ];
     if all.iter().all(|reg| reg(ctx) == Status::Ok) {
         Status::Ok
     } else {

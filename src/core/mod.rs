@@ -5,7 +5,9 @@ pub mod date;
 pub mod error;
 pub mod incr;
 pub mod keys;
+pub mod metrics;
 pub mod number;
+pub mod query;
 pub mod settings;
 pub mod write;
 

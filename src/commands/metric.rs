@@ -1,0 +1,82 @@
+//! `LISTINGSTATS.METRIC.SET / DEL / LIST` — the metric registry, kept in the
+//! plain hash `<prefix>listingstats:metrics` so it persists and replicates.
+
+use redis_module::{Context, RedisValue};
+
+use super::Command;
+use crate::config;
+use crate::core::keys::KeyScheme;
+use crate::core::metrics::{check_name, is_builtin, parse_set, registry, Metric};
+use crate::core::{Error, Result};
+use crate::store::{Reader, RedisStore};
+
+/// The registry in force: built-ins, overridden or extended by the hash.
+pub fn current_registry(reader: &Reader<'_>, keys: &KeyScheme) -> Result<Vec<Metric>> {
+    Ok(registry(&reader.hash_all(&keys.metrics_key())?))
+}
+
+pub struct MetricSet;
+
+impl Command for MetricSet {
+    const NAME: &'static str = "listingstats.metric.set";
+    const FLAGS: &'static str = "write deny-oom";
+
+    fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
+        let metric = parse_set(args)?;
+        let key = config::current().keys.metrics_key();
+        RedisStore::new(ctx).hash_set(
+            &key,
+            metric.name.as_bytes(),
+            metric.to_stored().as_bytes(),
+        )?;
+        Ok(RedisValue::SimpleStringStatic("OK"))
+    }
+}
+
+pub struct MetricDel;
+
+impl Command for MetricDel {
+    const NAME: &'static str = "listingstats.metric.del";
+    const FLAGS: &'static str = "write";
+
+    /// 1 when a stored definition was removed (a built-in's default comes
+    /// back), 0 for a built-in that was not overridden.
+    fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
+        let [name] = args else {
+            return Err(Error::wrong_arity(Self::NAME));
+        };
+        let name = check_name(name)?;
+        let key = config::current().keys.metrics_key();
+        let removed = RedisStore::new(ctx).hash_del(&key, name.as_bytes())?;
+        if !removed && !is_builtin(name) {
+            return Err(Error::invalid(format!("unknown metric '{name}'")));
+        }
+        Ok(RedisValue::Integer(i64::from(removed)))
+    }
+}
+
+pub struct MetricList;
+
+impl Command for MetricList {
+    const NAME: &'static str = "listingstats.metric.list";
+    const FLAGS: &'static str = "readonly";
+
+    fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
+        if !args.is_empty() {
+            return Err(Error::wrong_arity(Self::NAME));
+        }
+        let all = current_registry(&Reader::new(ctx), &config::current().keys)?;
+        Ok(RedisValue::Array(
+            all.into_iter()
+                .map(|m| {
+                    RedisValue::Array(vec![
+                        RedisValue::BulkString(m.name),
+                        RedisValue::StringBuffer(m.numerator),
+                        RedisValue::StringBuffer(m.denominator),
+                        RedisValue::Float(m.scale),
+                    ])
+                })
+                .collect(),
+        ))
+    }
+}

@@ -1,0 +1,234 @@
+//! Named ratio metrics: `numerator / denominator * scale` over summed
+//! counters.
+//!
+//! Definitions live in an ordinary hash, `<prefix>listingstats:metrics`
+//! (field = metric name, value = a small JSON object), so they persist and
+//! replicate like any data. The two built-ins exist unless the hash
+//! overrides them; deleting an override brings the built-in back.
+
+use super::error::{quote, Error, Result};
+use super::keys::check_event;
+
+pub const MAX_NAME_LEN: usize = 64;
+pub const DEFAULT_SCALE: f64 = 100.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub numerator: Vec<u8>,
+    pub denominator: Vec<u8>,
+    pub scale: f64,
+}
+
+/// The metrics every deployment has, as the Lua script defined them.
+pub fn builtins() -> [Metric; 2] {
+    [
+        Metric {
+            name: "ldp_add_to_cart_ctr".into(),
+            numerator: b"ldp:sellPanel:addToCart:click".to_vec(),
+            denominator: b"ldp:sellPanel:addToCart:impression".to_vec(),
+            scale: DEFAULT_SCALE,
+        },
+        Metric {
+            name: "cart_to_checkout_ctr".into(),
+            numerator: b"cart::checkoutNow:click".to_vec(),
+            denominator: b"cart::checkoutNow:impression".to_vec(),
+            scale: DEFAULT_SCALE,
+        },
+    ]
+}
+
+pub fn is_builtin(name: &str) -> bool {
+    builtins().iter().any(|m| m.name == name)
+}
+
+pub fn check_name(name: &[u8]) -> Result<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_');
+    match std::str::from_utf8(name) {
+        Ok(text) if ok => Ok(text),
+        _ => Err(Error::invalid(format!(
+            "invalid metric name {}: use 1-{MAX_NAME_LEN} characters of a-z 0-9 _",
+            quote(name)
+        ))),
+    }
+}
+
+/// A finite number, as SCALE takes it.
+pub fn parse_scale(text: &[u8]) -> Result<f64> {
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s != 0.0)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "SCALE must be a non-zero finite number, got {}",
+                quote(text)
+            ))
+        })
+}
+
+/// `LISTINGSTATS.METRIC.SET name numerator-event denominator-event [SCALE s]`
+pub fn parse_set(args: &[&[u8]]) -> Result<Metric> {
+    let (name, numerator, denominator, rest) = match args {
+        [n, a, b, rest @ ..] => (n, a, b, rest),
+        _ => return Err(Error::wrong_arity("LISTINGSTATS.METRIC.SET")),
+    };
+    let name = check_name(name)?.to_string();
+    check_event(numerator)?;
+    check_event(denominator)?;
+    let scale = match rest {
+        [] => DEFAULT_SCALE,
+        [opt, value] if opt.eq_ignore_ascii_case(b"SCALE") => parse_scale(value)?,
+        [opt, ..] if !opt.eq_ignore_ascii_case(b"SCALE") => {
+            return Err(Error::syntax(format!("unknown option {}", quote(opt))))
+        }
+        [_] => return Err(Error::syntax("option SCALE needs a value")),
+        _ => return Err(Error::syntax("SCALE given more than once")),
+    };
+    Ok(Metric {
+        name,
+        numerator: numerator.to_vec(),
+        denominator: denominator.to_vec(),
+        scale,
+    })
+}
+
+impl Metric {
+    /// The value stored in the metrics hash.
+    pub fn to_stored(&self) -> String {
+        serde_json::json!({
+            "numerator": String::from_utf8_lossy(&self.numerator),
+            "denominator": String::from_utf8_lossy(&self.denominator),
+            "scale": self.scale,
+        })
+        .to_string()
+    }
+
+    /// Reads a stored definition; `None` when the stored text is not one
+    /// (written by hand, say), so a broken entry never breaks other metrics.
+    pub fn from_stored(name: &str, text: &[u8]) -> Option<Metric> {
+        let v: serde_json::Value = serde_json::from_slice(text).ok()?;
+        let field = |k: &str| v.get(k)?.as_str().map(|s| s.as_bytes().to_vec());
+        let (numerator, denominator) = (field("numerator")?, field("denominator")?);
+        check_event(&numerator).ok()?;
+        check_event(&denominator).ok()?;
+        let scale = v
+            .get("scale")
+            .map_or(Some(DEFAULT_SCALE), serde_json::Value::as_f64)?;
+        (scale.is_finite() && scale != 0.0).then(|| Metric {
+            name: name.to_string(),
+            numerator,
+            denominator,
+            scale,
+        })
+    }
+}
+
+/// The registry as the metrics hash defines it: built-ins, overridden or
+/// extended by stored entries (invalid entries are ignored), sorted by name.
+pub fn registry(stored: &[(Vec<u8>, Vec<u8>)]) -> Vec<Metric> {
+    let mut all: Vec<Metric> = builtins().into();
+    for (name, value) in stored {
+        let Ok(name) = check_name(name) else { continue };
+        let Some(metric) = Metric::from_stored(name, value) else {
+            continue;
+        };
+        match all.iter_mut().find(|m| m.name == metric.name) {
+            Some(slot) => *slot = metric,
+            None => all.push(metric),
+        }
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}
+
+/// Looks up the metrics a query names, in the order asked.
+pub fn resolve(registry: &[Metric], names: &[&str]) -> Result<Vec<Metric>> {
+    names
+        .iter()
+        .map(|name| {
+            registry.iter().find(|m| m.name == *name).cloned().ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown metric '{name}': see LISTINGSTATS.METRIC.LIST, or define it with LISTINGSTATS.METRIC.SET"
+                ))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<&'static [u8]> {
+        words
+            .iter()
+            .map(|w| &*Box::leak(w.as_bytes().to_vec().into_boxed_slice()))
+            .collect()
+    }
+
+    #[test]
+    fn builtins_are_the_lua_scripts_metrics() {
+        let reg = registry(&[]);
+        let names: Vec<_> = reg.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["cart_to_checkout_ctr", "ldp_add_to_cart_ctr"]);
+        assert!(is_builtin("ldp_add_to_cart_ctr"));
+    }
+
+    #[test]
+    fn stored_entries_override_and_extend() {
+        let custom = parse_set(&args(&[
+            "view_rate",
+            "a:b:c:click",
+            "a:b:c:impression",
+            "SCALE",
+            "1",
+        ]))
+        .unwrap();
+        let over = parse_set(&args(&["cart_to_checkout_ctr", "x", "y"])).unwrap();
+        let stored = vec![
+            (b"view_rate".to_vec(), custom.to_stored().into_bytes()),
+            (
+                b"cart_to_checkout_ctr".to_vec(),
+                over.to_stored().into_bytes(),
+            ),
+            (b"broken".to_vec(), b"not json".to_vec()),
+            (b"Bad Name".to_vec(), custom.to_stored().into_bytes()),
+        ];
+        let reg = registry(&stored);
+        assert_eq!(reg.len(), 3);
+        let found = resolve(&reg, &["view_rate", "cart_to_checkout_ctr"]).unwrap();
+        assert_eq!(found[0], custom);
+        assert_eq!(found[0].scale, 1.0);
+        assert_eq!(found[1].numerator, b"x");
+        assert!(resolve(&reg, &["broken"])
+            .unwrap_err()
+            .to_string()
+            .starts_with("ERR unknown metric 'broken'"));
+    }
+
+    #[test]
+    fn set_arguments_are_checked() {
+        let err = |w: &[&str]| parse_set(&args(w)).unwrap_err().to_string();
+        assert!(err(&["m", "a"]).contains("wrong number of arguments"));
+        assert!(err(&["Bad", "a", "b"]).starts_with("ERR invalid metric name 'Bad'"));
+        assert!(err(&[&"m".repeat(65), "a", "b"]).starts_with("ERR invalid metric name"));
+        assert!(err(&["m", "a b", "b"]).starts_with("ERR invalid event name"));
+        assert!(err(&["m", "a", "b", "SCALE"]).contains("SCALE needs a value"));
+        assert!(err(&["m", "a", "b", "SCALE", "inf"])
+            .starts_with("ERR SCALE must be a non-zero finite number"));
+        assert!(err(&["m", "a", "b", "SCALE", "0"]).starts_with("ERR SCALE must be"));
+        assert!(err(&["m", "a", "b", "COLOR", "1"]).contains("unknown option 'COLOR'"));
+        assert!(err(&["m", "a", "b", "SCALE", "1", "SCALE", "2"]).contains("more than once"));
+        assert_eq!(
+            parse_set(&args(&["m", "a", "b", "scale", "0.5"]))
+                .unwrap()
+                .scale,
+            0.5
+        );
+    }
+}

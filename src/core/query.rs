@@ -1,0 +1,762 @@
+//! QUERY and TOP: argument parsing, aggregation of day hashes into rows,
+//! ordering, and the LEGACY and JSON renderings.
+//!
+//! The command layer feeds [`Aggregator::add`] one day hash at a time (the
+//! counters of the fields the metrics need); everything after that —
+//! grouping, sums, ratios, row rules, order — happens here.
+//!
+//! Ratios are always ratios of sums (sum of clicks / sum of impressions over
+//! the group), never averages of per-day ratios.
+
+use std::cmp::Ordering;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use chrono::NaiveDate;
+
+use super::date::{day_count, day_string, parse_day_arg};
+use super::error::{quote, Error, Result};
+use super::keys::{check_listing, KeyScheme};
+use super::metrics::{check_name, Metric};
+use super::number::parse_i64_arg;
+
+/// Listing order: numeric ids by number, then the others byte-wise.
+pub fn listing_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    let numeric = |s: &[u8]| s.iter().all(u8::is_ascii_digit);
+    match (numeric(a), numeric(b)) {
+        (true, true) => {
+            let strip = |s: &[u8]| -> usize { s.iter().take_while(|&&d| d == b'0').count() };
+            let (ta, tb) = (&a[strip(a)..], &b[strip(b)..]);
+            ta.len()
+                .cmp(&tb.len())
+                .then_with(|| ta.cmp(tb))
+                .then_with(|| a.cmp(b))
+        }
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        (false, false) => a.cmp(b),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Day,
+    Listing,
+    Date,
+    Total,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Resp,
+    Legacy,
+    Json,
+}
+
+/// Which listings a query covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listings<'a> {
+    /// `*`: every listing with a day hash in the range.
+    All,
+    /// An explicit set, validated, duplicates removed, in the order given.
+    Ids(Vec<&'a [u8]>),
+}
+
+fn parse_listings(text: &[u8]) -> Result<Listings<'_>> {
+    if text == b"*" {
+        return Ok(Listings::All);
+    }
+    let mut ids: Vec<&[u8]> = Vec::new();
+    let mut seen = FxHashSet::default();
+    for id in text.split(|&b| b == b',') {
+        check_listing(id)?;
+        if seen.insert(id) {
+            ids.push(id);
+        }
+    }
+    Ok(Listings::Ids(ids))
+}
+
+fn parse_metric_names(text: &[u8]) -> Result<Vec<&str>> {
+    let mut names = Vec::new();
+    for name in text.split(|&b| b == b',') {
+        let name = check_name(name)?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+fn parse_range(start: &[u8], end: &[u8]) -> Result<(NaiveDate, NaiveDate)> {
+    let start = parse_day_arg("start", start)?;
+    let end = parse_day_arg("end", end)?;
+    if start > end {
+        return Err(Error::invalid(format!(
+            "start date {} is after end date {}",
+            day_string(start),
+            day_string(end)
+        )));
+    }
+    Ok((start, end))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryArgs<'a> {
+    pub metrics: Vec<&'a str>,
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub listings: Listings<'a>,
+    pub group: GroupBy,
+    pub format: Format,
+}
+
+/// Reads `NAME value` options, each at most once, through `accept`.
+fn parse_options<'a>(
+    options: &[&'a [u8]],
+    mut accept: impl FnMut(&str, &'a [u8]) -> Result<bool>,
+) -> Result<()> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut rest = options.iter();
+    while let Some(option) = rest.next() {
+        let name = option.to_ascii_uppercase().escape_ascii().to_string();
+        let value = rest
+            .next()
+            .ok_or_else(|| Error::syntax(format!("option {name} needs a value")))?;
+        if seen.contains(&name) {
+            return Err(Error::syntax(format!("{name} given more than once")));
+        }
+        if !accept(&name, value)? {
+            return Err(Error::syntax(format!("unknown option '{name}'")));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+/// `LISTINGSTATS.QUERY metrics start end listings [GROUPBY g] [FORMAT f]`
+pub fn parse_query<'a>(args: &[&'a [u8]]) -> Result<QueryArgs<'a>> {
+    let [metrics, start, end, listings, options @ ..] = args else {
+        return Err(Error::wrong_arity("LISTINGSTATS.QUERY"));
+    };
+    let metrics = parse_metric_names(metrics)?;
+    let (start, end) = parse_range(start, end)?;
+    let listings = parse_listings(listings)?;
+    let mut group = GroupBy::Day;
+    let mut format = Format::Resp;
+    parse_options(options, |name, value| {
+        let v = value.to_ascii_uppercase();
+        match name {
+            "GROUPBY" => {
+                group = match v.as_slice() {
+                    b"DAY" => GroupBy::Day,
+                    b"LISTING" => GroupBy::Listing,
+                    b"DATE" => GroupBy::Date,
+                    b"TOTAL" => GroupBy::Total,
+                    _ => {
+                        return Err(Error::syntax(format!(
+                            "GROUPBY takes DAY, LISTING, DATE or TOTAL, got {}",
+                            quote(value)
+                        )))
+                    }
+                }
+            }
+            "FORMAT" => {
+                format = match v.as_slice() {
+                    b"RESP" => Format::Resp,
+                    b"LEGACY" => Format::Legacy,
+                    b"JSON" => Format::Json,
+                    _ => {
+                        return Err(Error::syntax(format!(
+                            "FORMAT takes RESP, LEGACY or JSON, got {}",
+                            quote(value)
+                        )))
+                    }
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    if format == Format::Legacy && group != GroupBy::Day {
+        return Err(Error::invalid(
+            "FORMAT LEGACY needs GROUPBY DAY: the old output has one line per day hash",
+        ));
+    }
+    Ok(QueryArgs {
+        metrics,
+        start,
+        end,
+        listings,
+        group,
+        format,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopArgs<'a> {
+    pub metric: &'a str,
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub n: usize,
+    pub listings: Listings<'a>,
+    pub min_denominator: i64,
+}
+
+/// `LISTINGSTATS.TOP metric start end n [LISTINGS ids|*] [MINDENOM k]`
+pub fn parse_top<'a>(args: &[&'a [u8]]) -> Result<TopArgs<'a>> {
+    let [metric, start, end, n, options @ ..] = args else {
+        return Err(Error::wrong_arity("LISTINGSTATS.TOP"));
+    };
+    let metric = check_name(metric)?;
+    let (start, end) = parse_range(start, end)?;
+    let n = parse_i64_arg("n", n)?;
+    let n =
+        usize::try_from(n).map_err(|_| Error::invalid(format!("n must be 0 or more, got {n}")))?;
+    let mut listings = Listings::All;
+    let mut min_denominator = 1;
+    parse_options(options, |name, value| {
+        match name {
+            "LISTINGS" => listings = parse_listings(value)?,
+            "MINDENOM" => {
+                min_denominator = parse_i64_arg("MINDENOM", value)?;
+                if min_denominator < 1 {
+                    return Err(Error::invalid(format!(
+                        "MINDENOM must be 1 or more (a ranking needs a value), got {min_denominator}"
+                    )));
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(TopArgs {
+        metric,
+        start,
+        end,
+        n,
+        listings,
+        min_denominator,
+    })
+}
+
+/// Refuses a query that would touch more than `max` day hashes, before any
+/// work. For `*` the listing count is unknown up front; the scan enforces
+/// the same bound on the day hashes it finds.
+pub fn check_cells(start: NaiveDate, end: NaiveDate, listings: usize, max: i64) -> Result<()> {
+    let cells = day_count(start, end).saturating_mul(listings as u64);
+    if cells > u64::try_from(max).unwrap_or(0) {
+        return Err(Error::invalid(format!(
+            "query covers {cells} day hashes (days x listings), more than max-query-cells {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// The counters a set of metrics needs, each read once per day hash.
+#[derive(Debug, Clone)]
+pub struct FieldPlan {
+    pub metrics: Vec<Metric>,
+    /// Distinct event names, in first-use order.
+    pub fields: Vec<Vec<u8>>,
+    /// For each metric, the index of its numerator and denominator field.
+    slots: Vec<(usize, usize)>,
+}
+
+impl FieldPlan {
+    pub fn new(metrics: Vec<Metric>) -> FieldPlan {
+        let mut fields: Vec<Vec<u8>> = Vec::new();
+        let mut slot = |event: &[u8]| match fields.iter().position(|f| f == event) {
+            Some(i) => i,
+            None => {
+                fields.push(event.to_vec());
+                fields.len() - 1
+            }
+        };
+        let slots = metrics
+            .iter()
+            .map(|m| (slot(&m.numerator), slot(&m.denominator)))
+            .collect();
+        FieldPlan {
+            metrics,
+            fields,
+            slots,
+        }
+    }
+}
+
+/// One output row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub metric: usize,
+    pub date: Option<NaiveDate>,
+    pub listing: Option<Vec<u8>>,
+    pub numerator: i64,
+    pub denominator: i64,
+    /// `None` when the denominator is 0.
+    pub value: Option<f64>,
+}
+
+/// Sums of counters per group.
+pub struct Aggregator {
+    group: GroupBy,
+    width: usize,
+    listing_ids: FxHashMap<Vec<u8>, u32>,
+    listings: Vec<Vec<u8>>,
+    /// (day number or -1, listing index or u32::MAX) -> index into `sums`.
+    groups: FxHashMap<(i32, u32), usize>,
+    keys: Vec<(i32, u32)>,
+    sums: Vec<i64>,
+    fields: Vec<Vec<u8>>,
+}
+
+const NO_DAY: i32 = i32::MIN;
+const NO_LISTING: u32 = u32::MAX;
+
+impl Aggregator {
+    pub fn new(plan: &FieldPlan, group: GroupBy) -> Aggregator {
+        Aggregator {
+            group,
+            width: plan.fields.len(),
+            listing_ids: FxHashMap::default(),
+            listings: Vec::new(),
+            groups: FxHashMap::default(),
+            keys: Vec::new(),
+            sums: Vec::new(),
+            fields: plan.fields.clone(),
+        }
+    }
+
+    fn listing_index(&mut self, listing: &[u8]) -> u32 {
+        if let Some(&i) = self.listing_ids.get(listing) {
+            return i;
+        }
+        let i = self.listings.len() as u32;
+        self.listing_ids.insert(listing.to_vec(), i);
+        self.listings.push(listing.to_vec());
+        i
+    }
+
+    /// Adds one existing day hash: `values[i]` is the counter of
+    /// `plan.fields[i]` (0 when absent).
+    pub fn add(&mut self, day: NaiveDate, listing: &[u8], values: &[i64]) -> Result<()> {
+        let day_num = chrono::Datelike::num_days_from_ce(&day);
+        let key = match self.group {
+            GroupBy::Day => (day_num, self.listing_index(listing)),
+            GroupBy::Listing => (NO_DAY, self.listing_index(listing)),
+            GroupBy::Date => (day_num, NO_LISTING),
+            GroupBy::Total => (NO_DAY, NO_LISTING),
+        };
+        let width = self.width;
+        let at = match self.groups.get(&key) {
+            Some(&at) => at,
+            None => {
+                let at = self.sums.len();
+                self.sums.resize(at + width, 0);
+                self.groups.insert(key, at);
+                self.keys.push(key);
+                at
+            }
+        };
+        for (i, (sum, &v)) in self.sums[at..at + width].iter_mut().zip(values).enumerate() {
+            *sum = sum.checked_add(v).ok_or_else(|| {
+                Error::invalid(format!(
+                    "the sum of {} overflows a 64-bit integer",
+                    quote(&self.fields[i])
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The rows, in the spec's order: date, listing, then metrics as asked.
+    /// A row appears when its numerator or denominator is non-zero.
+    pub fn rows(&self, plan: &FieldPlan) -> Vec<Row> {
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        let listing = |i: u32| (i != NO_LISTING).then(|| self.listings[i as usize].as_slice());
+        order.sort_by(|&a, &b| {
+            let (ka, kb) = (self.keys[a], self.keys[b]);
+            ka.0.cmp(&kb.0)
+                .then_with(|| match (listing(ka.1), listing(kb.1)) {
+                    (Some(la), Some(lb)) => listing_cmp(la, lb),
+                    _ => Ordering::Equal,
+                })
+        });
+        let mut rows = Vec::new();
+        for g in order {
+            let (day_num, li) = self.keys[g];
+            let at = self.groups[&self.keys[g]];
+            let sums = &self.sums[at..at + self.width];
+            for (m, (metric, &(n, d))) in plan.metrics.iter().zip(&plan.slots).enumerate() {
+                let (numerator, denominator) = (sums[n], sums[d]);
+                if numerator == 0 && denominator == 0 {
+                    continue;
+                }
+                rows.push(Row {
+                    metric: m,
+                    date: (day_num != NO_DAY)
+                        .then(|| NaiveDate::from_num_days_from_ce_opt(day_num))
+                        .flatten(),
+                    listing: listing(li).map(<[u8]>::to_vec),
+                    numerator,
+                    denominator,
+                    value: (denominator != 0)
+                        .then(|| numerator as f64 / denominator as f64 * metric.scale),
+                });
+            }
+        }
+        rows
+    }
+}
+
+/// TOP: the `n` listings with the highest value, among those whose
+/// denominator is at least `min_denominator`; ties by listing order.
+/// Rows must come from a GROUPBY LISTING aggregation of one metric.
+pub fn top(mut rows: Vec<Row>, n: usize, min_denominator: i64) -> Vec<Row> {
+    rows.retain(|r| r.denominator >= min_denominator && r.value.is_some());
+    rows.sort_by(|a, b| {
+        let (va, vb) = (
+            a.value.unwrap_or(f64::NEG_INFINITY),
+            b.value.unwrap_or(f64::NEG_INFINITY),
+        );
+        vb.total_cmp(&va).then_with(|| {
+            listing_cmp(
+                a.listing.as_deref().unwrap_or_default(),
+                b.listing.as_deref().unwrap_or_default(),
+            )
+        })
+    });
+    rows.truncate(n);
+    rows
+}
+
+/// The Lua script's lines: `metric=>key : 33.33%`, rows with a zero
+/// denominator left out. Only for GROUPBY DAY rows.
+pub fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
+    rows.iter()
+        .filter_map(|r| {
+            let value = r.value?;
+            let (date, listing) = (r.date?, r.listing.as_deref()?);
+            let key = String::from_utf8_lossy(&scheme.day_key(date, listing)).into_owned();
+            Some(format!(
+                "{}=>{} : {:.2}%",
+                plan.metrics[r.metric].name, key, value
+            ))
+        })
+        .collect()
+}
+
+/// `{"rows":[...],"keys_examined":N}`; `date`/`listing` are `"*"` where
+/// grouped away, as in the RESP form; `value` is null when undefined.
+pub fn json(rows: &[Row], plan: &FieldPlan, keys_examined: u64) -> String {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "metric": plan.metrics[r.metric].name,
+                "date": r.date.map_or_else(|| "*".to_string(), day_string),
+                "listing": r.listing.as_deref().map_or_else(|| "*".to_string(), |l| String::from_utf8_lossy(l).into_owned()),
+                "numerator": r.numerator,
+                "denominator": r.denominator,
+                "value": r.value,
+            })
+        })
+        .collect();
+    serde_json::json!({ "rows": rows, "keys_examined": keys_examined }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::date::parse_day;
+    use crate::core::metrics::{builtins, resolve};
+
+    fn a(words: &[&str]) -> Vec<&'static [u8]> {
+        words
+            .iter()
+            .map(|w| &*Box::leak(w.as_bytes().to_vec().into_boxed_slice()))
+            .collect()
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        parse_day(s.as_bytes()).unwrap()
+    }
+
+    fn plan(names: &[&str]) -> FieldPlan {
+        FieldPlan::new(resolve(&builtins(), names).unwrap())
+    }
+
+    #[test]
+    fn listing_order_is_numeric_first() {
+        let mut ids: Vec<&[u8]> = vec![b"b", b"10", b"9", b"A", b"0010", b"a-1", b"100", b"010"];
+        ids.sort_by(|x, y| listing_cmp(x, y));
+        assert_eq!(
+            ids,
+            [
+                &b"9"[..],
+                b"0010",
+                b"010",
+                b"10",
+                b"100",
+                b"A",
+                b"a-1",
+                b"b"
+            ]
+        );
+    }
+
+    #[test]
+    fn parses_queries() {
+        let q = parse_query(&a(&[
+            "cart_to_checkout_ctr,ldp_add_to_cart_ctr,cart_to_checkout_ctr",
+            "2015-12-30",
+            "2016-01-02",
+            "2149,2150,2149",
+            "format",
+            "json",
+            "GroupBy",
+            "listing",
+        ]))
+        .unwrap();
+        assert_eq!(q.metrics, ["cart_to_checkout_ctr", "ldp_add_to_cart_ctr"]);
+        assert_eq!(q.listings, Listings::Ids(vec![b"2149", b"2150"]));
+        assert_eq!((q.group, q.format), (GroupBy::Listing, Format::Json));
+        assert_eq!(
+            parse_query(&a(&["m", "2015-12-30", "2015-12-30", "*"]))
+                .unwrap()
+                .listings,
+            Listings::All
+        );
+    }
+
+    #[test]
+    fn query_errors() {
+        let err = |w: &[&str]| parse_query(&a(w)).unwrap_err().to_string();
+        assert!(err(&["m", "2015-12-30", "2015-12-31"]).contains("wrong number of arguments"));
+        assert_eq!(
+            err(&["m", "2016-01-02", "2015-12-30", "1"]),
+            "ERR start date 2016-01-02 is after end date 2015-12-30"
+        );
+        assert!(
+            err(&["m", "2015-12-32", "2015-12-30", "1"]).starts_with("ERR start must be a date")
+        );
+        assert!(err(&["m", "2015-12-30", "x", "1"]).starts_with("ERR end must be a date"));
+        assert!(
+            err(&["", "2015-12-30", "2015-12-30", "1"]).starts_with("ERR invalid metric name ''")
+        );
+        assert!(err(&["a,,b", "2015-12-30", "2015-12-30", "1"])
+            .starts_with("ERR invalid metric name ''"));
+        assert!(
+            err(&["m", "2015-12-30", "2015-12-30", ""]).starts_with("ERR invalid listing id ''")
+        );
+        assert!(err(&["m", "2015-12-30", "2015-12-30", "1,*"])
+            .starts_with("ERR invalid listing id '*'"));
+        assert!(
+            err(&["m", "2015-12-30", "2015-12-30", "1", "GROUPBY", "WEEK"])
+                .contains("GROUPBY takes DAY, LISTING, DATE or TOTAL")
+        );
+        assert!(
+            err(&["m", "2015-12-30", "2015-12-30", "1", "FORMAT", "XML"])
+                .contains("FORMAT takes RESP, LEGACY or JSON")
+        );
+        assert!(err(&["m", "2015-12-30", "2015-12-30", "1", "FORMAT"])
+            .contains("option FORMAT needs a value"));
+        assert!(err(&[
+            "m",
+            "2015-12-30",
+            "2015-12-30",
+            "1",
+            "FORMAT",
+            "JSON",
+            "format",
+            "RESP"
+        ])
+        .contains("FORMAT given more than once"));
+        assert!(err(&["m", "2015-12-30", "2015-12-30", "1", "LIMIT", "5"])
+            .contains("unknown option 'LIMIT'"));
+        assert!(err(&[
+            "m",
+            "2015-12-30",
+            "2015-12-30",
+            "1",
+            "GROUPBY",
+            "TOTAL",
+            "FORMAT",
+            "LEGACY"
+        ])
+        .starts_with("ERR FORMAT LEGACY needs GROUPBY DAY"));
+    }
+
+    #[test]
+    fn top_arguments() {
+        let t = parse_top(&a(&[
+            "m",
+            "2015-12-30",
+            "2015-12-31",
+            "5",
+            "MINDENOM",
+            "10",
+            "LISTINGS",
+            "1,2",
+        ]))
+        .unwrap();
+        assert_eq!((t.n, t.min_denominator), (5, 10));
+        assert_eq!(t.listings, Listings::Ids(vec![b"1", b"2"]));
+        assert_eq!(
+            parse_top(&a(&["m", "2015-12-30", "2015-12-31", "5"]))
+                .unwrap()
+                .listings,
+            Listings::All
+        );
+        let err = |w: &[&str]| parse_top(&a(w)).unwrap_err().to_string();
+        assert!(
+            err(&["m", "2015-12-30", "2015-12-31", "-1"]).starts_with("ERR n must be 0 or more")
+        );
+        assert!(err(&["m", "2015-12-30", "2015-12-31", "x"])
+            .starts_with("ERR n must be a 64-bit integer"));
+        assert!(
+            err(&["m", "2015-12-30", "2015-12-31", "1", "MINDENOM", "0"])
+                .starts_with("ERR MINDENOM must be 1 or more")
+        );
+        assert!(
+            err(&["m", "2015-12-30", "2015-12-31", "1", "GROUPBY", "DAY"])
+                .contains("unknown option 'GROUPBY'")
+        );
+    }
+
+    #[test]
+    fn cell_limit() {
+        assert!(check_cells(day("2015-01-01"), day("2015-01-10"), 100, 1000).is_ok());
+        let e = check_cells(day("2015-01-01"), day("2015-01-10"), 101, 1000)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "ERR query covers 1010 day hashes (days x listings), more than max-query-cells 1000"
+        );
+    }
+
+    #[test]
+    fn ratios_are_ratios_of_sums_in_every_grouping() {
+        // Fields: checkout click, checkout impression (cart_to_checkout_ctr).
+        let p = plan(&["cart_to_checkout_ctr"]);
+        let data: &[(&str, &str, [i64; 2])] = &[
+            ("2015-12-31", "2149", [1, 1]),
+            ("2015-12-30", "2149", [1, 4]),
+            ("2015-12-30", "10", [0, 5]),
+            ("2015-12-30", "x", [0, 0]),
+        ];
+        let run = |g| {
+            let mut agg = Aggregator::new(&p, g);
+            for (d, l, v) in data {
+                agg.add(day(d), l.as_bytes(), v).unwrap();
+            }
+            agg.rows(&p)
+        };
+        let by_day = run(GroupBy::Day);
+        let keys: Vec<_> = by_day
+            .iter()
+            .map(|r| {
+                (
+                    day_string(r.date.unwrap()),
+                    String::from_utf8(r.listing.clone().unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("2015-12-30".into(), "10".into()),
+                ("2015-12-30".into(), "2149".into()),
+                ("2015-12-31".to_string(), "2149".to_string())
+            ]
+        );
+        assert_eq!(by_day[0].value, Some(0.0));
+        assert_eq!(by_day[1].value, Some(25.0));
+
+        let by_listing = run(GroupBy::Listing);
+        assert_eq!(by_listing.len(), 2);
+        assert_eq!(by_listing[1].listing.as_deref(), Some(&b"2149"[..]));
+        assert_eq!((by_listing[1].numerator, by_listing[1].denominator), (2, 5));
+        assert_eq!(
+            by_listing[1].value,
+            Some(40.0),
+            "2/5, not the mean of 100% and 25%"
+        );
+        assert_eq!(by_listing[1].date, None);
+
+        let total = run(GroupBy::Total);
+        assert_eq!((total[0].numerator, total[0].denominator), (2, 10));
+        let by_date = run(GroupBy::Date);
+        assert_eq!(by_date.len(), 2);
+        assert_eq!((by_date[0].numerator, by_date[0].denominator), (1, 9));
+    }
+
+    #[test]
+    fn zero_denominator_gives_no_value() {
+        let p = plan(&["cart_to_checkout_ctr"]);
+        let mut agg = Aggregator::new(&p, GroupBy::Day);
+        agg.add(day("2015-12-31"), b"1", &[3, 0]).unwrap();
+        let rows = agg.rows(&p);
+        assert_eq!(rows[0].value, None);
+        assert!(legacy_lines(&rows, &p, &KeyScheme::default()).is_empty());
+        assert!(json(&rows, &p, 1).contains("\"value\":null"));
+    }
+
+    #[test]
+    fn sums_that_overflow_are_errors() {
+        let p = plan(&["cart_to_checkout_ctr"]);
+        let mut agg = Aggregator::new(&p, GroupBy::Total);
+        agg.add(day("2015-12-31"), b"1", &[i64::MAX, 1]).unwrap();
+        let e = agg
+            .add(day("2015-12-31"), b"2", &[1, 1])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "ERR the sum of 'cart::checkoutNow:click' overflows a 64-bit integer"
+        );
+    }
+
+    #[test]
+    fn legacy_matches_the_lua_output() {
+        let p = plan(&["cart_to_checkout_ctr", "ldp_add_to_cart_ctr"]);
+        // Fields in plan order: checkout click, checkout imp, atc click, atc imp.
+        assert_eq!(p.fields.len(), 4);
+        let mut agg = Aggregator::new(&p, GroupBy::Day);
+        agg.add(day("2015-12-31"), b"2149", &[1, 1, 1, 3]).unwrap();
+        let lines = legacy_lines(&agg.rows(&p), &p, &KeyScheme::default());
+        assert_eq!(
+            lines,
+            [
+                "cart_to_checkout_ctr=>2015-12-31_2149 : 100.00%",
+                "ldp_add_to_cart_ctr=>2015-12-31_2149 : 33.33%"
+            ]
+        );
+    }
+
+    #[test]
+    fn top_ranks_by_value_then_listing() {
+        let p = plan(&["cart_to_checkout_ctr"]);
+        let mut agg = Aggregator::new(&p, GroupBy::Listing);
+        for (l, v) in [
+            ("5", [1, 2]),
+            ("3", [1, 2]),
+            ("9", [9, 10]),
+            ("7", [1, 1]),
+            ("8", [0, 0]),
+        ] {
+            agg.add(day("2015-12-31"), l.as_bytes(), &v).unwrap();
+        }
+        let ranked = top(agg.rows(&p), 3, 2);
+        let ids: Vec<_> = ranked
+            .iter()
+            .map(|r| String::from_utf8(r.listing.clone().unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            ["9", "3", "5"],
+            "7 has denominator 1 < MINDENOM 2; 3 and 5 tie"
+        );
+    }
+}
