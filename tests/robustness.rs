@@ -31,6 +31,7 @@ const COMMANDS: &[&str] = &[
     "LISTINGSTATS.METRIC.SET",
     "LISTINGSTATS.METRIC.DEL",
     "LISTINGSTATS.METRIC.LIST",
+    "LISTINGSTATS.INGEST",
 ];
 
 const WORDS: &[&str] = &[

@@ -21,6 +21,7 @@ use crate::store::string_bytes;
 
 pub mod get;
 pub mod incr;
+pub mod ingest;
 pub mod metric;
 pub mod query;
 pub mod top;
@@ -56,7 +57,7 @@ extern "C" fn dispatch<C: Command>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => {
             stats::ERRORS.add(1);
-            Err(RedisError::String(err.to_string()))
+            Err(RedisError::String(err.reply_text()))
         }
         Err(panic) => {
             stats::ERRORS.add(1);
@@ -109,6 +110,7 @@ fn register<C: Command>(ctx: &Context) -> Status {
 pub fn register_all(ctx: &Context) -> Status {
     let all = [
         register::<incr::Incr>,
+        register::<ingest::Ingest>,
         register::<get::Get>,
         register::<query::Query>,
         register::<top::Top>,

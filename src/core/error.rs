@@ -31,6 +31,26 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The reply text: the Display text with anything but printable ASCII
+    /// escaped (`\u{e9}`), so the reply is one clean line whatever input
+    /// (or a library's message quoting it) went into the text.
+    pub fn reply_text(&self) -> String {
+        self.to_string()
+            .chars()
+            .flat_map(|c| {
+                let plain = c.is_ascii() && !c.is_ascii_control();
+                let escaped: Vec<char> = if plain {
+                    vec![c]
+                } else {
+                    c.escape_unicode().collect()
+                };
+                escaped
+            })
+            .collect()
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -65,6 +85,14 @@ mod tests {
         assert_eq!(quote(b"2155"), "'2155'");
         assert_eq!(quote(b"a\xff\r\nb"), "'a\\xff\\r\\nb'");
         assert_eq!(quote(&[b'x'; 100]), format!("'{}...'", "x".repeat(80)));
+    }
+
+    #[test]
+    fn reply_text_is_printable_ascii() {
+        assert_eq!(
+            Error::invalid("bad \u{e9}\n").reply_text(),
+            "ERR bad \\u{e9}\\u{a}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod date;
 pub mod error;
 pub mod incr;
+pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod number;

@@ -1,0 +1,545 @@
+//! `LISTINGSTATS.INGEST [STRICT] event-json [event-json ...]` — parsing
+//! events and stream-consumer envelopes, dedup, pre-aggregation.
+//!
+//! A batch goes through four steps, none of which writes until the last:
+//! parse every argument into events (malformed ones are reported, or fail
+//! the batch under STRICT); drop events whose id was seen (earlier in the
+//! batch or within the dedup window); sum equal (key, field) increments so
+//! each is written and replicated once; then the shared validate-then-write
+//! path ([`apply`]).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use base64::Engine;
+use chrono::{DateTime, NaiveDate};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::date::day_of;
+use super::error::{Error, Result};
+use super::keys::{check_event, check_event_id, check_listing};
+use super::settings::Settings;
+use super::write::{apply, CounterStore, Increment};
+
+/// A JSON string or integer: listing ids and event ids come as either.
+#[derive(Debug)]
+enum Scalar<'a> {
+    Int(i64),
+    Text(Cow<'a, str>),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> std::result::Result<Self::Value, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> std::result::Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("integer out of range"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> std::result::Result<Self::Value, E> {
+                Err(E::custom(format!(
+                    "expected a string or an integer, got {v}"
+                )))
+            }
+            fn visit_borrowed_str<E: de::Error>(
+                self,
+                v: &'de str,
+            ) -> std::result::Result<Self::Value, E> {
+                Ok(Scalar::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+                Ok(Scalar::Text(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Scalar<'_> {
+    fn text(&self) -> Cow<'_, str> {
+        match self {
+            Scalar::Int(n) => Cow::Owned(n.to_string()),
+            Scalar::Text(t) => Cow::Borrowed(t),
+        }
+    }
+}
+
+/// An event object or an envelope, as it arrives. Unknown fields are
+/// ignored (`quantities`, `visitor_id`, `details`, ...).
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "listingIds")]
+    listing_ids: Option<Vec<Scalar<'a>>>,
+    #[serde(borrow, default, rename = "listingId")]
+    listing_id_camel: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    listing_id: Option<Scalar<'a>>,
+    #[serde(default)]
+    message_date: Option<i64>,
+    #[serde(borrow, default)]
+    timestamp: Option<Scalar<'a>>,
+    #[serde(borrow, default)]
+    id: Option<Scalar<'a>>,
+    #[serde(default)]
+    count: Option<i64>,
+    #[serde(borrow, default, rename = "Records")]
+    records: Option<Vec<RawRecord<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct RawRecord<'a> {
+    #[serde(borrow, default)]
+    kinesis: Option<RawKinesis<'a>>,
+}
+
+#[derive(Deserialize)]
+struct RawKinesis<'a> {
+    #[serde(borrow, default)]
+    data: Option<Cow<'a, str>>,
+}
+
+/// One well-formed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<Vec<u8>>,
+    pub name: Vec<u8>,
+    /// Every occurrence counts: `[2156, 2156, 2152]` adds twice to 2156.
+    pub listings: Vec<Vec<u8>>,
+    pub day: NaiveDate,
+    pub count: i64,
+}
+
+/// Each event of a batch, in order: envelope records count one each.
+pub type Parsed = Vec<std::result::Result<Event, String>>;
+
+fn json_error(e: &serde_json::Error) -> String {
+    // serde's text names the field type problem; the position helps with
+    // long lines.
+    format!("invalid JSON: {e}")
+}
+
+fn event_from(raw: RawEvent<'_>, settings: &Settings) -> std::result::Result<Event, String> {
+    let name = raw.name.ok_or("missing name")?;
+    check_event(name.as_bytes()).map_err(|e| reason(&e))?;
+
+    let listings: Vec<Scalar<'_>> = match (raw.listing_ids, raw.listing_id_camel, raw.listing_id) {
+        (Some(ids), None, None) => ids,
+        (None, Some(id), None) | (None, None, Some(id)) => vec![id],
+        (None, None, None) => {
+            return Err("missing listings: give listingIds, listingId or listing_id".into())
+        }
+        _ => return Err("give only one of listingIds, listingId, listing_id".into()),
+    };
+    if listings.is_empty() {
+        return Err("listingIds is empty".into());
+    }
+    let mut ids = Vec::with_capacity(listings.len());
+    for l in &listings {
+        let text = l.text();
+        check_listing(text.as_bytes()).map_err(|e| reason(&e))?;
+        ids.push(text.into_owned().into_bytes());
+    }
+
+    let seconds = match (raw.message_date, raw.timestamp) {
+        (Some(secs), _) => secs,
+        (None, Some(Scalar::Int(ms))) => ms.div_euclid(1000),
+        (None, Some(Scalar::Text(text))) => DateTime::parse_from_rfc3339(&text)
+            .map_err(|_| {
+                format!(
+                    "timestamp '{}' is not RFC 3339 (e.g. 2015-12-11T17:45:06Z)",
+                    text.escape_default()
+                )
+            })?
+            .timestamp(),
+        (None, None) => {
+            return Err("missing time: give message_date (unix seconds) or timestamp".into())
+        }
+    };
+    let day = day_of(seconds, settings.timezone).map_err(|e| reason(&e))?;
+
+    let id = match raw.id {
+        Some(id) => {
+            let text = id.text();
+            check_event_id(text.as_bytes()).map_err(|e| reason(&e))?;
+            Some(text.into_owned().into_bytes())
+        }
+        None => None,
+    };
+    Ok(Event {
+        id,
+        name: name.into_owned().into_bytes(),
+        listings: ids,
+        day,
+        count: raw.count.unwrap_or(1),
+    })
+}
+
+/// The text of a core error, without the `ERR ` code, for the errors list.
+fn reason(e: &Error) -> String {
+    let text = e.to_string();
+    text.strip_prefix("ERR ").unwrap_or(&text).to_string()
+}
+
+/// Parses one argument: an event, or an envelope of base64 events.
+fn parse_arg(arg: &[u8], settings: &Settings, out: &mut Parsed) {
+    let raw: RawEvent<'_> = match serde_json::from_slice(arg) {
+        Ok(raw) => raw,
+        Err(e) => return out.push(Err(json_error(&e))),
+    };
+    let Some(records) = raw.records else {
+        return out.push(event_from(raw, settings));
+    };
+    for record in records {
+        let data = match record.kinesis.and_then(|k| k.data) {
+            Some(data) => data,
+            None => {
+                out.push(Err("record without kinesis.data".into()));
+                continue;
+            }
+        };
+        let decoded = match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                out.push(Err("kinesis.data is not valid base64".into()));
+                continue;
+            }
+        };
+        out.push(match serde_json::from_slice::<RawEvent<'_>>(&decoded) {
+            Ok(inner) if inner.records.is_some() => {
+                Err("a record must hold an event, not an envelope".into())
+            }
+            Ok(inner) => event_from(inner, settings),
+            Err(e) => Err(json_error(&e)),
+        });
+    }
+}
+
+/// Splits off `STRICT` and checks the batch size before any parsing.
+pub fn split_args<'a, 'b>(
+    args: &'b [&'a [u8]],
+    settings: &Settings,
+) -> Result<(bool, &'b [&'a [u8]])> {
+    let (strict, events) = match args.split_first() {
+        Some((first, rest)) if first.eq_ignore_ascii_case(b"STRICT") => (true, rest),
+        _ => (false, args),
+    };
+    if events.is_empty() {
+        return Err(Error::wrong_arity("LISTINGSTATS.INGEST"));
+    }
+    check_batch_size(events.len(), settings)?;
+    Ok((strict, events))
+}
+
+fn check_batch_size(n: usize, settings: &Settings) -> Result<()> {
+    if n as u64 > u64::try_from(settings.max_batch).unwrap_or(0) {
+        return Err(Error::invalid(format!(
+            "batch of {n} events is over max-batch {}",
+            settings.max_batch
+        )));
+    }
+    Ok(())
+}
+
+/// Parses every argument; enforces max-batch again on the events that
+/// envelopes unpacked to.
+pub fn parse_all(args: &[&[u8]], settings: &Settings) -> Result<Parsed> {
+    let mut out = Parsed::with_capacity(args.len());
+    for arg in args {
+        parse_arg(arg, settings, &mut out);
+    }
+    check_batch_size(out.len(), settings)?;
+    Ok(out)
+}
+
+/// What a batch did, as the reply reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    /// `"index: reason"` per rejected event, index counting from 0.
+    pub errors: Vec<String>,
+    /// Distinct (key, field) increments written.
+    pub increments: usize,
+}
+
+/// Dedup, aggregate and write a parsed batch.
+pub fn run<S: CounterStore>(
+    store: &mut S,
+    parsed: Parsed,
+    strict: bool,
+    settings: &Settings,
+    now_ms: i64,
+) -> Result<Report> {
+    let mut report = Report::default();
+    let mut events = Vec::with_capacity(parsed.len());
+    for (index, event) in parsed.into_iter().enumerate() {
+        match event {
+            Ok(e) => events.push(e),
+            Err(why) if strict => {
+                return Err(Error::invalid(format!(
+                    "STRICT batch refused, nothing written: event {index}: {why}"
+                )))
+            }
+            Err(why) => report.errors.push(format!("{index}: {why}")),
+        }
+    }
+    report.rejected = report.errors.len();
+
+    // An id counts once: the first time in this batch, unless remembered.
+    let dedup = settings.dedup_window > 0;
+    let mut batch_ids: FxHashSet<&[u8]> = FxHashSet::default();
+    let mut markers: Vec<Vec<u8>> = Vec::new();
+    let mut accepted: Vec<&Event> = Vec::with_capacity(events.len());
+    for event in &events {
+        if let (true, Some(id)) = (dedup, event.id.as_deref()) {
+            if !batch_ids.insert(id) {
+                report.duplicates += 1;
+                continue;
+            }
+            let marker = settings.keys.seen_key(id);
+            if store.is_remembered(&marker)? {
+                report.duplicates += 1;
+                continue;
+            }
+            markers.push(marker);
+        }
+        accepted.push(event);
+    }
+
+    let increments = aggregate(&accepted, settings)?;
+    let marker_refs: Vec<&[u8]> = markers.iter().map(Vec::as_slice).collect();
+    let until_ms = now_ms.saturating_add(settings.dedup_window.saturating_mul(1000));
+    apply(store, &increments, &marker_refs, until_ms)?;
+    report.applied = accepted.len();
+    report.increments = increments.len();
+    Ok(report)
+}
+
+/// Sums equal (key, field) increments; sorted by key so each key is
+/// visited once per phase of the write.
+fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
+    let mut sums: FxHashMap<(Vec<u8>, &[u8]), i64> = FxHashMap::default();
+    for event in events {
+        for listing in &event.listings {
+            let key = settings.keys.day_key(event.day, listing);
+            let sum = sums.entry((key, event.name.as_slice())).or_insert(0);
+            *sum = sum.checked_add(event.count).ok_or_else(|| {
+                Error::invalid("the counts of one counter in this batch overflow a 64-bit integer")
+            })?;
+        }
+    }
+    let mut increments: Vec<Increment> = sums
+        .into_iter()
+        .map(|((key, field), delta)| Increment {
+            key,
+            field: field.to_vec(),
+            delta,
+        })
+        .collect();
+    increments.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.field.cmp(&b.field)));
+    Ok(increments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::date::parse_day;
+    use crate::core::write::memory::MemoryStore;
+
+    fn parse(json: &str) -> std::result::Result<Event, String> {
+        let mut out = Parsed::new();
+        parse_arg(json.as_bytes(), &Settings::default(), &mut out);
+        assert_eq!(out.len(), 1);
+        out.pop().unwrap()
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        parse_day(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn every_field_form() {
+        let e = parse(r#"{"id":"e-1","name":"cart::impression","listingIds":[2156,"2152",2156],"message_date":1449855906,"quantities":[1,1,1],"details":{"x":1}}"#).unwrap();
+        assert_eq!(
+            e.listings,
+            [b"2156".to_vec(), b"2152".to_vec(), b"2156".to_vec()]
+        );
+        assert_eq!(e.day, day("2015-12-11"));
+        assert_eq!((e.id.as_deref(), e.count), (Some(&b"e-1"[..]), 1));
+        let e = parse(r#"{"name":"a","listingId":7,"timestamp":1449855906000,"count":3,"id":42}"#)
+            .unwrap();
+        assert_eq!(
+            (e.listings[0].as_slice(), e.count, e.id.as_deref()),
+            (&b"7"[..], 3, Some(&b"42"[..]))
+        );
+        assert_eq!(e.day, day("2015-12-11"));
+        let e =
+            parse(r#"{"name":"a","listing_id":"sku-1","timestamp":"2015-12-12T01:30:00+09:00"}"#)
+                .unwrap();
+        assert_eq!(e.day, day("2015-12-11"), "the offset is honoured");
+        assert_eq!(e.id, None);
+    }
+
+    #[test]
+    fn malformed_events_say_why() {
+        let why = |j: &str| parse(j).unwrap_err();
+        assert!(why("not json").starts_with("invalid JSON"));
+        assert!(why("[1,2]").starts_with("invalid JSON"));
+        assert!(why("42").starts_with("invalid JSON"));
+        assert_eq!(
+            why(r#"{"listingIds":[1],"message_date":1}"#),
+            "missing name"
+        );
+        assert!(why(r#"{"name":"a","message_date":1}"#).starts_with("missing listings"));
+        assert!(why(r#"{"name":"a","listingIds":[],"message_date":1}"#)
+            .starts_with("listingIds is empty"));
+        assert!(
+            why(r#"{"name":"a","listingIds":[1],"listingId":2,"message_date":1}"#)
+                .starts_with("give only one")
+        );
+        assert!(why(r#"{"name":"a","listingIds":[1]}"#).starts_with("missing time"));
+        assert!(why(r#"{"name":"a b","listingIds":[1],"message_date":1}"#)
+            .starts_with("invalid event name"));
+        assert!(why(r#"{"name":"a","listingIds":["x y"],"message_date":1}"#)
+            .starts_with("invalid listing id"));
+        assert!(why(r#"{"name":"a","listingIds":[1.5],"message_date":1}"#)
+            .contains("expected a string or an integer"));
+        assert!(
+            why(r#"{"name":"a","listingIds":[1],"timestamp":"yesterday"}"#)
+                .contains("is not RFC 3339")
+        );
+        assert!(
+            why(r#"{"name":"a","listingIds":[1],"message_date":"1"}"#).starts_with("invalid JSON")
+        );
+        assert!(
+            why(r#"{"name":"a","listingIds":[1],"message_date":99999999999999}"#)
+                .contains("outside years")
+        );
+        assert!(
+            why(r#"{"name":"a","listingIds":[1],"message_date":1,"id":""}"#)
+                .starts_with("invalid event id")
+        );
+    }
+
+    #[test]
+    fn envelopes_unpack_to_one_event_per_record() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let env = format!(
+            r#"{{"Records":[{{"kinesis":{{"data":"{}","partitionKey":"p"}},"eventSource":"aws:kinesis"}},{{"kinesis":{{"data":"%%%"}}}},{{"kinesis":{{}}}},{{"kinesis":{{"data":"{}"}}}}]}}"#,
+            b64(r#"{"name":"a","listingIds":[1],"message_date":0}"#),
+            b64("not json"),
+        );
+        let mut out = Parsed::new();
+        parse_arg(env.as_bytes(), &Settings::default(), &mut out);
+        assert_eq!(out.len(), 4);
+        assert!(out[0].is_ok());
+        assert_eq!(
+            out[1].as_ref().unwrap_err(),
+            "kinesis.data is not valid base64"
+        );
+        assert_eq!(out[2].as_ref().unwrap_err(), "record without kinesis.data");
+        assert!(out[3].as_ref().unwrap_err().starts_with("invalid JSON"));
+    }
+
+    fn batch(jsons: &[&str]) -> Parsed {
+        let args: Vec<&[u8]> = jsons.iter().map(|j| j.as_bytes()).collect();
+        parse_all(&args, &Settings::default()).unwrap()
+    }
+
+    #[test]
+    fn presto_example_counts_every_occurrence() {
+        // The twelve cart::impression events of the seed's Presto table.
+        let rows: [(i64, &str); 12] = [
+            (1449855906, "[2150]"),
+            (1449854809, "[2156,2156,2152]"),
+            (1449854930, "[2156,2156,2156,2152]"),
+            (1449855279, "[2152]"),
+            (1449855345, "[2150,2152]"),
+            (1449855364, "[2150,2150,2152]"),
+            (1449855963, "[2150]"),
+            (1449855391, "[2150,2150,2152]"),
+            (1449855818, "[2150,2152]"),
+            (1449855898, "[2157]"),
+            (1449855958, "[2157]"),
+            (1449856259, "[2150]"),
+        ];
+        let jsons: Vec<String> = rows
+            .iter()
+            .map(|(t, ids)| {
+                format!(r#"{{"name":"cart::impression","listingIds":{ids},"message_date":{t}}}"#)
+            })
+            .collect();
+        let refs: Vec<&str> = jsons.iter().map(String::as_str).collect();
+        let mut store = MemoryStore::default();
+        let report = run(&mut store, batch(&refs), false, &Settings::default(), 0).unwrap();
+        assert_eq!((report.applied, report.increments), (12, 4));
+        let count = |l: &str| {
+            store.hashes[format!("2015-12-11_{l}").as_bytes()][&b"cart::impression"[..]].clone()
+        };
+        assert_eq!(
+            [count("2156"), count("2152"), count("2150"), count("2157")],
+            [b"5".to_vec(), b"7".to_vec(), b"9".to_vec(), b"2".to_vec()]
+        );
+    }
+
+    #[test]
+    fn ids_count_once_within_and_across_batches() {
+        let e =
+            |id: &str| format!(r#"{{"id":"{id}","name":"a","listingIds":[1],"message_date":0}}"#);
+        let (a, b) = (e("a"), e("b"));
+        let mut store = MemoryStore::default();
+        let s = Settings::default();
+        let r = run(&mut store, batch(&[&a, &b, &a, "{}"]), false, &s, 0).unwrap();
+        assert_eq!((r.applied, r.duplicates, r.rejected), (2, 1, 1));
+        assert_eq!(r.errors, ["3: missing name"]);
+        let r = run(&mut store, batch(&[&b, &e("c")]), false, &s, 0).unwrap();
+        assert_eq!((r.applied, r.duplicates), (1, 1));
+        assert_eq!(store.hashes[&b"1970-01-01_1"[..]][&b"a"[..]], b"3");
+    }
+
+    #[test]
+    fn strict_is_all_or_nothing() {
+        let mut store = MemoryStore::default();
+        let good = r#"{"name":"a","listingIds":[1],"message_date":0}"#;
+        let err = run(
+            &mut store,
+            batch(&[good, "oops"]),
+            true,
+            &Settings::default(),
+            0,
+        )
+        .unwrap_err();
+        assert!(err
+            .to_string()
+            .starts_with("ERR STRICT batch refused, nothing written: event 1: invalid JSON"));
+        assert_eq!(store.writes, 0);
+    }
+
+    #[test]
+    fn batch_size_is_checked_before_parsing() {
+        let mut s = Settings::default();
+        s.max_batch = 2;
+        let args: Vec<&[u8]> = vec![b"STRICT", b"x", b"y", b"z"];
+        assert_eq!(
+            split_args(&args, &s).unwrap_err().to_string(),
+            "ERR batch of 3 events is over max-batch 2"
+        );
+        assert!(split_args(&[&b"STRICT"[..]], &s)
+            .unwrap_err()
+            .to_string()
+            .contains("wrong number of arguments"));
+    }
+}
