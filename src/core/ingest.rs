@@ -530,8 +530,10 @@ mod tests {
 
     #[test]
     fn batch_size_is_checked_before_parsing() {
-        let mut s = Settings::default();
-        s.max_batch = 2;
+        let s = Settings {
+            max_batch: 2,
+            ..Settings::default()
+        };
         let args: Vec<&[u8]> = vec![b"STRICT", b"x", b"y", b"z"];
         assert_eq!(
             split_args(&args, &s).unwrap_err().to_string(),
