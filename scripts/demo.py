@@ -1,60 +1,54 @@
-"""The README demo: a week of storefront events for a few listings, written
-through LISTINGSTATS.INCR (with redelivered events), then read back."""
+"""The README demo: a week of storefront events from the load generator,
+written through LISTINGSTATS.INGEST in batches (5% of them redelivered, as a
+stream consumer does after a failed acknowledgement), then read back with
+GET, QUERY (also in the old Lua script's format) and TOP."""
 
 import datetime
 import os
-import random
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+import loadgen  # noqa: E402
 from redislab import Server  # noqa: E402
 
-LISTINGS = ["2149", "2150", "2152", "2155", "2156"]
 DAY0 = 1451260800  # 2015-12-28T00:00:00Z
 DAYS = 7
-FUNNEL = [  # event, chance given the step before it happened
-    ("ldp:sellPanel:addToCart:impression", 1.0),
-    ("ldp:sellPanel:addToCart:click", 0.2),
-    ("cart::checkoutNow:impression", 0.8),
-    ("cart::checkoutNow:click", 0.4),
-]
+EVENTS = 6000
+LISTINGS = 6  # ids 2150..2155
+FUNNEL = ["ldp:sellPanel:addToCart:impression", "ldp:sellPanel:addToCart:click",
+          "cart::checkoutNow:impression", "cart::checkoutNow:click"]
 
 
-def events(rng):
-    n = 0
-    for day in range(DAYS):
-        for listing in LISTINGS:
-            for _visit in range(rng.randint(10, 40)):
-                at = DAY0 + day * 86400 + rng.randint(0, 86399)
-                for step, (name, chance) in enumerate(FUNNEL):
-                    if rng.random() >= chance:
-                        break
-                    n += 1
-                    yield listing, name, at + step * 30, "evt-%d" % n
+def date(i):
+    return datetime.datetime.fromtimestamp(DAY0 + i * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
 def main():
-    rng = random.Random(2015)
-    stream = list(events(rng))
-    redelivered = rng.sample(stream, len(stream) // 20)  # 5% sent twice
+    step = DAYS * 86400 // EVENTS
+    stream = loadgen.events(EVENTS, listings=LISTINGS, start=DAY0 + 60, step=step, dup_share=0.05, seed=2015)
     with Server(module_args=["timezone", "UTC"]) as srv:
         c = srv.client()
-        replies = c.pipeline([["LISTINGSTATS.INCR", l, n, "AT", at, "ID", i] for l, n, at, i in stream + redelivered])
-        errors = [r for r in replies if isinstance(r, Exception)]
-        print("sent %d events (%d of them redelivered) through LISTINGSTATS.INCR, %d errors"
-              % (len(stream) + len(redelivered), len(redelivered), len(errors)))
+        totals = {"applied": 0, "duplicates": 0, "rejected": 0}
+        for args in loadgen.batches(stream, 500):
+            reply = c.call("LISTINGSTATS.INGEST", *args)
+            for k, v in zip(reply[::2], reply[1::2]):
+                if k in totals:
+                    totals[k] += v
+        print("LISTINGSTATS.INGEST of %d loadgen events in batches of 500: %s"
+              % (EVENTS, ", ".join("%s %d" % kv for kv in totals.items())))
+        print("and one more click the old way:  LISTINGSTATS.INCR 2155 cart::checkoutNow:click DATE %s -> %s"
+              % (date(DAYS - 1), c.call("LISTINGSTATS.INCR", "2155", "cart::checkoutNow:click", "DATE", date(DAYS - 1))))
         print()
         print("%-10s %-8s %12s %8s %14s %10s" % ("day", "listing", "impressions", "clicks", "checkout-imp", "checkouts"))
+        listings = [str(2150 + i) for i in range(LISTINGS)]
         for day in range(DAYS):
-            date = datetime.datetime.fromtimestamp(DAY0 + day * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
-            for listing in LISTINGS:
-                flat = c.call("LISTINGSTATS.GET", listing, date)
+            for listing in listings:
+                flat = c.call("LISTINGSTATS.GET", listing, date(day))
                 got = dict(zip(flat[::2], flat[1::2]))
-                print("%-10s %-8s %12d %8d %14d %10d" % (date, listing, *[got.get(n, 0) for n, _ in FUNNEL]))
+                print("%-10s %-8s %12d %8d %14d %10d" % (date(day), listing, *[got.get(n, 0) for n in FUNNEL]))
         print()
-        ids = ",".join(LISTINGS)
-        first = datetime.datetime.fromtimestamp(DAY0, datetime.timezone.utc).strftime("%Y-%m-%d")
-        last = datetime.datetime.fromtimestamp(DAY0 + (DAYS - 1) * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
+        ids = ",".join(listings)
+        first, last = date(0), date(DAYS - 1)
         print("LISTINGSTATS.QUERY cart_to_checkout_ctr,ldp_add_to_cart_ctr %s %s %s GROUPBY LISTING" % (first, last, ids))
         print("%-22s %-8s %10s %12s %8s" % ("metric", "listing", "numerator", "denominator", "value"))
         for metric, _date, listing, num, den, value in c.call(
@@ -63,17 +57,17 @@ def main():
             print("%-22s %-8s %10d %12d %8s" % (metric, listing, num, den, shown))
         print()
         print("the old Lua script's output, for the last two days (FORMAT LEGACY):")
-        prev = datetime.datetime.fromtimestamp(DAY0 + (DAYS - 2) * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
-        for line in c.call("LISTINGSTATS.QUERY", "cart_to_checkout_ctr,ldp_add_to_cart_ctr", prev, last, "2149,2155",
+        prev = date(DAYS - 2)
+        for line in c.call("LISTINGSTATS.QUERY", "cart_to_checkout_ctr,ldp_add_to_cart_ctr", prev, last, "2150,2155",
                            "FORMAT", "LEGACY"):
             print("  " + line)
         print()
-        print("top 3 listings by add-to-cart rate over the week, at least 50 impressions (LISTINGSTATS.TOP):")
-        for listing, num, den, value in c.call("LISTINGSTATS.TOP", "ldp_add_to_cart_ctr", first, last, 3, "MINDENOM", 50):
+        print("top 3 listings by add-to-cart rate over the week, at least 100 impressions (LISTINGSTATS.TOP):")
+        for listing, num, den, value in c.call("LISTINGSTATS.TOP", "ldp_add_to_cart_ctr", first, last, 3, "MINDENOM", 100):
             print("  %-6s %3d / %3d = %.2f%%" % (listing, num, den, float(value)))
         print()
         print("the same data, as any Redis client sees it:")
-        print("  HGETALL 2015-12-31_2155 ->", c.call("HGETALL", "2015-12-31_2155"))
+        print("  HGETALL %s_2155 ->" % date(3), c.call("HGETALL", "%s_2155" % date(3)))
         print()
         info = c.call("INFO", "listingstats")
         print("\n".join("  " + l for l in info.splitlines() if l and not l.startswith("#")))

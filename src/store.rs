@@ -12,7 +12,9 @@ use std::os::raw::{c_char, c_int, c_longlong};
 use std::ptr;
 
 use redis_module::{raw, Context, RedisString};
+use rustc_hash::FxHashMap;
 
+use crate::core::dedup::Marker;
 use crate::core::number::parse_counter;
 use crate::core::write::CounterStore;
 use crate::core::{Error, Result};
@@ -215,6 +217,70 @@ impl KeyRef {
         result
     }
 
+    /// `HashSet` of one field; returns how many fields it updated or
+    /// deleted, as the API does.
+    fn hash_set(
+        &self,
+        field: *mut raw::RedisModuleString,
+        value: *mut raw::RedisModuleString,
+    ) -> c_int {
+        // SAFETY: live writable key; Redis copies field and value.
+        unsafe {
+            api!(RedisModule_HashSet)(
+                self.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                field,
+                value,
+                ptr::null::<c_char>(),
+            )
+        }
+    }
+
+    fn hash_has(&self, field: *mut raw::RedisModuleString) -> bool {
+        if self.key.is_null() || self.is_empty() {
+            return false;
+        }
+        let mut exists: c_int = 0;
+        // SAFETY: EXISTS flag: one field, one int out pointer, NULL end.
+        unsafe {
+            api!(RedisModule_HashGet)(
+                self.key,
+                raw::REDISMODULE_HASH_EXISTS as c_int,
+                field,
+                &mut exists as *mut c_int,
+                ptr::null::<c_char>(),
+            );
+        }
+        exists != 0
+    }
+
+    /// Sets the key's expiry to the absolute unix time `at_ms`, exactly
+    /// the instant replicas receive in `PEXPIREAT`. A relative expiry
+    /// (RM_SetExpire) would be re-based on the server's clock a moment
+    /// later and land a millisecond or so away from the replicas'.
+    fn set_expire_at(&self, name: &RedisString, at_ms: i64) {
+        // SAFETY: live writable key that exists. SetAbsExpire exists from
+        // Redis 7.2; before that, PEXPIREAT through RM_Call (not
+        // replicated: the caller replicates PEXPIREAT itself) sets the same
+        // absolute time; its reply is freed at once.
+        unsafe {
+            if let Some(set_abs) = *ptr::addr_of!(raw::RedisModule_SetAbsExpire) {
+                set_abs(self.key, at_ms);
+                return;
+            }
+            let reply = api!(RedisModule_Call)(
+                self.ctx,
+                c"PEXPIREAT".as_ptr(),
+                c"sl".as_ptr(),
+                name.inner,
+                at_ms as c_longlong,
+            );
+            if !reply.is_null() {
+                api!(RedisModule_FreeCallReply)(reply);
+            }
+        }
+    }
+
     fn hash_set_int(&self, field: *mut raw::RedisModuleString, value: i64) {
         // SAFETY: the value string is ours and freed after the copy HashSet makes.
         unsafe {
@@ -268,20 +334,23 @@ pub fn now_ms() -> i64 {
     unsafe { api!(RedisModule_Milliseconds)() }
 }
 
-/// Writes day hashes and dedup markers for one command.
+const SHARD_ABOUT_FIELD: &[u8] = b"listingstats about";
+const SHARD_ABOUT: &[u8] =
+    b"dedup shard of LISTINGSTATS: the other fields are event ids seen in this generation; expires with it";
+
+/// Writes day hashes, dedup markers and the metrics hash for one command.
 pub struct RedisStore<'c> {
     ctx: &'c Context,
     acl: Acl,
-    /// The key in use, open for writing, its ACL check passed. Callers
-    /// visit each key's fields together, so one open handle serves a read
-    /// and the write that follows it.
-    key: Option<CurrentKey>,
-    /// The last field named, reused by the write after its read.
-    field: Option<(Vec<u8>, RedisString)>,
+    /// Every key this command touched, open for writing, its ACL check
+    /// passed: the write phase finds the handles the check phase opened.
+    /// All are closed when the store is dropped, at the end of the command.
+    keys: FxHashMap<Vec<u8>, CurrentKey>,
+    /// Field names as Redis strings, made once per command.
+    fields: FxHashMap<Vec<u8>, RedisString>,
 }
 
 struct CurrentKey {
-    bytes: Vec<u8>,
     name: RedisString,
     open: OpenKey,
 }
@@ -291,43 +360,34 @@ impl<'c> RedisStore<'c> {
         RedisStore {
             ctx,
             acl: Acl::of_caller(ctx),
-            key: None,
-            field: None,
+            keys: FxHashMap::default(),
+            fields: FxHashMap::default(),
         }
     }
 
     fn key(&mut self, key: &[u8]) -> Result<&CurrentKey> {
-        if self.key.as_ref().is_none_or(|k| k.bytes != key) {
-            self.key = None;
+        if !self.keys.contains_key(key) {
             let name = RedisString::create_from_slice(self.ctx.ctx, key);
             self.acl.check(&name, ACL_WRITE)?;
             let open = OpenKey::open(self.ctx, &name, true);
-            self.key = Some(CurrentKey {
-                bytes: key.to_vec(),
-                name,
-                open,
-            });
+            self.keys.insert(key.to_vec(), CurrentKey { name, open });
         }
-        self.key
-            .as_ref()
+        self.keys
+            .get(key)
             .ok_or_else(|| Error::invalid("internal error: no open key"))
     }
 
-    /// The field as a Redis string. The pointer stays valid until the next
-    /// call with another field; callers use it before that.
+    /// The field as a Redis string, valid as long as the store.
     fn field(&mut self, field: &[u8]) -> *mut raw::RedisModuleString {
-        match &self.field {
-            Some((f, name)) if f == field => name.inner,
-            _ => {
-                let name = RedisString::create_from_slice(self.ctx.ctx, field);
-                let inner = name.inner;
-                self.field = Some((field.to_vec(), name));
-                inner
-            }
+        if let Some(name) = self.fields.get(field) {
+            return name.inner;
         }
+        let name = RedisString::create_from_slice(self.ctx.ctx, field);
+        let inner = name.inner;
+        self.fields.insert(field.to_vec(), name);
+        inner
     }
 
-    /// `HINCRBY key field delta` to replicas and the AOF.
     fn replicate_hincrby(&self, key: &[u8], field: &[u8], delta: i64) {
         // SAFETY: "bbl" takes two (pointer, length) buffers and a long long.
         unsafe {
@@ -344,21 +404,17 @@ impl<'c> RedisStore<'c> {
         }
     }
 
-    /// `SET marker 1 PXAT until_ms`: an absolute expiry, so a replica or an
-    /// AOF replayed later forgets the id at the same instant as the master.
-    fn replicate_marker(&self, marker: &[u8], until_ms: i64) {
-        // SAFETY: "bccl" takes a (pointer, length) buffer, two C strings
-        // and a long long.
+    /// Replicates `command` with these arguments (Redis strings).
+    fn replicate_argv(&self, command: &std::ffi::CStr, argv: &mut [*mut raw::RedisModuleString]) {
+        // SAFETY: "v" takes an array of strings and its length; Redis
+        // takes its own references.
         unsafe {
             api!(RedisModule_Replicate)(
                 self.ctx.ctx,
-                c"SET".as_ptr(),
-                c"bccl".as_ptr(),
-                marker.as_ptr(),
-                marker.len(),
-                c"1".as_ptr(),
-                c"PXAT".as_ptr(),
-                until_ms as c_longlong,
+                command.as_ptr(),
+                c"v".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
             );
         }
     }
@@ -367,43 +423,20 @@ impl<'c> RedisStore<'c> {
         // SAFETY: live context and key name.
         unsafe { api!(RedisModule_NotifyKeyspaceEvent)(self.ctx.ctx, class, event.as_ptr(), name) };
     }
-}
 
-impl RedisStore<'_> {
+    fn create_string(&self, bytes: &[u8]) -> RedisString {
+        RedisString::create_from_slice(self.ctx.ctx, bytes)
+    }
+
     /// `HSET key field value`, replicated as such. Checks ACL and type first.
     pub fn hash_set(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> Result<()> {
         self.key(key)?.open.expect_hash()?;
+        let value = self.create_string(value);
         let name = self.field(field);
-        let ctx = self.ctx.ctx;
         let current = self.key(key)?;
-        // SAFETY: live writable key; the value string is copied by HashSet.
-        unsafe {
-            let v =
-                api!(RedisModule_CreateString)(ctx, value.as_ptr().cast::<c_char>(), value.len());
-            api!(RedisModule_HashSet)(
-                current.open.0.key,
-                raw::REDISMODULE_HASH_NONE as c_int,
-                name,
-                v,
-                ptr::null::<c_char>(),
-            );
-            api!(RedisModule_FreeString)(ctx, v);
-        }
+        current.open.hash_set(name, value.inner);
         let key_name = current.name.inner;
-        // SAFETY: "bbb" takes three (pointer, length) buffers.
-        unsafe {
-            api!(RedisModule_Replicate)(
-                ctx,
-                c"HSET".as_ptr(),
-                c"bbb".as_ptr(),
-                key.as_ptr(),
-                key.len(),
-                field.as_ptr(),
-                field.len(),
-                value.as_ptr(),
-                value.len(),
-            );
-        }
+        self.replicate_argv(c"HSET", &mut [key_name, name, value.inner]);
         self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
         Ok(())
     }
@@ -415,37 +448,14 @@ impl RedisStore<'_> {
             return Ok(false);
         }
         let name = self.field(field);
-        let ctx = self.ctx.ctx;
         let current = self.key(key)?;
         // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
-        let delete = ptr::without_provenance_mut::<raw::RedisModuleString>(1);
-        // SAFETY: live writable hash; HashSet with the DELETE marker removes
-        // the field and returns how many fields it removed.
-        let removed = unsafe {
-            api!(RedisModule_HashSet)(
-                current.open.0.key,
-                raw::REDISMODULE_HASH_NONE as c_int,
-                name,
-                delete,
-                ptr::null::<c_char>(),
-            )
-        };
+        let removed = current.open.hash_set(name, ptr::without_provenance_mut(1));
         if removed <= 0 {
             return Ok(false);
         }
         let key_name = current.name.inner;
-        // SAFETY: "bb" takes two (pointer, length) buffers.
-        unsafe {
-            api!(RedisModule_Replicate)(
-                ctx,
-                c"HDEL".as_ptr(),
-                c"bb".as_ptr(),
-                key.as_ptr(),
-                key.len(),
-                field.as_ptr(),
-                field.len(),
-            );
-        }
+        self.replicate_argv(c"HDEL", &mut [key_name, name]);
         self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", key_name);
         Ok(true)
     }
@@ -468,26 +478,71 @@ impl CounterStore for RedisStore<'_> {
         self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
     }
 
-    fn is_remembered(&mut self, marker: &[u8]) -> Result<bool> {
-        Ok(!self.key(marker)?.open.is_empty())
+    fn is_remembered(&mut self, marker: &Marker) -> Result<bool> {
+        let id = self.field(&marker.id);
+        for shard in [&*marker.current, &*marker.previous] {
+            let open = &self.key(shard)?.open;
+            open.expect_hash()?;
+            if open.hash_has(id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
-    fn remember(&mut self, marker: &[u8], until_ms: i64) {
-        let ttl = until_ms.saturating_sub(now_ms()).max(1);
-        let ctx = self.ctx.ctx;
-        let Ok(current) = self.key(marker) else {
-            return;
-        };
-        // SAFETY: live writable key; the value string is copied by StringSet.
-        unsafe {
-            let one = api!(RedisModule_CreateString)(ctx, c"1".as_ptr(), 1);
-            api!(RedisModule_StringSet)(current.open.0.key, one);
-            api!(RedisModule_FreeString)(ctx, one);
-            api!(RedisModule_SetExpire)(current.open.0.key, ttl);
+    fn remember(&mut self, markers: &[Marker]) {
+        // One HSET per shard: `HSET shard id 1 id 1 ...`.
+        let mut by_shard: FxHashMap<&[u8], Vec<&Marker>> = FxHashMap::default();
+        for m in markers {
+            by_shard.entry(&m.current).or_default().push(m);
         }
-        let key_name = current.name.inner;
-        self.replicate_marker(marker, until_ms);
-        self.notify(raw::REDISMODULE_NOTIFY_STRING, c"set", key_name);
+        let one = self.create_string(b"1");
+        // Written once into each new shard. Its value is longer than
+        // hash-max-listpack-value (64), so Redis stores the shard as a hash
+        // table from the start: a listpack of up to 512 ids (Debian's
+        // default) would be searched linearly on every lookup. Ids cannot
+        // contain spaces, so the field never collides with one.
+        let about_field = self.create_string(SHARD_ABOUT_FIELD);
+        let about = self.create_string(SHARD_ABOUT);
+        for (shard, ids) in by_shard {
+            let names: Vec<*mut raw::RedisModuleString> =
+                ids.iter().map(|m| self.field(&m.id)).collect();
+            let Ok(current) = self.key(shard) else {
+                continue;
+            };
+            let created = current.open.is_empty();
+            let mut argv = Vec::with_capacity(3 + 2 * names.len());
+            argv.push(current.name.inner);
+            if created {
+                current.open.hash_set(about_field.inner, about.inner);
+                argv.extend([about_field.inner, about.inner]);
+            }
+            for &id in &names {
+                current.open.hash_set(id, one.inner);
+                argv.extend([id, one.inner]);
+            }
+            let key_name = current.name.inner;
+            let expire_at = ids[0].expire_at_ms;
+            if created {
+                current.open.set_expire_at(&current.name, expire_at);
+            }
+            self.replicate_argv(c"HSET", &mut argv);
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
+            if created {
+                // SAFETY: "bl" takes a (pointer, length) buffer and a long long.
+                unsafe {
+                    api!(RedisModule_Replicate)(
+                        self.ctx.ctx,
+                        c"PEXPIREAT".as_ptr(),
+                        c"bl".as_ptr(),
+                        shard.as_ptr(),
+                        shard.len(),
+                        expire_at as c_longlong,
+                    );
+                }
+                self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
+            }
+        }
     }
 }
 

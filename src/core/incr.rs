@@ -5,6 +5,7 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 
 use super::date::{day_of, parse_day_arg};
+use super::dedup::{marker, Marker};
 use super::error::{Error, Result};
 use super::keys::{check_event, check_event_id, check_listing};
 use super::number::parse_i64_arg;
@@ -98,10 +99,8 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<IncrArgs<'a>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncrPlan {
     pub increment: Increment,
-    /// The event id marker, when ID was given and dedup is on.
-    pub marker: Option<Vec<u8>>,
-    /// When the marker expires, unix milliseconds.
-    pub until_ms: i64,
+    /// Where the event id is remembered, when ID was given and dedup is on.
+    pub marker: Option<Marker>,
 }
 
 /// Resolves the day and key names. `now_ms` is the server clock.
@@ -117,8 +116,7 @@ pub fn plan(args: &IncrArgs<'_>, settings: &Settings, now_ms: i64) -> Result<Inc
         marker: args
             .id
             .filter(|_| dedup_on)
-            .map(|id| settings.keys.seen_key(id)),
-        until_ms: now_ms.saturating_add(settings.dedup_window.saturating_mul(1000)),
+            .map(|id| marker(&settings.keys, settings.dedup_window, now_ms, id)),
     })
 }
 
@@ -141,8 +139,8 @@ pub fn run<S: CounterStore>(store: &mut S, plan: &IncrPlan) -> Result<IncrOutcom
             });
         }
     }
-    let markers: Vec<&[u8]> = plan.marker.as_deref().into_iter().collect();
-    let values = apply(store, std::slice::from_ref(inc), &markers, plan.until_ms)?;
+    let markers: &[Marker] = plan.marker.as_slice();
+    let values = apply(store, std::slice::from_ref(inc), markers)?;
     Ok(IncrOutcome {
         value: values[0],
         duplicate: false,
@@ -237,11 +235,12 @@ mod tests {
         let args = p(&["2155", "ev", "ID", "e-1", "AT", "1449855906"]).unwrap();
         let plan = plan(&args, &settings, 1_000).unwrap();
         assert_eq!(plan.increment.key, b"ls:2015-12-11_{2155}");
+        let m = plan.marker.unwrap();
+        assert!(m.current.starts_with(b"ls:listingstats:seen:0:"));
         assert_eq!(
-            plan.marker.as_deref(),
-            Some(&b"ls:listingstats:seen:e-1"[..])
+            (m.id.as_slice(), m.expire_at_ms),
+            (&b"e-1"[..], 2 * 604_800_000)
         );
-        assert_eq!(plan.until_ms, 1_000 + 604_800_000);
 
         settings.dedup_window = 0;
         assert_eq!(super::plan(&args, &settings, 0).unwrap().marker, None);

@@ -18,6 +18,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::date::day_of;
+use super::dedup::{Generations, Marker};
 use super::error::{Error, Result};
 use super::keys::{check_event, check_event_id, check_listing};
 use super::settings::Settings;
@@ -301,41 +302,41 @@ pub fn run<S: CounterStore>(
     // An id counts once: the first time in this batch, unless remembered.
     let dedup = settings.dedup_window > 0;
     let mut batch_ids: FxHashSet<&[u8]> = FxHashSet::default();
-    let mut markers: Vec<Vec<u8>> = Vec::new();
+    let mut markers: Vec<Marker> = Vec::new();
+    let generations = dedup.then(|| Generations::at(&settings.keys, settings.dedup_window, now_ms));
     let mut accepted: Vec<&Event> = Vec::with_capacity(events.len());
     for event in &events {
-        if let (true, Some(id)) = (dedup, event.id.as_deref()) {
+        if let (Some(generations), Some(id)) = (&generations, event.id.as_deref()) {
             if !batch_ids.insert(id) {
                 report.duplicates += 1;
                 continue;
             }
-            let marker = settings.keys.seen_key(id);
-            if store.is_remembered(&marker)? {
+            let m = generations.marker(id);
+            if store.is_remembered(&m)? {
                 report.duplicates += 1;
                 continue;
             }
-            markers.push(marker);
+            markers.push(m);
         }
         accepted.push(event);
     }
 
     let increments = aggregate(&accepted, settings)?;
-    let marker_refs: Vec<&[u8]> = markers.iter().map(Vec::as_slice).collect();
-    let until_ms = now_ms.saturating_add(settings.dedup_window.saturating_mul(1000));
-    apply(store, &increments, &marker_refs, until_ms)?;
+    apply(store, &increments, &markers)?;
     report.applied = accepted.len();
     report.increments = increments.len();
     Ok(report)
 }
 
 /// Sums equal (key, field) increments; sorted by key so each key is
-/// visited once per phase of the write.
+/// opened once. Keys are built once per distinct pair, not per occurrence.
 fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
-    let mut sums: FxHashMap<(Vec<u8>, &[u8]), i64> = FxHashMap::default();
+    let mut sums: FxHashMap<(NaiveDate, &[u8], &[u8]), i64> = FxHashMap::default();
     for event in events {
         for listing in &event.listings {
-            let key = settings.keys.day_key(event.day, listing);
-            let sum = sums.entry((key, event.name.as_slice())).or_insert(0);
+            let sum = sums
+                .entry((event.day, listing.as_slice(), event.name.as_slice()))
+                .or_insert(0);
             *sum = sum.checked_add(event.count).ok_or_else(|| {
                 Error::invalid("the counts of one counter in this batch overflow a 64-bit integer")
             })?;
@@ -343,13 +344,13 @@ fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
     }
     let mut increments: Vec<Increment> = sums
         .into_iter()
-        .map(|((key, field), delta)| Increment {
-            key,
+        .map(|((day, listing, field), delta)| Increment {
+            key: settings.keys.day_key(day, listing),
             field: field.to_vec(),
             delta,
         })
         .collect();
-    increments.sort_by(|a, b| a.key.cmp(&b.key).then_with(|| a.field.cmp(&b.field)));
+    increments.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| a.field.cmp(&b.field)));
     Ok(increments)
 }
 

@@ -143,9 +143,10 @@ impl KeyScheme {
         [self.prefix.as_bytes(), b"listingstats:metrics"].concat()
     }
 
-    /// The marker that remembers an event id for the dedup window.
-    pub fn seen_key(&self, event_id: &[u8]) -> Vec<u8> {
-        [self.prefix.as_bytes(), b"listingstats:seen:", event_id].concat()
+    /// The hash that remembers the event ids of one dedup generation and
+    /// shard (see `dedup`).
+    pub fn seen_key(&self, generation: i64, shard: u64) -> Vec<u8> {
+        format!("{}listingstats:seen:{generation}:{shard}", self.prefix).into_bytes()
     }
 }
 
@@ -173,7 +174,7 @@ mod tests {
             b"ls:2015-12-22_{2155}"
         );
         assert_eq!(tagged.metrics_key(), b"ls:listingstats:metrics");
-        assert_eq!(tagged.seen_key(b"e-1"), b"ls:listingstats:seen:e-1");
+        assert_eq!(tagged.seen_key(20_000, 7), b"ls:listingstats:seen:20000:7");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `cargo test` and no server.
 
 pub mod date;
+pub mod dedup;
 pub mod error;
 pub mod incr;
 pub mod ingest;

@@ -6,6 +6,7 @@
 //! every counter has been read and proven not to overflow. The store does
 //! the I/O; this module decides.
 
+use super::dedup::Marker;
 use super::error::Result;
 use super::number::add_counter;
 
@@ -25,11 +26,13 @@ pub trait CounterStore {
     fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>>;
     /// Writes a value computed by [`apply`]; `delta` is what replicas replay.
     fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64);
-    /// Whether an event id marker exists. Fails when the caller may not
-    /// read and write the marker key.
-    fn is_remembered(&mut self, marker: &[u8]) -> Result<bool>;
-    /// Creates a marker that expires at `until_ms` (unix milliseconds).
-    fn remember(&mut self, marker: &[u8], until_ms: i64);
+    /// Whether an event id is remembered (in either generation's shard).
+    /// Fails when the caller may not write the shard keys, or one is not a
+    /// hash.
+    fn is_remembered(&mut self, marker: &Marker) -> Result<bool>;
+    /// Remembers ids, each in its current shard; a shard hash created here
+    /// gets its absolute expiry.
+    fn remember(&mut self, markers: &[Marker]);
 }
 
 /// Validates all `increments`, then writes them and the `markers`.
@@ -38,8 +41,7 @@ pub trait CounterStore {
 pub fn apply<S: CounterStore>(
     store: &mut S,
     increments: &[Increment],
-    markers: &[&[u8]],
-    until_ms: i64,
+    markers: &[Marker],
 ) -> Result<Vec<i64>> {
     let mut values = Vec::with_capacity(increments.len());
     for inc in increments {
@@ -49,8 +51,8 @@ pub fn apply<S: CounterStore>(
     for (inc, &value) in increments.iter().zip(&values) {
         store.set_counter(&inc.key, &inc.field, value, inc.delta);
     }
-    for marker in markers {
-        store.remember(marker, until_ms);
+    if !markers.is_empty() {
+        store.remember(markers);
     }
     Ok(values)
 }
@@ -68,7 +70,8 @@ pub mod memory {
     pub struct MemoryStore {
         pub hashes: BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>,
         pub strings: BTreeSet<Vec<u8>>,
-        pub markers: BTreeMap<Vec<u8>, i64>,
+        /// (shard key, id) -> expiry of the shard.
+        pub markers: BTreeMap<(Vec<u8>, Vec<u8>), i64>,
         pub writes: usize,
     }
 
@@ -85,11 +88,18 @@ pub mod memory {
             let hash = self.hashes.entry(key.to_vec()).or_default();
             hash.insert(field.to_vec(), value.to_string().into_bytes());
         }
-        fn is_remembered(&mut self, marker: &[u8]) -> Result<bool> {
-            Ok(self.markers.contains_key(marker))
+        fn is_remembered(&mut self, marker: &Marker) -> Result<bool> {
+            let has = |key: &[u8]| {
+                self.markers
+                    .contains_key(&(key.to_vec(), marker.id.clone()))
+            };
+            Ok(has(&marker.current) || has(&marker.previous))
         }
-        fn remember(&mut self, marker: &[u8], until_ms: i64) {
-            self.markers.insert(marker.to_vec(), until_ms);
+        fn remember(&mut self, markers: &[Marker]) {
+            for m in markers {
+                self.markers
+                    .insert((m.current.to_vec(), m.id.clone()), m.expire_at_ms);
+            }
         }
     }
 }
@@ -110,23 +120,24 @@ mod tests {
     #[test]
     fn writes_all_and_returns_new_values() {
         let mut store = MemoryStore::default();
+        let m = crate::core::dedup::marker(&Default::default(), 60, 0, b"id");
         let values = apply(
             &mut store,
             &[inc("a", "x", 2), inc("b", "x", -3)],
-            &[b"m"],
-            99,
+            std::slice::from_ref(&m),
         )
         .unwrap();
         assert_eq!(values, [2, -3]);
-        let values = apply(&mut store, &[inc("a", "x", 5)], &[], 0).unwrap();
+        let values = apply(&mut store, &[inc("a", "x", 5)], &[]).unwrap();
         assert_eq!(values, [7]);
-        assert_eq!(store.markers.get(&b"m"[..]), Some(&99));
+        assert!(store.is_remembered(&m).unwrap());
     }
 
     #[test]
     fn any_failure_writes_nothing() {
         let mut store = MemoryStore::default();
-        apply(&mut store, &[inc("a", "x", i64::MAX)], &[], 0).unwrap();
+        apply(&mut store, &[inc("a", "x", i64::MAX)], &[]).unwrap();
+        let m = crate::core::dedup::marker(&Default::default(), 60, 0, b"id");
         store.strings.insert(b"str".to_vec());
         store
             .hashes
@@ -139,7 +150,7 @@ mod tests {
             vec![inc("b", "x", 1), inc("str", "x", 1)],
             vec![inc("b", "x", 1), inc("bad", "x", 1)],
         ] {
-            assert!(apply(&mut store, &failing, &[b"m"], 0).is_err());
+            assert!(apply(&mut store, &failing, std::slice::from_ref(&m)).is_err());
             assert_eq!(store.writes, writes);
             assert!(store.markers.is_empty());
             assert!(!store.hashes.contains_key(&b"b"[..]));

@@ -1,0 +1,152 @@
+//! Where event ids are remembered for the dedup window.
+//!
+//! Ids live as fields of hashes `<prefix>listingstats:seen:<generation>:<shard>`,
+//! where `generation = floor(now / window)` and the shard is a stable hash
+//! of the id (FNV-1a, 64 shards). Each hash expires, at an absolute time,
+//! when the generation after its own ends. A lookup checks the id's shard
+//! in the current and the previous generation, so an id is remembered for
+//! at least `dedup-window` and at most twice that.
+//!
+//! Why not one key per id with its own expiry: that costs a top-level key
+//! (~150 bytes) and a replicated `SET ... PXAT` per id. Here an id is one
+//! hash field, and a batch replicates one `HSET shard id 1 id 1 ...` per
+//! shard it touched, plus one `PEXPIREAT` when a shard hash is created.
+//! The expiry is still absolute, so replicas and the AOF forget at the same
+//! instant as the master. Changing `dedup-window` changes the generation
+//! numbering: ids seen before the change are forgotten.
+
+use std::hash::Hasher;
+use std::rc::Rc;
+
+use super::keys::KeyScheme;
+
+pub const SHARDS: u64 = 64;
+
+/// Where one id is looked up and remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub id: Vec<u8>,
+    /// The id's shard hash in the current generation: read, and written.
+    pub current: Rc<[u8]>,
+    /// The same shard in the previous generation: read only.
+    pub previous: Rc<[u8]>,
+    /// When `current` expires, unix milliseconds.
+    pub expire_at_ms: i64,
+}
+
+pub fn shard_of(id: &[u8]) -> u64 {
+    let mut h = fnv::FnvHasher::default();
+    h.write(id);
+    h.finish() % SHARDS
+}
+
+/// The shard keys of the current and previous generation at one instant,
+/// named once per command rather than once per id.
+pub struct Generations {
+    current: Vec<Rc<[u8]>>,
+    previous: Vec<Rc<[u8]>>,
+    expire_at_ms: i64,
+}
+
+impl Generations {
+    /// At `now_ms`, for a window of `window_secs` (> 0).
+    pub fn at(scheme: &KeyScheme, window_secs: i64, now_ms: i64) -> Generations {
+        let window_ms = window_secs.max(1).saturating_mul(1000);
+        let generation = now_ms.div_euclid(window_ms);
+        let keys = |g: i64| {
+            (0..SHARDS)
+                .map(|s| Rc::from(scheme.seen_key(g, s)))
+                .collect()
+        };
+        Generations {
+            current: keys(generation),
+            previous: keys(generation - 1),
+            expire_at_ms: generation.saturating_add(2).saturating_mul(window_ms),
+        }
+    }
+
+    pub fn marker(&self, id: &[u8]) -> Marker {
+        let shard = shard_of(id) as usize;
+        Marker {
+            id: id.to_vec(),
+            current: Rc::clone(&self.current[shard]),
+            previous: Rc::clone(&self.previous[shard]),
+            expire_at_ms: self.expire_at_ms,
+        }
+    }
+}
+
+/// The marker of one `id` at `now_ms`, for a window of `window_secs` (> 0):
+/// names only its own two shards (INCR), where [`Generations`] names all of
+/// them once for a batch.
+pub fn marker(scheme: &KeyScheme, window_secs: i64, now_ms: i64, id: &[u8]) -> Marker {
+    let window_ms = window_secs.max(1).saturating_mul(1000);
+    let generation = now_ms.div_euclid(window_ms);
+    let shard = shard_of(id);
+    Marker {
+        id: id.to_vec(),
+        current: Rc::from(scheme.seen_key(generation, shard)),
+        previous: Rc::from(scheme.seen_key(generation - 1, shard)),
+        expire_at_ms: generation.saturating_add(2).saturating_mul(window_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_remembered_between_one_and_two_windows() {
+        let scheme = KeyScheme::default();
+        let window = 60;
+        for seen_at in [0i64, 1, 59_999, 60_000, 119_999, 1_449_855_906_000] {
+            let m = marker(&scheme, window, seen_at, b"evt-1");
+            let keys_at = |t: i64| {
+                let later = marker(&scheme, window, t, b"evt-1");
+                [later.current.to_vec(), later.previous.to_vec()]
+            };
+            // Still found (and not yet expired) a whole window later.
+            let t = seen_at + window * 1000;
+            assert!(
+                keys_at(t).contains(&m.current.to_vec()),
+                "seen at {seen_at}, looked up at {t}"
+            );
+            assert!(m.expire_at_ms > t);
+            // Never kept past two windows.
+            assert!(m.expire_at_ms <= seen_at + 2 * window * 1000);
+        }
+    }
+
+    #[test]
+    fn one_marker_and_a_batch_agree() {
+        let scheme = KeyScheme::default();
+        let batch = Generations::at(&scheme, 3600, 1_449_855_906_000);
+        for id in [&b"a"[..], b"evt-17", b"shardId-000000000000:4959"] {
+            assert_eq!(batch.marker(id), marker(&scheme, 3600, 1_449_855_906_000, id));
+        }
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of(b"evt-1"), shard_of(b"evt-1"));
+        let used: std::collections::BTreeSet<u64> = (0..1000)
+            .map(|i| shard_of(format!("evt-{i}").as_bytes()))
+            .collect();
+        assert_eq!(used.len(), SHARDS as usize);
+        let m = marker(
+            &KeyScheme {
+                prefix: "ls:".into(),
+                ..KeyScheme::default()
+            },
+            604_800,
+            0,
+            b"x",
+        );
+        assert!(
+            m.current.starts_with(b"ls:listingstats:seen:0:"),
+            "{:?}",
+            String::from_utf8_lossy(&m.current)
+        );
+        assert!(m.previous.starts_with(b"ls:listingstats:seen:-1:"));
+    }
+}
