@@ -122,7 +122,10 @@ mod tests {
         let scheme = KeyScheme::default();
         let batch = Generations::at(&scheme, 3600, 1_449_855_906_000);
         for id in [&b"a"[..], b"evt-17", b"shardId-000000000000:4959"] {
-            assert_eq!(batch.marker(id), marker(&scheme, 3600, 1_449_855_906_000, id));
+            assert_eq!(
+                batch.marker(id),
+                marker(&scheme, 3600, 1_449_855_906_000, id)
+            );
         }
     }
 
