@@ -92,10 +92,13 @@ def free_port():
 class Server:
     """A redis-server with the module, for `with Server() as srv:`."""
 
-    def __init__(self, module_args=(), server_args=(), module=MODULE):
+    def __init__(self, module_args=(), server_args=(), module=MODULE, cpu=None):
         self.module_args = list(module_args)
         self.server_args = list(server_args)
         self.module = module
+        # Pinning the server to one core (benchmarks) keeps it from sharing
+        # a core with the load generator on a small machine.
+        self.pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
 
     def __enter__(self):
         if not os.path.exists(self.module):
@@ -103,7 +106,7 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix="listingstats-")
         self.port = free_port()
         self.log = os.path.join(self.dir, "server.log")
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+        cmd = [*self.pin, "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
                "--logfile", self.log, "--save", "", "--appendonly", "no",
                "--loadmodule", self.module, *self.module_args, *self.server_args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
