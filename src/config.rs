@@ -48,13 +48,14 @@ fn config_error(err: Error) -> RedisError {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 6] = [
+static HANDLES: [Setting; 7] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
     Setting(Name::DedupWindow),
     Setting(Name::MaxBatch),
     Setting(Name::MaxQueryCells),
+    Setting(Name::StarSource),
 ];
 
 impl ConfigurationValue<RedisString> for Setting {

@@ -4,18 +4,34 @@
 //! `core` is pure Rust (no FFI) and holds every rule; `commands` is the thin
 //! layer Redis calls; `store` is the only place that touches keys.
 
+/// Looks up a module API function pointer, which `RedisModule_Init` filled
+/// in; a pointer this server lacks is a panic, which the command dispatcher
+/// turns into an error reply.
+macro_rules! api {
+    ($name:ident) => {{
+        // SAFETY: written once by RedisModule_Init before any command runs.
+        #[allow(unused_unsafe)]
+        let f = unsafe { *std::ptr::addr_of!(redis_module::raw::$name) };
+        match f {
+            Some(f) => f,
+            None => panic!(concat!(stringify!($name), " is not available on this server")),
+        }
+    }};
+}
+
 pub mod core;
 
 mod alloc;
 mod commands;
 mod config;
+mod index;
 mod stats;
 mod store;
 
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
-    if let Err(reason) = config::init(ctx, args) {
+    if let Err(reason) = config::init(ctx, args).and_then(|()| index::init(ctx)) {
         ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
         return Status::Err;
     }

@@ -38,8 +38,11 @@ pub static DUPLICATES: Stat = Stat::new("duplicates_skipped");
 pub static REJECTED: Stat = Stat::new("events_rejected");
 pub static KEYS_EXAMINED: Stat = Stat::new("keys_examined");
 pub static SCANS: Stat = Stat::new("scans");
+pub static INDEX_REBUILDS: Stat = Stat::new("index_rebuilds");
+pub static SLICED_QUERIES: Stat = Stat::new("sliced_queries");
+pub static SLICES: Stat = Stat::new("slices");
 
-static ALL: [&Stat; 8] = [
+static ALL: [&Stat; 11] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -48,6 +51,9 @@ static ALL: [&Stat; 8] = [
     &REJECTED,
     &KEYS_EXAMINED,
     &SCANS,
+    &INDEX_REBUILDS,
+    &SLICED_QUERIES,
+    &SLICES,
 ];
 
 /// The module's INFO callback: one section named `listingstats`, whose
@@ -70,5 +76,11 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_i
             name.push(0);
             add_field(ctx, name.as_ptr().cast(), stat.get());
         }
+        let (entries, bytes) = crate::index::size();
+        add_field(ctx, c"index_entries".as_ptr(), entries as u64);
+        add_field(ctx, c"index_bytes".as_ptr(), bytes as u64);
+        let (entries, bytes) = crate::index::size();
+        add_field(ctx, c"index_entries".as_ptr(), entries as u64);
+        add_field(ctx, c"index_bytes".as_ptr(), bytes as u64);
     }
 }

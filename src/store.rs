@@ -19,22 +19,6 @@ use crate::core::number::parse_counter;
 use crate::core::write::CounterStore;
 use crate::core::{Error, Result};
 
-/// Looks up an API function pointer, which `RedisModule_Init` filled in.
-macro_rules! api {
-    ($name:ident) => {{
-        // SAFETY: written once by RedisModule_Init before any command runs.
-        #[allow(unused_unsafe)]
-        let f = unsafe { *std::ptr::addr_of!(raw::$name) };
-        match f {
-            Some(f) => f,
-            None => panic!(concat!(
-                stringify!($name),
-                " is not available on this server"
-            )),
-        }
-    }};
-}
-
 const ACL_READ: c_int = raw::REDISMODULE_CMD_KEY_ACCESS as c_int;
 const ACL_WRITE: c_int =
     (raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
@@ -76,6 +60,28 @@ impl Acl {
             api!(RedisModule_FreeString)(ctx.ctx, name);
             Acl { user }
         }
+    }
+
+    /// The user named `name`, for work that outlives the command (a timer
+    /// has no client). Fails when the user is gone or disabled.
+    fn of_name(name: &[u8]) -> Result<Acl> {
+        let name_str = RedisString::create_from_slice(ptr::null_mut(), name);
+        // SAFETY: live string; the user is freed in Drop.
+        let user = unsafe { api!(RedisModule_GetModuleUserFromUserName)(name_str.inner) };
+        if user.is_null() {
+            return Err(Error::invalid(format!(
+                "user {} no longer exists or is disabled",
+                crate::core::error::quote(name)
+            )));
+        }
+        Ok(Acl { user })
+    }
+
+    fn allows(&self, key: &RedisString, flags: c_int) -> bool {
+        // SAFETY: user and key are live Redis objects.
+        self.user.is_null()
+            || unsafe { api!(RedisModule_ACLCheckKeyPermissions)(self.user, key.inner, flags) }
+                == raw::REDISMODULE_OK as c_int
     }
 
     fn check(&self, key: &RedisString, flags: c_int) -> Result<()> {
@@ -328,6 +334,26 @@ pub fn string_bytes<'a>(s: *const raw::RedisModuleString) -> &'a [u8] {
     }
 }
 
+/// The name of the user running the command, if there is a client.
+pub fn caller_name(ctx: &Context) -> Option<Vec<u8>> {
+    // SAFETY: live context; the returned string is ours to free.
+    unsafe {
+        let name = api!(RedisModule_GetCurrentUserName)(ctx.ctx);
+        if name.is_null() {
+            return None;
+        }
+        let bytes = string_bytes(name).to_vec();
+        api!(RedisModule_FreeString)(ctx.ctx, name);
+        Some(bytes)
+    }
+}
+
+/// The database the context has selected.
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: live context.
+    unsafe { api!(RedisModule_GetSelectedDb)(ctx.ctx) }
+}
+
 /// The server's clock, in unix milliseconds.
 pub fn now_ms() -> i64 {
     // SAFETY: plain API call.
@@ -560,6 +586,16 @@ impl<'c> Reader<'c> {
         }
     }
 
+    /// A reader for the user named `user` (None: no checks), for slices of
+    /// a query that run from a timer, where there is no client.
+    pub fn for_user(ctx: &'c Context, user: Option<&[u8]>) -> Result<Self> {
+        let acl = match user {
+            Some(name) => Acl::of_name(name)?,
+            None => Acl { user: ptr::null_mut() },
+        };
+        Ok(Reader { ctx, acl })
+    }
+
     pub fn field_names(&self, fields: &[Vec<u8>]) -> FieldNames {
         FieldNames(
             fields
@@ -575,6 +611,16 @@ impl<'c> Reader<'c> {
     pub fn counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         self.acl.check(&name, ACL_READ)?;
+        OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
+    }
+
+    /// Like [`Reader::counters`], but a key the caller may not read is
+    /// passed over (`Ok(false)`), as a `*` query does.
+    pub fn counters_if_readable(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        if !self.acl.allows(&name, ACL_READ) {
+            return Ok(false);
+        }
         OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
     }
 

@@ -23,6 +23,7 @@ fn defaults_and_module_args_show_in_config_get() {
         ("dedup-window", "604800"),
         ("max-batch", "10000"),
         ("max-query-cells", "1000000"),
+        ("star-source", "index"),
     ] {
         assert_eq!(
             config_get(&mut c, &format!("listingstats.{name}")),
@@ -106,6 +107,7 @@ fn config_set_validates_and_takes_effect() {
         ("max-batch", "0", "between 1 and 1000000"),
         ("max-query-cells", "-1", "between 1 and 1000000000"),
         ("dedup-window", "abc", "argument couldn't be parsed"),
+        ("star-source", "guess", "star-source must be index or scan"),
     ] {
         let got = err(
             &mut c,

@@ -22,6 +22,7 @@ use crate::store::string_bytes;
 pub mod get;
 pub mod incr;
 pub mod ingest;
+pub mod job;
 pub mod metric;
 pub mod query;
 pub mod top;

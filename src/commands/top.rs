@@ -2,12 +2,12 @@
 
 use redis_module::{Context, RedisValue};
 
+use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
-use super::query::{aggregate, reply_rows, Span};
 use super::Command;
 use crate::config;
 use crate::core::metrics::resolve;
-use crate::core::query::{parse_top, top, FieldPlan, GroupBy};
+use crate::core::query::{parse_top, FieldPlan, GroupBy};
 use crate::core::Result;
 use crate::store::Reader;
 
@@ -21,22 +21,10 @@ impl Command for Top {
         let args = parse_top(args)?;
         let settings = config::current();
         let reader = Reader::new(ctx);
-        let plan = FieldPlan::new(resolve(
-            &current_registry(&reader, &settings.keys)?,
-            &[args.metric],
-        )?);
-        let span = Span {
-            start: args.start,
-            end: args.end,
-            listings: &args.listings,
-        };
-        let (rows, _) = aggregate(&reader, &settings, &plan, &span, GroupBy::Listing)?;
-        let ranked = top(rows, args.n, args.min_denominator);
-        // [listing, numerator, denominator, value]
-        reply_rows(ctx, &ranked, 4, |out, row| {
-            out.listing(row.listing.as_deref());
-            out.counts_and_value(row);
-        });
-        Ok(RedisValue::NoReply)
+        let plan = FieldPlan::new(resolve(&current_registry(&reader, &settings.keys)?, &[args.metric])?);
+        let span = Span { start: args.start, end: args.end, listings: &args.listings };
+        let finish = Finish::Top { n: args.n, min_denominator: args.min_denominator };
+        let job = Job::plan(ctx, settings, plan, &span, GroupBy::Listing, finish)?;
+        job::run(ctx, &reader, job, &span)
     }
 }

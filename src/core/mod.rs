@@ -5,6 +5,7 @@ pub mod date;
 pub mod dedup;
 pub mod error;
 pub mod incr;
+pub mod index;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

@@ -430,39 +430,44 @@ pub fn top(mut rows: Vec<Row>, n: usize, min_denominator: i64) -> Vec<Row> {
     rows
 }
 
-/// The Lua script's lines: `metric=>key : 33.33%`, rows with a zero
-/// denominator left out. Only for GROUPBY DAY rows.
-pub fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
-    rows.iter()
-        .filter_map(|r| {
-            let value = r.value?;
-            let (date, listing) = (r.date?, r.listing.as_deref()?);
-            let key = String::from_utf8_lossy(&scheme.day_key(date, listing)).into_owned();
-            Some(format!(
-                "{}=>{} : {:.2}%",
-                plan.metrics[r.metric].name, key, value
-            ))
-        })
-        .collect()
+/// The Lua script's line for a row, `metric=>key : 33.33%`; `None` for a
+/// row with a zero denominator (the script left those out). GROUPBY DAY rows.
+pub fn legacy_line(row: &Row, plan: &FieldPlan, scheme: &KeyScheme) -> Option<String> {
+    let value = row.value?;
+    let (date, listing) = (row.date?, row.listing.as_deref()?);
+    let key = String::from_utf8_lossy(&scheme.day_key(date, listing)).into_owned();
+    Some(format!("{}=>{} : {:.2}%", plan.metrics[row.metric].name, key, value))
 }
 
-/// `{"rows":[...],"keys_examined":N}`; `date`/`listing` are `"*"` where
-/// grouped away, as in the RESP form; `value` is null when undefined.
+pub fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
+    rows.iter().filter_map(|r| legacy_line(r, plan, scheme)).collect()
+}
+
+/// One row of the JSON form; `date`/`listing` are `"*"` where grouped
+/// away, as in the RESP form; `value` is null when undefined.
+pub fn json_row(row: &Row, plan: &FieldPlan) -> String {
+    serde_json::json!({
+        "metric": plan.metrics[row.metric].name,
+        "date": row.date.map_or_else(|| "*".to_string(), day_string),
+        "listing": row.listing.as_deref().map_or_else(|| "*".to_string(), |l| String::from_utf8_lossy(l).into_owned()),
+        "numerator": row.numerator,
+        "denominator": row.denominator,
+        "value": row.value,
+    })
+    .to_string()
+}
+
+pub const JSON_HEAD: &str = "{\"rows\":[";
+
+/// Closes the document [`JSON_HEAD`] and the rows opened.
+pub fn json_tail(keys_examined: u64) -> String {
+    format!("],\"keys_examined\":{keys_examined}}}")
+}
+
+/// `{"rows":[...],"keys_examined":N}`.
 pub fn json(rows: &[Row], plan: &FieldPlan, keys_examined: u64) -> String {
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "metric": plan.metrics[r.metric].name,
-                "date": r.date.map_or_else(|| "*".to_string(), day_string),
-                "listing": r.listing.as_deref().map_or_else(|| "*".to_string(), |l| String::from_utf8_lossy(l).into_owned()),
-                "numerator": r.numerator,
-                "denominator": r.denominator,
-                "value": r.value,
-            })
-        })
-        .collect();
-    serde_json::json!({ "rows": rows, "keys_examined": keys_examined }).to_string()
+    let body: Vec<String> = rows.iter().map(|r| json_row(r, plan)).collect();
+    format!("{JSON_HEAD}{}{}", body.join(","), json_tail(keys_examined))
 }
 
 #[cfg(test)]
@@ -700,7 +705,10 @@ mod tests {
         let rows = agg.rows(&p);
         assert_eq!(rows[0].value, None);
         assert!(legacy_lines(&rows, &p, &KeyScheme::default()).is_empty());
-        assert!(json(&rows, &p, 1).contains("\"value\":null"));
+        let doc: serde_json::Value = serde_json::from_str(&json(&rows, &p, 1)).unwrap();
+        assert_eq!(doc["rows"][0]["value"], serde_json::Value::Null);
+        assert_eq!(doc["keys_examined"], 1);
+        assert_eq!(json(&[], &p, 0), r#"{"rows":[],"keys_examined":0}"#);
     }
 
     #[test]

@@ -20,6 +20,18 @@ pub enum Name {
     DedupWindow,
     MaxBatch,
     MaxQueryCells,
+    StarSource,
+}
+
+/// Where a `*` query finds its listings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StarSource {
+    /// The per-day index kept from keyspace notifications: time in
+    /// proportion to the answer; run in slices that never stall the server.
+    Index,
+    /// A scan of the whole keyspace in one go: the simple path, kept as a
+    /// reference and a fallback.
+    Scan,
 }
 
 /// A numeric setting's bounds, as Redis enforces them for `CONFIG SET` and
@@ -31,13 +43,14 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 6] = [
+    pub const ALL: [Name; 7] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
         Name::DedupWindow,
         Name::MaxBatch,
         Name::MaxQueryCells,
+        Name::StarSource,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +61,7 @@ impl Name {
             Name::DedupWindow => "dedup-window",
             Name::MaxBatch => "max-batch",
             Name::MaxQueryCells => "max-query-cells",
+            Name::StarSource => "star-source",
         }
     }
 
@@ -73,7 +87,7 @@ impl Name {
                 min: 1,
                 max: 1_000_000_000,
             }),
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone => None,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => None,
         }
     }
 }
@@ -86,6 +100,7 @@ pub struct Settings {
     pub dedup_window: i64,
     pub max_batch: i64,
     pub max_query_cells: i64,
+    pub star_source: StarSource,
 }
 
 impl Default for Settings {
@@ -96,6 +111,7 @@ impl Default for Settings {
             dedup_window: 604_800,
             max_batch: 10_000,
             max_query_cells: 1_000_000,
+            star_source: StarSource::Index,
         }
     }
 }
@@ -110,6 +126,10 @@ impl Settings {
             Name::DedupWindow => self.dedup_window.to_string(),
             Name::MaxBatch => self.max_batch.to_string(),
             Name::MaxQueryCells => self.max_query_cells.to_string(),
+            Name::StarSource => match self.star_source {
+                StarSource::Index => "index".into(),
+                StarSource::Scan => "scan".into(),
+            },
         }
     }
 
@@ -118,7 +138,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window,
             Name::MaxBatch => self.max_batch,
             Name::MaxQueryCells => self.max_query_cells,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone => 0,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => 0,
         }
     }
 
@@ -144,6 +164,17 @@ impl Settings {
             }
             Name::KeyFormat => self.keys.format = KeyFormat::parse(value)?,
             Name::Timezone => self.timezone = parse_timezone(value)?,
+            Name::StarSource => {
+                self.star_source = match value.to_ascii_lowercase().as_str() {
+                    "index" => StarSource::Index,
+                    "scan" => StarSource::Scan,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "star-source must be index or scan, got '{value}'"
+                        )))
+                    }
+                }
+            }
             Name::DedupWindow | Name::MaxBatch | Name::MaxQueryCells => {}
         }
         Ok(())
@@ -162,7 +193,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window = n,
             Name::MaxBatch => self.max_batch = n,
             Name::MaxQueryCells => self.max_query_cells = n,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone => {}
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => {}
         }
         Ok(())
     }
@@ -218,6 +249,7 @@ mod tests {
                 ("dedup-window", "604800".into()),
                 ("max-batch", "10000".into()),
                 ("max-query-cells", "1000000".into()),
+                ("star-source", "index".into()),
             ]
         );
     }
