@@ -71,7 +71,14 @@ impl ConfigurationValue<RedisString> for Setting {
         let text = value
             .try_as_str()
             .map_err(|_| RedisError::Str("value must be ASCII"))?;
-        update(|s| s.set(self.0, text)).map_err(config_error)
+        let before = current().keys.clone();
+        update(|s| s.set(self.0, text)).map_err(config_error)?;
+        if current().keys != before {
+            // Another key scheme: the index names other keys. Free it now;
+            // the next query that needs it rebuilds it.
+            crate::index::invalidate();
+        }
+        Ok(())
     }
 }
 

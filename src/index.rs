@@ -32,10 +32,17 @@ pub struct State {
     built_for: Option<KeyScheme>,
 }
 
-static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| Mutex::new(State { index: Index::default(), built_for: None }));
+static STATE: LazyLock<Mutex<State>> = LazyLock::new(|| {
+    Mutex::new(State {
+        index: Index::default(),
+        built_for: None,
+    })
+});
 
 fn state() -> MutexGuard<'static, State> {
-    STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Marks the index stale: the next query that uses it rebuilds it first.
@@ -59,12 +66,17 @@ extern "C" fn on_key_event(
     // Never unwind into Redis from a notification.
     let _ = std::panic::catch_unwind(|| {
         let mut st = state();
-        let Some(scheme) = st.built_for.clone() else { return };
-        let Some((day, listing)) = scheme.parse_day_key(string_bytes(key)) else { return };
+        let Some(scheme) = st.built_for.clone() else {
+            return;
+        };
+        let Some((day, listing)) = scheme.parse_day_key(string_bytes(key)) else {
+            return;
+        };
         // SAFETY: Redis passes a NUL-terminated event name.
         let event = unsafe { CStr::from_ptr(event) }.to_bytes();
         let db = selected_db(ctx);
-        let removes = kind & (raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED) != 0
+        let removes = kind & (raw::REDISMODULE_NOTIFY_EXPIRED | raw::REDISMODULE_NOTIFY_EVICTED)
+            != 0
             || matches!(event, b"del" | b"rename_from" | b"move_from");
         let adds = kind & raw::REDISMODULE_NOTIFY_HASH != 0
             || matches!(event, b"rename_to" | b"restore" | b"copy_to" | b"move_to");
@@ -77,7 +89,12 @@ extern "C" fn on_key_event(
     raw::REDISMODULE_OK as c_int
 }
 
-extern "C" fn on_flush(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
+extern "C" fn on_flush(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
     if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START || data.is_null() {
         return;
     }
@@ -86,7 +103,12 @@ extern "C" fn on_flush(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent
     state().index.clear((db >= 0).then_some(db));
 }
 
-extern "C" fn on_swap(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, data: *mut c_void) {
+extern "C" fn on_swap(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    _sub: u64,
+    data: *mut c_void,
+) {
     if data.is_null() {
         return;
     }
@@ -95,10 +117,17 @@ extern "C" fn on_swap(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent,
     state().index.swap(info.dbnum_first, info.dbnum_second);
 }
 
-extern "C" fn on_loading(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
+extern "C" fn on_loading(
+    _ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    _data: *mut c_void,
+) {
     // Loading replaces the dataset (restart, replica full sync): the index
     // is rebuilt, from what was loaded, before its next use.
-    if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED || sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED {
+    if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+        || sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED
+    {
         invalidate();
     } else {
         state().index.clear(None);
@@ -114,12 +143,17 @@ pub fn init(ctx: &Context) -> Result<(), String> {
     // SAFETY: called from OnLoad with a live context; the callbacks are
     // plain functions that live as long as the module.
     unsafe {
-        if api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, kinds, Some(on_key_event)) != raw::REDISMODULE_OK as c_int {
+        if api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, kinds, Some(on_key_event))
+            != raw::REDISMODULE_OK as c_int
+        {
             return Err("cannot subscribe to keyspace events".into());
         }
         let subscribe = api!(RedisModule_SubscribeToServerEvent);
         for (id, cb) in [
-            (raw::REDISMODULE_EVENT_FLUSHDB, on_flush as unsafe extern "C" fn(_, _, _, _)),
+            (
+                raw::REDISMODULE_EVENT_FLUSHDB,
+                on_flush as unsafe extern "C" fn(_, _, _, _),
+            ),
             (raw::REDISMODULE_EVENT_LOADING, on_loading),
             (raw::REDISMODULE_EVENT_SWAPDB, on_swap),
         ] {
@@ -164,14 +198,24 @@ fn rebuild(ctx: &Context, scheme: &KeyScheme) {
             }
         }
     }
-    let mut scan = Scan { scheme, db: 0, index: Index::default() };
+    let mut scan = Scan {
+        scheme,
+        db: 0,
+        index: Index::default(),
+    };
     let original = selected_db(ctx.ctx);
     // SAFETY: SelectDb fails for an id past the last database, which ends
     // the loop; the cursor lives for one database's scan.
     unsafe {
         while api!(RedisModule_SelectDb)(ctx.ctx, scan.db) == raw::REDISMODULE_OK as c_int {
             let cursor = api!(RedisModule_ScanCursorCreate)();
-            while api!(RedisModule_Scan)(ctx.ctx, cursor, Some(each), (&mut scan as *mut Scan<'_>).cast()) != 0 {}
+            while api!(RedisModule_Scan)(
+                ctx.ctx,
+                cursor,
+                Some(each),
+                (&mut scan as *mut Scan<'_>).cast(),
+            ) != 0
+            {}
             api!(RedisModule_ScanCursorDestroy)(cursor);
             scan.db += 1;
         }

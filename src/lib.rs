@@ -14,7 +14,10 @@ macro_rules! api {
         let f = unsafe { *std::ptr::addr_of!(redis_module::raw::$name) };
         match f {
             Some(f) => f,
-            None => panic!(concat!(stringify!($name), " is not available on this server")),
+            None => panic!(concat!(
+                stringify!($name),
+                " is not available on this server"
+            )),
         }
     }};
 }

@@ -79,8 +79,5 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_i
         let (entries, bytes) = crate::index::size();
         add_field(ctx, c"index_entries".as_ptr(), entries as u64);
         add_field(ctx, c"index_bytes".as_ptr(), bytes as u64);
-        let (entries, bytes) = crate::index::size();
-        add_field(ctx, c"index_entries".as_ptr(), entries as u64);
-        add_field(ctx, c"index_bytes".as_ptr(), bytes as u64);
     }
 }

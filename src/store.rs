@@ -591,7 +591,9 @@ impl<'c> Reader<'c> {
     pub fn for_user(ctx: &'c Context, user: Option<&[u8]>) -> Result<Self> {
         let acl = match user {
             Some(name) => Acl::of_name(name)?,
-            None => Acl { user: ptr::null_mut() },
+            None => Acl {
+                user: ptr::null_mut(),
+            },
         };
         Ok(Reader { ctx, acl })
     }
@@ -616,7 +618,12 @@ impl<'c> Reader<'c> {
 
     /// Like [`Reader::counters`], but a key the caller may not read is
     /// passed over (`Ok(false)`), as a `*` query does.
-    pub fn counters_if_readable(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
+    pub fn counters_if_readable(
+        &self,
+        key: &[u8],
+        fields: &FieldNames,
+        out: &mut [i64],
+    ) -> Result<bool> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         if !self.acl.allows(&name, ACL_READ) {
             return Ok(false);

@@ -5,16 +5,6 @@ mod common;
 
 use common::*;
 
-fn as_user(server: &Server, user: &str) -> Connection {
-    let mut c = server.conn();
-    let _: () = redis::cmd("AUTH")
-        .arg(user)
-        .arg("pw")
-        .query(&mut c)
-        .unwrap();
-    c
-}
-
 #[test]
 fn a_user_limited_to_december_2015_touches_nothing_else() {
     let server = Server::start();
@@ -30,7 +20,7 @@ fn a_user_limited_to_december_2015_touches_nothing_else() {
         .unwrap();
     int(&mut admin, &["HSET", "2016-01-01_1", "e", "5"]);
 
-    let mut dec = as_user(&server, "dec");
+    let mut dec = server.conn_as("dec", "pw");
     assert_eq!(
         int(
             &mut dec,
@@ -80,7 +70,7 @@ fn read_only_key_access_allows_get_not_incr() {
         .query(&mut admin)
         .unwrap();
     int(&mut admin, &["HSET", "2015-12-22_1", "e", "5"]);
-    let mut reader = as_user(&server, "reader");
+    let mut reader = server.conn_as("reader", "pw");
     assert_eq!(
         call(&mut reader, &["LISTINGSTATS.GET", "1", "2015-12-22"]).unwrap(),
         Value::Array(vec![Value::BulkString(b"e".to_vec()), Value::Int(5)])

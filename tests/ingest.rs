@@ -394,17 +394,7 @@ fn a_promoted_replica_knows_the_ids() {
     let master = Server::start();
     let replica = Server::start();
     let (mut m, mut r) = (master.conn(), replica.conn());
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(master.port)
-        .query(&mut r)
-        .unwrap();
-    for _ in 0..400 {
-        if info_field(&mut r, "replication", "master_link_status").as_deref() == Some("up") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    replica.replicate(&master);
     let events = stream(300, 1449855906, 3600);
     for chunk in events.chunks(60) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();

@@ -99,20 +99,6 @@ fn legacy_is_byte_for_byte_the_lua_output() {
 
 // ---- the differential test ------------------------------------------------
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// What the test wrote: (date, listing) -> field -> value.
 type Data = BTreeMap<(String, String), BTreeMap<String, i64>>;
 
@@ -997,17 +983,7 @@ fn metric_definitions_replicate() {
     let master = Server::start();
     let replica = Server::start();
     let (mut m, mut r) = (master.conn(), replica.conn());
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(master.port)
-        .query(&mut r)
-        .unwrap();
-    for _ in 0..400 {
-        if info_field(&mut r, "replication", "master_link_status").as_deref() == Some("up") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    replica.replicate(&master);
     set(
         &mut m,
         &["LISTINGSTATS.METRIC.SET", "x_ctr", "a:click", "a:imp"],
@@ -1049,12 +1025,7 @@ fn queries_read_only_keys_the_user_may_read() {
         &mut admin,
         &["HSET", "2016-01-01_1", CO_CLICK, "1", CO_IMP, "2"],
     );
-    let mut dec = server.conn();
-    let _: () = redis::cmd("AUTH")
-        .arg("dec")
-        .arg("pw")
-        .query(&mut dec)
-        .unwrap();
+    let mut dec = server.conn_as("dec", "pw");
 
     let rows = resp_rows(
         call(

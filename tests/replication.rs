@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -40,28 +40,12 @@ fn mixed_workload(c: &mut Connection, ids_from: usize) {
     }
 }
 
-fn wait_for_link(replica: &mut Connection) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if info_field(replica, "replication", "master_link_status").as_deref() == Some("up") {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("replica never connected");
-}
-
 #[test]
 fn replica_data_equals_master_data() {
     let master = Server::start_with(Options::default().module(&["timezone", "Europe/London"]));
     let replica = Server::start_with(Options::default().module(&["timezone", "Europe/London"]));
     let (mut m, mut r) = (master.conn(), replica.conn());
-    let _: () = redis::cmd("REPLICAOF")
-        .arg("127.0.0.1")
-        .arg(master.port)
-        .query(&mut r)
-        .unwrap();
-    wait_for_link(&mut r);
+    replica.replicate(&master);
 
     mixed_workload(&mut m, 0);
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut m).unwrap();

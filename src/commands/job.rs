@@ -32,8 +32,8 @@ use rustc_hash::FxHashMap;
 
 use crate::core::date::{days_between, push_day};
 use crate::core::query::{
-    check_cells, json_row, json_tail, legacy_line, listing_cmp, top, Aggregator, FieldPlan, Format, GroupBy,
-    Listings, Row, JSON_HEAD,
+    check_cells, json_row, json_tail, legacy_line, listing_cmp, top, Aggregator, FieldPlan, Format,
+    GroupBy, Listings, Row, JSON_HEAD,
 };
 use crate::core::settings::{Settings, StarSource};
 use crate::core::{Error, Result};
@@ -70,11 +70,13 @@ pub struct Job {
     /// `*` passes over keys the user may not read; an explicit set fails.
     skip_unreadable: bool,
     agg: Aggregator,
-    /// Rows to reply, once reading is done.
-    rows: Option<Vec<Row>>,
+    /// Groups in output order, once reading is done (TOP: its rows).
+    order: Option<Vec<usize>>,
+    top_rows: Vec<Row>,
     /// Whether the client speaks RESP3 (real doubles) or RESP2.
     resp3: bool,
-    /// How many rows are written, and the JSON text so far.
+    /// Groups rendered so far, rows written so far, the JSON text so far.
+    next_group: usize,
     rendered: usize,
     json: String,
     examined: u64,
@@ -141,8 +143,10 @@ impl Job {
             next: 0,
             skip_unreadable,
             agg,
-            rows: None,
+            order: None,
+            top_rows: Vec::new(),
             resp3: context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0,
+            next_group: 0,
             rendered: 0,
             json: String::new(),
             examined: 0,
@@ -151,7 +155,12 @@ impl Job {
     }
 
     /// Reads cells until all are read (`Ok(true)`) or `deadline` passes.
-    fn step(&mut self, reader: &Reader<'_>, fields: &FieldNames, deadline: Option<Instant>) -> Result<bool> {
+    fn step(
+        &mut self,
+        reader: &Reader<'_>,
+        fields: &FieldNames,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
         let scheme = &self.settings.keys;
         while self.next < self.cells.len() {
             let (day, at) = self.cells[self.next];
@@ -166,8 +175,13 @@ impl Job {
                 self.agg.add(day, listing, &self.values)?;
             }
             self.next += 1;
-            self.examined += 1;
-            if self.next % 32 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            // An explicit set counts every key it names; `*` counts the day
+            // hashes found, as the scan path does (the index may name keys
+            // deleted or retyped since).
+            if found || !self.skip_unreadable {
+                self.examined += 1;
+            }
+            if self.next.is_multiple_of(32) && deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
         }
@@ -179,14 +193,15 @@ impl Job {
         let fields = reader.field_names(&self.plan.fields);
         let scheme = &self.settings.keys;
         let max = u64::try_from(self.settings.max_query_cells).unwrap_or(0);
-        let in_range =
-            |name: &[u8]| matches!(scheme.parse_day_key(name), Some((d, _)) if d >= span.start && d <= span.end);
+        let in_range = |name: &[u8]| matches!(scheme.parse_day_key(name), Some((d, _)) if d >= span.start && d <= span.end);
         let mut found = 0u64;
         let agg = &mut self.agg;
         reader.scan(&fields, in_range, |name, values| {
             found += 1;
             if found > max {
-                return Err(Error::invalid(format!("query matches more than max-query-cells {max} day hashes")));
+                return Err(Error::invalid(format!(
+                    "query matches more than max-query-cells {max} day hashes"
+                )));
             }
             match scheme.parse_day_key(name) {
                 Some((day, listing)) => agg.add(day, listing, values),
@@ -200,65 +215,89 @@ impl Job {
 
     /// Writes the reply to `ctx` (a command's or a thread-safe one), or as
     /// much of it as fits before `deadline`; `true` when it is complete.
+    /// Rows are made group by group as they are written, and the array
+    /// length is set at the end, so no step holds the server for long.
     fn render(&mut self, ctx: *mut raw::RedisModuleCtx, deadline: Option<Instant>) -> bool {
-        let rows = match &mut self.rows {
-            Some(rows) => rows,
-            None => {
-                stats::KEYS_EXAMINED.add(self.examined);
-                let mut rows = self.agg.rows(&self.plan);
-                if let Finish::Top { n, min_denominator } = self.finish {
-                    debug_assert_eq!(self.group, GroupBy::Listing);
-                    rows = top(rows, n, min_denominator);
-                }
-                if let Finish::Query(Format::Legacy) = self.finish {
-                    rows.retain(|r| r.value.is_some());
-                }
-                self.rows.insert(rows)
+        if self.order.is_none() {
+            stats::KEYS_EXAMINED.add(self.examined);
+            let order = self.agg.order();
+            if let Finish::Top { n, min_denominator } = self.finish {
+                debug_assert_eq!(self.group, GroupBy::Listing);
+                self.top_rows = top(self.agg.rows(&self.plan), n, min_denominator);
             }
-        };
-        let mut out = RowWriter { ctx, resp3: self.resp3, day: Vec::with_capacity(10), text: String::with_capacity(24) };
-        let (plan, scheme) = (&self.plan, &self.settings.keys);
-        if self.rendered == 0 {
+            self.order = Some(order);
             match self.finish {
                 Finish::Query(Format::Json) => self.json.push_str(JSON_HEAD),
                 _ => {
-                    raw::reply_with_array(ctx, rows.len() as c_long);
+                    raw::reply_with_array(ctx, raw::REDISMODULE_POSTPONED_LEN as c_long);
                 }
             }
-        }
-        while self.rendered < rows.len() {
-            let row = &rows[self.rendered];
-            match self.finish {
-                Finish::Query(Format::Resp) => {
-                    // [metric, date, listing, numerator, denominator, value]
-                    raw::reply_with_array(ctx, 6);
-                    out.bulk(plan.metrics[row.metric].name.as_bytes());
-                    out.date(row.date);
-                    out.listing(row.listing.as_deref());
-                    out.counts_and_value(row);
-                }
-                Finish::Query(Format::Legacy) => out.bulk(legacy_line(row, plan, scheme).unwrap_or_default().as_bytes()),
-                Finish::Query(Format::Json) => {
-                    if self.rendered > 0 {
-                        self.json.push(',');
-                    }
-                    self.json.push_str(&json_row(row, plan));
-                }
-                Finish::Top { .. } => {
-                    // [listing, numerator, denominator, value]
-                    raw::reply_with_array(ctx, 4);
-                    out.listing(row.listing.as_deref());
-                    out.counts_and_value(row);
-                }
-            }
-            self.rendered += 1;
-            if self.rendered % 256 == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.is_some() {
                 return false;
             }
         }
-        if let Finish::Query(Format::Json) = self.finish {
-            self.json.push_str(&json_tail(self.examined));
-            out.bulk(self.json.as_bytes());
+        let mut out = RowWriter {
+            ctx,
+            resp3: self.resp3,
+            day: Vec::with_capacity(10),
+            text: String::with_capacity(24),
+        };
+        let (plan, scheme) = (&self.plan, &self.settings.keys);
+        let groups = self.order.as_deref().unwrap_or_default();
+        let mut rows = Vec::new();
+        if let Finish::Top { .. } = self.finish {
+            for row in &self.top_rows {
+                // [listing, numerator, denominator, value]
+                raw::reply_with_array(ctx, 4);
+                out.listing(row.listing.as_deref());
+                out.counts_and_value(row);
+            }
+            self.rendered = self.top_rows.len();
+            self.next_group = groups.len();
+        }
+        while self.next_group < groups.len() {
+            rows.clear();
+            self.agg
+                .group_rows(plan, groups[self.next_group], &mut rows);
+            self.next_group += 1;
+            for row in &rows {
+                match self.finish {
+                    Finish::Query(Format::Resp) => {
+                        // [metric, date, listing, numerator, denominator, value]
+                        raw::reply_with_array(ctx, 6);
+                        out.bulk(plan.metrics[row.metric].name.as_bytes());
+                        out.date(row.date);
+                        out.listing(row.listing.as_deref());
+                        out.counts_and_value(row);
+                    }
+                    Finish::Query(Format::Legacy) => match legacy_line(row, plan, scheme) {
+                        Some(line) => out.bulk(line.as_bytes()),
+                        None => continue,
+                    },
+                    Finish::Query(Format::Json) => {
+                        if self.rendered > 0 {
+                            self.json.push(',');
+                        }
+                        self.json.push_str(&json_row(row, plan));
+                    }
+                    Finish::Top { .. } => {}
+                }
+                self.rendered += 1;
+            }
+            if self.next_group.is_multiple_of(128) && deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return false;
+            }
+        }
+        match self.finish {
+            Finish::Query(Format::Json) => {
+                self.json.push_str(&json_tail(self.examined));
+                out.bulk(self.json.as_bytes());
+            }
+            _ => {
+                // SAFETY: closes the array opened with a postponed length.
+                unsafe { api!(RedisModule_ReplySetArrayLength)(ctx, self.rendered as c_long) };
+            }
         }
         true
     }
@@ -278,17 +317,26 @@ fn order_cells(names: &[Box<[u8]>], cells: &mut [(NaiveDate, u32)]) {
     const DAY_OFFSET: i64 = 1 << 20;
     let mut keyed: Vec<u64> = cells
         .iter()
-        .map(|&(day, i)| (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32) | u64::from(rank[i as usize]))
+        .map(|&(day, i)| {
+            (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32)
+                | u64::from(rank[i as usize])
+        })
         .collect();
     keyed.sort_unstable();
     for (cell, k) in cells.iter_mut().zip(keyed) {
-        let day = NaiveDate::from_num_days_from_ce_opt(((k >> 32) as i64 - DAY_OFFSET) as i32).unwrap_or_default();
+        let day = NaiveDate::from_num_days_from_ce_opt(((k >> 32) as i64 - DAY_OFFSET) as i32)
+            .unwrap_or_default();
         *cell = (day, by_order[(k & 0xffff_ffff) as usize]);
     }
 }
 
 /// Runs a job: at once, or in slices with the client blocked.
-pub fn run(ctx: &Context, reader: &Reader<'_>, mut job: Job, span: &Span<'_>) -> Result<RedisValue> {
+pub fn run(
+    ctx: &Context,
+    reader: &Reader<'_>,
+    mut job: Job,
+    span: &Span<'_>,
+) -> Result<RedisValue> {
     if matches!(span.listings, Listings::All) && job.settings.star_source == StarSource::Scan {
         job.scan(reader, span)?;
     } else if job.cells.len() <= AT_ONCE || !can_block(ctx) {
@@ -308,7 +356,9 @@ fn context_flags(ctx: &Context) -> u32 {
 
 fn can_block(ctx: &Context) -> bool {
     context_flags(ctx)
-        & (raw::REDISMODULE_CTX_FLAGS_MULTI | raw::REDISMODULE_CTX_FLAGS_LUA | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING)
+        & (raw::REDISMODULE_CTX_FLAGS_MULTI
+            | raw::REDISMODULE_CTX_FLAGS_LUA
+            | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING)
         == 0
 }
 
@@ -333,7 +383,14 @@ fn start_slices(ctx: &Context, job: Job) -> Result<RedisValue> {
             return Err(Error::invalid("cannot block the client for a long query"));
         }
         let reply = api!(RedisModule_GetThreadSafeContext)(bc);
-        let running = Box::new(Running { bc, reply, db: selected_db(ctx), user: caller_name(ctx), job, reading: true });
+        let running = Box::new(Running {
+            bc,
+            reply,
+            db: selected_db(ctx),
+            user: caller_name(ctx),
+            job,
+            reading: true,
+        });
         api!(RedisModule_CreateTimer)(ctx.ctx, 0, Some(on_slice), Box::into_raw(running).cast());
     }
     stats::SLICED_QUERIES.add(1);
@@ -374,7 +431,9 @@ extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
         Err(_) => {
             stats::ERRORS.add(1);
             context.log_warning("listingstats: internal error in a query slice");
-            let _ = Context::new(running.reply).reply(Err(RedisError::Str("ERR listingstats internal error, see the server log")));
+            let _ = Context::new(running.reply).reply(Err(RedisError::Str(
+                "ERR listingstats internal error, see the server log",
+            )));
             true
         }
     };
@@ -413,7 +472,11 @@ impl RowWriter {
             Some(d) => {
                 self.day.clear();
                 push_day(&mut self.day, d);
-                raw::reply_with_string_buffer(self.ctx, self.day.as_ptr().cast::<c_char>(), self.day.len());
+                raw::reply_with_string_buffer(
+                    self.ctx,
+                    self.day.as_ptr().cast::<c_char>(),
+                    self.day.len(),
+                );
             }
             None => self.bulk(b"*"),
         }
@@ -438,7 +501,11 @@ impl RowWriter {
             Some(v) => {
                 self.text.clear();
                 let _ = write!(self.text, "{v}");
-                raw::reply_with_string_buffer(self.ctx, self.text.as_ptr().cast::<c_char>(), self.text.len());
+                raw::reply_with_string_buffer(
+                    self.ctx,
+                    self.text.as_ptr().cast::<c_char>(),
+                    self.text.len(),
+                );
             }
             None => {
                 raw::reply_with_null(self.ctx);

@@ -21,9 +21,23 @@ impl Command for Query {
         let args = parse_query(args)?;
         let settings = config::current();
         let reader = Reader::new(ctx);
-        let plan = FieldPlan::new(resolve(&current_registry(&reader, &settings.keys)?, &args.metrics)?);
-        let span = Span { start: args.start, end: args.end, listings: &args.listings };
-        let job = Job::plan(ctx, settings, plan, &span, args.group, Finish::Query(args.format))?;
+        let plan = FieldPlan::new(resolve(
+            &current_registry(&reader, &settings.keys)?,
+            &args.metrics,
+        )?);
+        let span = Span {
+            start: args.start,
+            end: args.end,
+            listings: &args.listings,
+        };
+        let job = Job::plan(
+            ctx,
+            settings,
+            plan,
+            &span,
+            args.group,
+            Finish::Query(args.format),
+        )?;
         job::run(ctx, &reader, job, &span)
     }
 }

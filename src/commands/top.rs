@@ -21,9 +21,19 @@ impl Command for Top {
         let args = parse_top(args)?;
         let settings = config::current();
         let reader = Reader::new(ctx);
-        let plan = FieldPlan::new(resolve(&current_registry(&reader, &settings.keys)?, &[args.metric])?);
-        let span = Span { start: args.start, end: args.end, listings: &args.listings };
-        let finish = Finish::Top { n: args.n, min_denominator: args.min_denominator };
+        let plan = FieldPlan::new(resolve(
+            &current_registry(&reader, &settings.keys)?,
+            &[args.metric],
+        )?);
+        let span = Span {
+            start: args.start,
+            end: args.end,
+            listings: &args.listings,
+        };
+        let finish = Finish::Top {
+            n: args.n,
+            min_denominator: args.min_denominator,
+        };
         let job = Job::plan(ctx, settings, plan, &span, GroupBy::Listing, finish)?;
         job::run(ctx, &reader, job, &span)
     }

@@ -84,11 +84,17 @@ impl DayIndex {
     }
 
     /// Every (day, listing) from `start` to `end`, both included.
-    pub fn in_range(&self, start: NaiveDate, end: NaiveDate) -> impl Iterator<Item = (NaiveDate, u32)> + '_ {
-        self.days.range(start.num_days_from_ce()..=end.num_days_from_ce()).flat_map(|(&d, list)| {
-            let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
-            list.iter().map(move |&l| (day, l))
-        })
+    pub fn in_range(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> impl Iterator<Item = (NaiveDate, u32)> + '_ {
+        self.days
+            .range(start.num_days_from_ce()..=end.num_days_from_ce())
+            .flat_map(|(&d, list)| {
+                let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
+                list.iter().map(move |&l| (day, l))
+            })
     }
 
     pub fn entries(&self) -> usize {
@@ -182,10 +188,22 @@ mod tests {
             .in_range(d("2015-12-31"), d("2016-01-31"))
             .map(|(day, l)| (day, ix.listings.name(l).to_vec()))
             .collect();
-        assert_eq!(got, [(d("2015-12-31"), b"2155".to_vec()), (d("2016-01-01"), b"sku-a".to_vec())]);
+        assert_eq!(
+            got,
+            [
+                (d("2015-12-31"), b"2155".to_vec()),
+                (d("2016-01-01"), b"sku-a".to_vec())
+            ]
+        );
         ix.remove(0, d("2015-12-31"), b"2155");
         ix.remove(0, d("2015-12-31"), b"unknown");
-        assert_eq!(ix.db(0).unwrap().in_range(d("2015-12-31"), d("2015-12-31")).count(), 0);
+        assert_eq!(
+            ix.db(0)
+                .unwrap()
+                .in_range(d("2015-12-31"), d("2015-12-31"))
+                .count(),
+            0
+        );
         assert_eq!(ix.db(0).unwrap().days(), 2);
         ix.swap(0, 1);
         assert_eq!(ix.db(0).unwrap().entries(), 1);

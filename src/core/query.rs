@@ -308,6 +308,9 @@ pub struct Aggregator {
     keys: Vec<(i32, u32)>,
     sums: Vec<i64>,
     fields: Vec<Vec<u8>>,
+    /// Whether groups were created in output order (the command layer
+    /// feeds day hashes in that order), so no sort is needed at the end.
+    in_order: bool,
 }
 
 const NO_DAY: i32 = i32::MIN;
@@ -324,7 +327,18 @@ impl Aggregator {
             keys: Vec::new(),
             sums: Vec::new(),
             fields: plan.fields.clone(),
+            in_order: true,
         }
+    }
+
+    /// Output order of two group keys: date, then listing.
+    fn key_cmp(&self, a: (i32, u32), b: (i32, u32)) -> Ordering {
+        let listing = |i: u32| (i != NO_LISTING).then(|| self.listings[i as usize].as_slice());
+        a.0.cmp(&b.0)
+            .then_with(|| match (listing(a.1), listing(b.1)) {
+                (Some(la), Some(lb)) => listing_cmp(la, lb),
+                _ => Ordering::Equal,
+            })
     }
 
     fn listing_index(&mut self, listing: &[u8]) -> u32 {
@@ -351,6 +365,11 @@ impl Aggregator {
         let at = match self.groups.get(&key) {
             Some(&at) => at,
             None => {
+                if let Some(&last) = self.keys.last() {
+                    if self.in_order && self.key_cmp(last, key) == Ordering::Greater {
+                        self.in_order = false;
+                    }
+                }
                 let at = self.sums.len();
                 self.sums.resize(at + width, 0);
                 self.groups.insert(key, at);
@@ -369,41 +388,45 @@ impl Aggregator {
         Ok(())
     }
 
-    /// The rows, in the spec's order: date, listing, then metrics as asked.
-    /// A row appears when its numerator or denominator is non-zero.
-    pub fn rows(&self, plan: &FieldPlan) -> Vec<Row> {
+    /// The groups in output order: date, then listing.
+    pub fn order(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.keys.len()).collect();
-        let listing = |i: u32| (i != NO_LISTING).then(|| self.listings[i as usize].as_slice());
-        order.sort_by(|&a, &b| {
-            let (ka, kb) = (self.keys[a], self.keys[b]);
-            ka.0.cmp(&kb.0)
-                .then_with(|| match (listing(ka.1), listing(kb.1)) {
-                    (Some(la), Some(lb)) => listing_cmp(la, lb),
-                    _ => Ordering::Equal,
-                })
-        });
-        let mut rows = Vec::new();
-        for g in order {
-            let (day_num, li) = self.keys[g];
-            let at = self.groups[&self.keys[g]];
-            let sums = &self.sums[at..at + self.width];
-            for (m, (metric, &(n, d))) in plan.metrics.iter().zip(&plan.slots).enumerate() {
-                let (numerator, denominator) = (sums[n], sums[d]);
-                if numerator == 0 && denominator == 0 {
-                    continue;
-                }
-                rows.push(Row {
-                    metric: m,
-                    date: (day_num != NO_DAY)
-                        .then(|| NaiveDate::from_num_days_from_ce_opt(day_num))
-                        .flatten(),
-                    listing: listing(li).map(<[u8]>::to_vec),
-                    numerator,
-                    denominator,
-                    value: (denominator != 0)
-                        .then(|| numerator as f64 / denominator as f64 * metric.scale),
-                });
+        if !self.in_order {
+            order.sort_by(|&a, &b| self.key_cmp(self.keys[a], self.keys[b]));
+        }
+        order
+    }
+
+    /// Appends group `g`'s rows (metrics in the order asked): a row appears
+    /// when its numerator or denominator is non-zero.
+    pub fn group_rows(&self, plan: &FieldPlan, g: usize, out: &mut Vec<Row>) {
+        let (day_num, li) = self.keys[g];
+        let at = self.groups[&self.keys[g]];
+        let sums = &self.sums[at..at + self.width];
+        for (m, (metric, &(n, d))) in plan.metrics.iter().zip(&plan.slots).enumerate() {
+            let (numerator, denominator) = (sums[n], sums[d]);
+            if numerator == 0 && denominator == 0 {
+                continue;
             }
+            out.push(Row {
+                metric: m,
+                date: (day_num != NO_DAY)
+                    .then(|| NaiveDate::from_num_days_from_ce_opt(day_num))
+                    .flatten(),
+                listing: (li != NO_LISTING).then(|| self.listings[li as usize].clone()),
+                numerator,
+                denominator,
+                value: (denominator != 0)
+                    .then(|| numerator as f64 / denominator as f64 * metric.scale),
+            });
+        }
+    }
+
+    /// Every row, in the spec's order: date, listing, then metrics as asked.
+    pub fn rows(&self, plan: &FieldPlan) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for g in self.order() {
+            self.group_rows(plan, g, &mut rows);
         }
         rows
     }
@@ -436,11 +459,16 @@ pub fn legacy_line(row: &Row, plan: &FieldPlan, scheme: &KeyScheme) -> Option<St
     let value = row.value?;
     let (date, listing) = (row.date?, row.listing.as_deref()?);
     let key = String::from_utf8_lossy(&scheme.day_key(date, listing)).into_owned();
-    Some(format!("{}=>{} : {:.2}%", plan.metrics[row.metric].name, key, value))
+    Some(format!(
+        "{}=>{} : {:.2}%",
+        plan.metrics[row.metric].name, key, value
+    ))
 }
 
 pub fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
-    rows.iter().filter_map(|r| legacy_line(r, plan, scheme)).collect()
+    rows.iter()
+        .filter_map(|r| legacy_line(r, plan, scheme))
+        .collect()
 }
 
 /// One row of the JSON form; `date`/`listing` are `"*"` where grouped
@@ -695,6 +723,27 @@ mod tests {
         let by_date = run(GroupBy::Date);
         assert_eq!(by_date.len(), 2);
         assert_eq!((by_date[0].numerator, by_date[0].denominator), (1, 9));
+    }
+
+    #[test]
+    fn order_does_not_depend_on_insertion_order() {
+        let p = plan(&["cart_to_checkout_ctr"]);
+        let mut sorted = Aggregator::new(&p, GroupBy::Day);
+        let mut shuffled = Aggregator::new(&p, GroupBy::Day);
+        let data = [
+            ("2015-12-30", "9"),
+            ("2015-12-30", "10"),
+            ("2015-12-31", "2"),
+            ("2015-12-31", "a"),
+        ];
+        for (d, l) in data {
+            sorted.add(day(d), l.as_bytes(), &[1, 2]).unwrap();
+        }
+        for (d, l) in data.iter().rev() {
+            shuffled.add(day(d), l.as_bytes(), &[1, 2]).unwrap();
+        }
+        assert!(sorted.in_order && !shuffled.in_order);
+        assert_eq!(sorted.rows(&p), shuffled.rows(&p));
     }
 
     #[test]

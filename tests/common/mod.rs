@@ -205,6 +205,57 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Makes this server a replica of `master` and waits for the link.
+    pub fn replicate(&self, master: &Server) {
+        let mut c = self.conn();
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(master.port)
+            .query(&mut c)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if info_field(&mut c, "replication", "master_link_status").as_deref() == Some("up") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("replica never connected:\n{}", self.log());
+    }
+
+    /// A connection authenticated as `user`.
+    pub fn conn_as(&self, user: &str, password: &str) -> Connection {
+        let mut c = self.conn();
+        let _: () = redis::cmd("AUTH")
+            .arg(user)
+            .arg(password)
+            .query(&mut c)
+            .unwrap();
+        c
+    }
+}
+
+/// A small deterministic generator (xorshift), so a failure replays exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
