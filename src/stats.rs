@@ -76,8 +76,9 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_i
             name.push(0);
             add_field(ctx, name.as_ptr().cast(), stat.get());
         }
-        let (entries, bytes) = crate::index::size();
+        let (entries, bytes, building) = crate::index::size();
         add_field(ctx, c"index_entries".as_ptr(), entries as u64);
         add_field(ctx, c"index_bytes".as_ptr(), bytes as u64);
+        add_field(ctx, c"index_building".as_ptr(), u64::from(building));
     }
 }

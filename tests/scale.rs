@@ -305,6 +305,38 @@ fn long_queries_run_in_slices_with_the_same_answer() {
         }
     }
     assert!(info_num(&mut c, "slices") > 5);
+
+    // A stale index (the key scheme changed and changed back): a query
+    // waits for the rebuild in slices, or, inside MULTI, completes it.
+    let star = &questions[0];
+    let expected = call(&mut c, star).unwrap();
+    for inside_multi in [false, true] {
+        config_set(&mut c, "listingstats.key-prefix", "elsewhere:");
+        config_set(&mut c, "listingstats.key-prefix", "");
+        assert_eq!(
+            info_num(&mut c, "index_entries"),
+            0,
+            "the index should be dropped"
+        );
+        let rebuilds = info_num(&mut c, "index_rebuilds");
+        let got = if inside_multi {
+            let (v,): (Value,) = redis::pipe()
+                .atomic()
+                .cmd(star[0])
+                .arg(&star[1..])
+                .query(&mut c)
+                .unwrap();
+            v
+        } else {
+            call(&mut c, star).unwrap()
+        };
+        assert_eq!(
+            got, expected,
+            "after a rebuild (inside MULTI: {inside_multi})"
+        );
+        assert_eq!(info_num(&mut c, "index_rebuilds"), rebuilds + 1);
+        assert_eq!(info_num(&mut c, "index_entries"), 12_000);
+    }
     // A RESP3 client gets the same rows with real doubles.
     let mut c3 = server.conn_resp3();
     match call(&mut c3, &questions[0]).unwrap() {

@@ -59,6 +59,10 @@ pub struct Span<'a> {
 }
 
 pub struct Job {
+    start: NaiveDate,
+    end: NaiveDate,
+    /// A `*` job whose cells wait for the index to be rebuilt.
+    awaiting_index: bool,
     settings: Arc<Settings>,
     plan: FieldPlan,
     group: GroupBy,
@@ -105,35 +109,19 @@ impl Job {
                     cells.extend((0..ids.len() as u32).map(|i| (day, i)));
                 }
             }
-            // The scan path finds its keys as it goes (see `scan`).
-            Listings::All if settings.star_source == StarSource::Scan => {}
-            Listings::All => {
-                let db = selected_db(ctx);
-                index::with_current(ctx, |st| {
-                    let mut local: FxHashMap<u32, u32> = FxHashMap::default();
-                    if let Some(days) = st.index.db(db) {
-                        for (day, global) in days.in_range(span.start, span.end) {
-                            let at = *local.entry(global).or_insert_with(|| {
-                                names.push(st.index.listings.name(global).into());
-                                names.len() as u32 - 1
-                            });
-                            cells.push((day, at));
-                        }
-                    }
-                });
-                let max = usize::try_from(settings.max_query_cells).unwrap_or(0);
-                if cells.len() > max {
-                    return Err(Error::invalid(format!(
-                        "query matches {} day hashes, more than max-query-cells {max}",
-                        cells.len()
-                    )));
-                }
-            }
+            // The scan path finds its keys as it goes (see `scan`); the
+            // index path fills its cells below.
+            Listings::All => {}
         }
         order_cells(&names, &mut cells);
         let values = vec![0; plan.fields.len()];
         let agg = Aggregator::new(&plan, group);
-        Ok(Job {
+        let from_index =
+            matches!(span.listings, Listings::All) && settings.star_source == StarSource::Index;
+        let mut job = Job {
+            start: span.start,
+            end: span.end,
+            awaiting_index: from_index,
             settings,
             plan,
             group,
@@ -151,7 +139,47 @@ impl Job {
             json: String::new(),
             examined: 0,
             values,
-        })
+        };
+        if from_index {
+            job.fill_from_index(ctx)?;
+        }
+        Ok(job)
+    }
+
+    /// Takes a `*` job's cells from the index: `Ok(false)` while the index
+    /// is being rebuilt (the job waits for it).
+    fn fill_from_index(&mut self, ctx: &Context) -> Result<bool> {
+        let db = selected_db(ctx);
+        let (start, end) = (self.start, self.end);
+        let Some((names, mut cells)) = index::when_current(ctx, |st| {
+            let mut names: Vec<Box<[u8]>> = Vec::new();
+            let mut cells = Vec::new();
+            let mut local: FxHashMap<u32, u32> = FxHashMap::default();
+            if let Some(days) = st.index.db(db) {
+                for (day, global) in days.in_range(start, end) {
+                    let at = *local.entry(global).or_insert_with(|| {
+                        names.push(st.index.listings.name(global).into());
+                        names.len() as u32 - 1
+                    });
+                    cells.push((day, at));
+                }
+            }
+            (names, cells)
+        }) else {
+            return Ok(false);
+        };
+        let max = usize::try_from(self.settings.max_query_cells).unwrap_or(0);
+        if cells.len() > max {
+            return Err(Error::invalid(format!(
+                "query matches {} day hashes, more than max-query-cells {max}",
+                cells.len()
+            )));
+        }
+        order_cells(&names, &mut cells);
+        self.names = names;
+        self.cells = cells;
+        self.awaiting_index = false;
+        Ok(true)
     }
 
     /// Reads cells until all are read (`Ok(true)`) or `deadline` passes.
@@ -337,8 +365,15 @@ pub fn run(
     mut job: Job,
     span: &Span<'_>,
 ) -> Result<RedisValue> {
+    if job.awaiting_index && !can_block(ctx) {
+        // MULTI/EXEC or a script cannot wait: complete the rebuild now.
+        index::finish_rebuild(ctx);
+        job.fill_from_index(ctx)?;
+    }
     if matches!(span.listings, Listings::All) && job.settings.star_source == StarSource::Scan {
         job.scan(reader, span)?;
+    } else if job.awaiting_index {
+        return start_slices(ctx, job);
     } else if job.cells.len() <= AT_ONCE || !can_block(ctx) {
         let fields = reader.field_names(&job.plan.fields);
         job.step(reader, &fields, None)?;
@@ -409,6 +444,11 @@ extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     }
     let deadline = Instant::now() + SLICE;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<bool> {
+        if running.job.awaiting_index {
+            // The index timer rebuilds; this slice only checks on it.
+            running.job.fill_from_index(&context)?;
+            return Ok(false);
+        }
         if running.reading {
             let reader = Reader::for_user(&context, running.user.as_deref())?;
             let fields = reader.field_names(&running.job.plan.fields);
