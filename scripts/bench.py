@@ -732,7 +732,8 @@ def section_instructions():
     lines = [
         "## Instructions per call (callgrind)",
         "",
-        "Timings on a small shared machine move by ±30% from run to run; instruction counts do not. "
+        "Timings on a small shared machine move by ±30% from run to run; instruction counts move much less "
+        "(incremental rehashing still varies a little), and their ratios hardly at all. "
         "20,000 calls each under `valgrind --tool=callgrind`, pipeline 16; instructions inclusive of Redis's "
         "`call()` (the command, its replication, its stats). Keys drawn from 10,000 (ids from 10,000 too, so "
         "later ids repeat and are skipped: the dedup rows mix new and known ids for both).",
