@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use base64::Engine;
 use common::*;
@@ -251,14 +250,7 @@ fn batch_limits_and_arity() {
 
 #[test]
 fn one_hincrby_per_distinct_pair_reaches_the_aof() {
-    let server = Server::start_with(Options::default().server(&[
-        "appendonly",
-        "yes",
-        "appendfsync",
-        "always",
-        "aof-use-rdb-preamble",
-        "no",
-    ]));
+    let server = Server::start_with(Options::default().plain_aof());
     let mut c = server.conn();
     let e = |l: &str, n: &str| {
         format!(r#"{{"name":"{n}","listingIds":[{l}],"message_date":1449855906}}"#)
@@ -272,14 +264,7 @@ fn one_hincrby_per_distinct_pair_reaches_the_aof() {
     ];
     let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
     assert_eq!(ingest(&mut c, &refs).0, 5);
-    std::thread::sleep(Duration::from_millis(200));
-    let mut aof = String::new();
-    for entry in std::fs::read_dir(server.dir.path().join("appendonlydir")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|x| x == "aof") {
-            aof.push_str(&String::from_utf8_lossy(&std::fs::read(path).unwrap()));
-        }
-    }
+    let aof = server.aof_text();
     // Distinct pairs: (1,x)=4, (2,x)=1, (2,y)=1, (3,x)=3.
     assert_eq!(aof.matches("HINCRBY").count(), 4, "{aof}");
     assert_eq!(field(&mut c, "2015-12-11_1", "x"), Some(4));

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 /// A few hundred INCRs mixing every way of choosing the day and ids,
@@ -161,28 +159,13 @@ fn aof_restart_keeps_counters_and_remembered_ids() {
 
 #[test]
 fn aof_holds_hincrby_not_module_commands() {
-    let server = Server::start_with(Options::default().server(&[
-        "appendonly",
-        "yes",
-        "appendfsync",
-        "always",
-        "aof-use-rdb-preamble",
-        "no",
-    ]));
+    let server = Server::start_with(Options::default().plain_aof());
     let mut c = server.conn();
     int(
         &mut c,
         &["LISTINGSTATS.INCR", "1", "e", "BY", "3", "ID", "a-1"],
     );
-    std::thread::sleep(Duration::from_millis(200));
-    let dir = server.dir.path().join("appendonlydir");
-    let mut aof = String::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "aof") {
-            aof.push_str(&String::from_utf8_lossy(&std::fs::read(path).unwrap()));
-        }
-    }
+    let aof = server.aof_text();
     assert!(aof.contains("HINCRBY"), "{aof}");
     assert!(aof.contains("HSET") && aof.contains("PEXPIREAT"), "{aof}");
     assert!(

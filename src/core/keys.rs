@@ -64,26 +64,25 @@ pub fn check_listing(id: &[u8]) -> Result<()> {
     }
 }
 
-pub fn check_event(name: &[u8]) -> Result<()> {
-    if !name.is_empty() && name.len() <= MAX_EVENT_LEN && name.iter().all(|&b| is_token_byte(b)) {
+/// Event names and event ids share one rule: 1-`max` bytes of printable
+/// ASCII without whitespace.
+fn check_token(what: &str, text: &[u8], max: usize) -> Result<()> {
+    if !text.is_empty() && text.len() <= max && text.iter().all(|&b| is_token_byte(b)) {
         Ok(())
     } else {
         Err(Error::invalid(format!(
-            "invalid event name {}: use 1-{MAX_EVENT_LEN} printable ASCII characters without spaces",
-            quote(name)
+            "invalid {what} {}: use 1-{max} printable ASCII characters without spaces",
+            quote(text)
         )))
     }
 }
 
+pub fn check_event(name: &[u8]) -> Result<()> {
+    check_token("event name", name, MAX_EVENT_LEN)
+}
+
 pub fn check_event_id(id: &[u8]) -> Result<()> {
-    if !id.is_empty() && id.len() <= MAX_ID_LEN && id.iter().all(|&b| is_token_byte(b)) {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "invalid event id {}: use 1-{MAX_ID_LEN} printable ASCII characters without spaces",
-            quote(id)
-        )))
-    }
+    check_token("event id", id, MAX_ID_LEN)
 }
 
 /// How keys are named under one configuration.

@@ -71,6 +71,19 @@ impl Options {
         self.server_args.extend(args.iter().map(|s| s.to_string()));
         self
     }
+
+    /// AOF on, every write synced, no RDB preamble: the AOF reads as the
+    /// commands that reached it.
+    pub fn plain_aof(self) -> Self {
+        self.server(&[
+            "appendonly",
+            "yes",
+            "appendfsync",
+            "always",
+            "aof-use-rdb-preamble",
+            "no",
+        ])
+    }
 }
 
 pub struct Server {
@@ -222,6 +235,22 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("replica never connected:\n{}", self.log());
+    }
+
+    /// Everything in the server's AOF files, as text (after a moment for
+    /// `appendfsync always` to land).
+    pub fn aof_text(&self) -> String {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut aof = String::new();
+        for entry in std::fs::read_dir(self.dir.path().join("appendonlydir")).expect("AOF dir") {
+            let path = entry.expect("AOF entry").path();
+            if path.extension().is_some_and(|e| e == "aof") {
+                aof.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(path).expect("AOF file"),
+                ));
+            }
+        }
+        aof
     }
 
     /// A connection authenticated as `user`.
