@@ -9,18 +9,8 @@ use common::*;
 fn a_user_limited_to_december_2015_touches_nothing_else() {
     let server = Server::start();
     let mut admin = server.conn();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("dec")
-        .arg("on")
-        .arg(">pw")
-        .arg("~2015-12-*")
-        .arg("+@all")
-        .query(&mut admin)
-        .unwrap();
+    let mut dec = server.user("dec", &["~2015-12-*"]);
     int(&mut admin, &["HSET", "2016-01-01_1", "e", "5"]);
-
-    let mut dec = server.conn_as("dec", "pw");
     assert_eq!(
         int(
             &mut dec,
@@ -60,17 +50,8 @@ fn a_user_limited_to_december_2015_touches_nothing_else() {
 fn read_only_key_access_allows_get_not_incr() {
     let server = Server::start();
     let mut admin = server.conn();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("reader")
-        .arg("on")
-        .arg(">pw")
-        .arg("%R~*")
-        .arg("+@all")
-        .query(&mut admin)
-        .unwrap();
+    let mut reader = server.user("reader", &["%R~*"]);
     int(&mut admin, &["HSET", "2015-12-22_1", "e", "5"]);
-    let mut reader = server.conn_as("reader", "pw");
     assert_eq!(
         call(&mut reader, &["LISTINGSTATS.GET", "1", "2015-12-22"]).unwrap(),
         Value::Array(vec![Value::BulkString(b"e".to_vec()), Value::Int(5)])

@@ -1007,16 +1007,7 @@ fn metric_definitions_replicate() {
 fn queries_read_only_keys_the_user_may_read() {
     let server = Server::start();
     let mut admin = server.conn();
-    let _: () = redis::cmd("ACL")
-        .arg("SETUSER")
-        .arg("dec")
-        .arg("on")
-        .arg(">pw")
-        .arg("%R~2015-12-*")
-        .arg("%R~listingstats:metrics")
-        .arg("+@all")
-        .query(&mut admin)
-        .unwrap();
+    let mut dec = server.user("dec", &["%R~2015-12-*", "%R~listingstats:metrics"]);
     int(
         &mut admin,
         &["HSET", "2015-12-31_1", CO_CLICK, "1", CO_IMP, "2"],
@@ -1025,7 +1016,6 @@ fn queries_read_only_keys_the_user_may_read() {
         &mut admin,
         &["HSET", "2016-01-01_1", CO_CLICK, "1", CO_IMP, "2"],
     );
-    let mut dec = server.conn_as("dec", "pw");
 
     let rows = resp_rows(
         call(

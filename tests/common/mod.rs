@@ -253,6 +253,21 @@ impl Server {
         aof
     }
 
+    /// Creates user `name` (password `pw`, every command) with these key
+    /// rules, and returns a connection logged in as that user.
+    pub fn user(&self, name: &str, key_rules: &[&str]) -> Connection {
+        let mut admin = self.conn();
+        let mut cmd = redis::cmd("ACL");
+        cmd.arg("SETUSER")
+            .arg(name)
+            .arg("on")
+            .arg(">pw")
+            .arg(key_rules)
+            .arg("+@all");
+        let _: () = cmd.query(&mut admin).unwrap();
+        self.conn_as(name, "pw")
+    }
+
     /// A connection authenticated as `user`.
     pub fn conn_as(&self, user: &str, password: &str) -> Connection {
         let mut c = self.conn();
