@@ -162,21 +162,18 @@ return out
 def load_days(client, listings, days, start="2015-12-17", sparse=1):
     """Writes day hashes with plain HSET (as production data is), pipelined."""
     first = datetime.date.fromisoformat(start)
-    batch = []
-    for i in range(days):
-        day = (first + datetime.timedelta(days=i)).isoformat()
-        for listing in range(1, listings + 1):
-            if (listing + i) % sparse:
-                continue
-            n = listing * 7 + i
-            batch.append(["HSET", "%s_%d" % (day, listing),
-                          "ldp:sellPanel:addToCart:impression", 20 + n % 50, "ldp:sellPanel:addToCart:click", n % 9,
-                          "cart::checkoutNow:impression", n % 11, "cart::checkoutNow:click", n % 4])
-            if len(batch) >= 5000:
-                client.pipeline(batch)
-                batch = []
-    if batch:
-        client.pipeline(batch)
+
+    def commands():
+        for i in range(days):
+            day = (first + datetime.timedelta(days=i)).isoformat()
+            for listing in range(1, listings + 1):
+                if (listing + i) % sparse:
+                    continue
+                n = listing * 7 + i
+                yield ["HSET", "%s_%d" % (day, listing),
+                       "ldp:sellPanel:addToCart:impression", 20 + n % 50, "ldp:sellPanel:addToCart:click", n % 9,
+                       "cart::checkoutNow:impression", n % 11, "cart::checkoutNow:click", n % 4]
+    client.send_all(commands(), batch=5000)
 
 
 def timed_calls(srv, command_name, args, calls):
@@ -288,18 +285,15 @@ return out
 def load_star(client, listings, days, start="2014-09-01"):
     """`listings` x `days` day hashes with the two checkout counters."""
     first = datetime.date.fromisoformat(start)
-    batch = []
-    for i in range(days):
-        day = (first + datetime.timedelta(days=i)).isoformat()
-        for listing in range(1, listings + 1):
-            n = listing * 7 + i
-            batch.append(["HSET", "%s_%d" % (day, listing), "cart::checkoutNow:impression", 1 + n % 11,
-                          "cart::checkoutNow:click", n % 4])
-            if len(batch) >= 20000:
-                client.pipeline(batch)
-                batch = []
-    if batch:
-        client.pipeline(batch)
+
+    def commands():
+        for i in range(days):
+            day = (first + datetime.timedelta(days=i)).isoformat()
+            for listing in range(1, listings + 1):
+                n = listing * 7 + i
+                yield ["HSET", "%s_%d" % (day, listing), "cart::checkoutNow:impression", 1 + n % 11,
+                       "cart::checkoutNow:click", n % 4]
+    client.send_all(commands())
 
 
 def _probe(port, stop, worst, pings):
@@ -547,18 +541,10 @@ def section_memory(listings=1000, days=100):
         def write(module):
             c.call("FLUSHALL")
             m0 = used_memory(c)
-            batch = []
-            for i in range(days):
-                day = (first + datetime.timedelta(days=i)).isoformat()
-                for l in range(1, listings + 1):
-                    for f in fields:
-                        batch.append(["LISTINGSTATS.INCR", l, f, "BY", 3, "DATE", day] if module
-                                     else ["HINCRBY", "%s_%d" % (day, l), f, 3])
-                    if len(batch) >= 20000:
-                        c.pipeline(batch)
-                        batch = []
-            if batch:
-                c.pipeline(batch)
+            c.send_all(["LISTINGSTATS.INCR", l, f, "BY", 3, "DATE", day] if module
+                       else ["HINCRBY", "%s_%d" % (day, l), f, 3]
+                       for day in ((first + datetime.timedelta(days=i)).isoformat() for i in range(days))
+                       for l in range(1, listings + 1) for f in fields)
             return used_memory(c) - m0
 
         # The index is current (built by a '*' query) so writes keep it.
@@ -637,8 +623,7 @@ def ingest_run(events, batch, listings, memory):
 
         c.call("FLUSHALL")
         c.call("CONFIG", "RESETSTAT")
-        for i in range(0, len(hincrbys), 10_000):
-            c.pipeline(hincrbys[i:i + 10_000])
+        c.send_all(hincrbys, batch=10_000)
         st = commandstats(c)["hincrby"]
         native = st["usec_per_call"] * st["calls"] / events
         rows.append(("native `HINCRBY`, one per listing occurrence, pipelined", native))

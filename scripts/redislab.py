@@ -86,6 +86,18 @@ class Client:
         self.sock.sendall(b"".join(self.encode(c) for c in commands))
         return [self.read() for _ in commands]
 
+    def send_all(self, commands, batch=20000):
+        """Sends an iterable of commands in pipelined batches of `batch`,
+        discarding the replies (bulk loading)."""
+        chunk = []
+        for command in commands:
+            chunk.append(command)
+            if len(chunk) >= batch:
+                self.pipeline(chunk)
+                chunk = []
+        if chunk:
+            self.pipeline(chunk)
+
 
 def free_port():
     while True:
