@@ -465,12 +465,6 @@ pub fn legacy_line(row: &Row, plan: &FieldPlan, scheme: &KeyScheme) -> Option<St
     ))
 }
 
-pub fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
-    rows.iter()
-        .filter_map(|r| legacy_line(r, plan, scheme))
-        .collect()
-}
-
 /// One row of the JSON form; `date`/`listing` are `"*"` where grouped
 /// away, as in the RESP form; `value` is null when undefined.
 pub fn json_row(row: &Row, plan: &FieldPlan) -> String {
@@ -492,17 +486,24 @@ pub fn json_tail(keys_examined: u64) -> String {
     format!("],\"keys_examined\":{keys_examined}}}")
 }
 
-/// `{"rows":[...],"keys_examined":N}`.
-pub fn json(rows: &[Row], plan: &FieldPlan, keys_examined: u64) -> String {
-    let body: Vec<String> = rows.iter().map(|r| json_row(r, plan)).collect();
-    format!("{JSON_HEAD}{}{}", body.join(","), json_tail(keys_examined))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::date::parse_day;
     use crate::core::metrics::{builtins, resolve};
+
+    /// Whole documents from the pieces the command layer writes a slice
+    /// at a time (`job.rs`): the same assembly, all at once.
+    fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
+        rows.iter()
+            .filter_map(|r| legacy_line(r, plan, scheme))
+            .collect()
+    }
+
+    fn json(rows: &[Row], plan: &FieldPlan, keys_examined: u64) -> String {
+        let body: Vec<String> = rows.iter().map(|r| json_row(r, plan)).collect();
+        format!("{JSON_HEAD}{}{}", body.join(","), json_tail(keys_examined))
+    }
 
     fn a(words: &[&str]) -> Vec<&'static [u8]> {
         words
