@@ -322,12 +322,7 @@ fn actual_counts(c: &mut Connection) -> BTreeMap<String, i64> {
 
 #[test]
 fn redelivery_shuffles_and_restarts_count_once() {
-    let server = Server::start_with(Options::default().server(&[
-        "appendonly",
-        "yes",
-        "appendfsync",
-        "always",
-    ]));
+    let server = Server::start_with(Options::default().durable_aof());
     let mut c = server.conn();
     let events = stream(600, 1449855906, 977);
     let want = expected_counts(&events);

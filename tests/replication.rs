@@ -99,12 +99,7 @@ fn replica_data_equals_master_data() {
 
 #[test]
 fn aof_restart_keeps_counters_and_remembered_ids() {
-    let server = Server::start_with(Options::default().server(&[
-        "appendonly",
-        "yes",
-        "appendfsync",
-        "always",
-    ]));
+    let server = Server::start_with(Options::default().durable_aof());
     let mut c = server.conn();
     mixed_workload(&mut c, 1000);
     let before = digest(&mut c);

@@ -72,17 +72,15 @@ impl Options {
         self
     }
 
-    /// AOF on, every write synced, no RDB preamble: the AOF reads as the
-    /// commands that reached it.
+    /// AOF on, every write synced before the reply: a restart finds them.
+    pub fn durable_aof(self) -> Self {
+        self.server(&["appendonly", "yes", "appendfsync", "always"])
+    }
+
+    /// [`Options::durable_aof`] without the RDB preamble: the AOF reads as
+    /// the commands that reached it.
     pub fn plain_aof(self) -> Self {
-        self.server(&[
-            "appendonly",
-            "yes",
-            "appendfsync",
-            "always",
-            "aof-use-rdb-preamble",
-            "no",
-        ])
+        self.durable_aof().server(&["aof-use-rdb-preamble", "no"])
     }
 }
 
