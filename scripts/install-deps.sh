@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks: redis-server and redis-tools (the
-# server the tests and demo run, redis-benchmark), and libclang (bindgen, used
-# by the redis-module crate's build). Does nothing when all are present.
+# Installs what a fresh Debian machine lacks: redis-server and redis-tools
+# (the Redis 7.0 the tests and demo run, redis-cli, redis-benchmark) and
+# libclang-dev (bindgen, used by the redis-module crate's build, loads
+# libclang.so). Does nothing when all are present. The other servers the
+# suite runs on come from PyPI: scripts/servers.sh.
 set -euo pipefail
+. "$(dirname "$0")/lib/detect.sh"
 
-missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v redis-cli >/dev/null 2>&1 && command -v redis-benchmark >/dev/null 2>&1 || missing+=(redis-tools)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ldconfig -p 2>/dev/null | grep -q libclang; then
-  missing+=(libclang-dev)
-fi
+mapfile -t missing < <(missing_packages /)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  mapfile -t still < <(missing_packages /)
+  if ((${#still[@]})); then
+    echo "install-deps: still missing after apt-get: ${still[*]}" >&2
+    exit 1
+  fi
 fi
-# The package starts a system service on 6379; our scripts never use it.
+# The Debian package starts a system service on 6379; our scripts never use it.
