@@ -1,14 +1,46 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests of the pure core, and
-# integration tests against real redis-server processes with the module.
+# The whole test suite: formatting, lints, the dependency-detection check,
+# unit tests of the pure core, then the integration tests against real
+# servers with the module, once per server.
+#
+#   scripts/test.sh                Redis 7.0 and Valkey 9.1 (what CI runs)
+#   scripts/test.sh --all-servers  Redis 7.0, Redis 8.2, Valkey 8.1, Valkey 9.1
+#   scripts/test.sh --servers "redis-8.2 valkey-8.1"
+#
+# Servers come from scripts/servers.sh (Debian's package, PyPI wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+servers=(redis-7.0 valkey-9.1)
+case "${1:-}" in
+  "") ;;
+  --all-servers) servers=(redis-7.0 redis-8.2 valkey-8.1 valkey-9.1) ;;
+  --servers) read -r -a servers <<<"${2:?--servers \"NAME...\"}" ;;
+  *) echo "usage: scripts/test.sh [--all-servers | --servers \"NAME...\"]" >&2; exit 2 ;;
+esac
+
 scripts/install-deps.sh
+# Install every server first: a missing one fails before the long part.
+declare -A path
+for s in "${servers[@]}"; do path[$s]=$(scripts/servers.sh --path "$s"); done
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test 2>&1 | tee "$log"
-# One closing line for the whole suite (unit + integration binaries).
+failed_runs=()
+scripts/check-fresh.sh | tee -a "$log" || failed_runs+=(check-fresh)
+cargo test --lib 2>&1 | tee -a "$log" || failed_runs+=(unit)
+for s in "${servers[@]}"; do
+  echo "== integration tests on $s: $("${path[$s]}" --version)" | tee -a "$log"
+  # --no-fail-fast: every binary runs, so the total counts every failure.
+  REDIS_SERVER=${path[$s]} cargo test --no-fail-fast --test '*' 2>&1 | tee -a "$log" || failed_runs+=("$s")
+done
+((${#failed_runs[@]} == 0)) || echo "failed runs: ${failed_runs[*]}"
+# One closing line for the whole suite (check-fresh, unit, and every
+# integration binary on every server).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
-     END { printf "suite: %d passed, %d failed\n", p, f; if (p == 0) exit 1 }' "$log"
+     /^check-fresh:/ { p += $2; f += $4 }
+     END { printf "suite: %d passed, %d failed\n", p, f; if (p == 0 || f > 0) exit 1 }' "$log"
+((${#failed_runs[@]} == 0))

@@ -33,7 +33,42 @@ mod store;
 
 use redis_module::{raw, redis_module, Context, RedisString, Status};
 
+/// Module API functions that appeared in Redis 7.0 and that the module
+/// cannot work without. A server that lacks any (Redis 6.2 and older) is
+/// refused at load with one log line naming them, rather than loading a
+/// module whose commands would fail one by one.
+fn missing_7_0_api() -> Vec<&'static str> {
+    macro_rules! missing {
+        ($($name:ident),* $(,)?) => {{
+            let mut missing = Vec::new();
+            // SAFETY: written once by RedisModule_Init, before this runs.
+            $(if unsafe { *std::ptr::addr_of!(raw::$name) }.is_none() {
+                missing.push(stringify!($name));
+            })*
+            missing
+        }};
+    }
+    missing!(
+        RedisModule_RegisterStringConfig,
+        RedisModule_LoadConfigs,
+        RedisModule_ACLCheckKeyPermissions,
+        RedisModule_GetModuleUserFromUserName,
+        RedisModule_GetCurrentUserName,
+        RedisModule_ScanCursorCreate,
+        RedisModule_BlockedClientMeasureTimeStart,
+    )
+}
+
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    let missing = missing_7_0_api();
+    if !missing.is_empty() {
+        ctx.log_warning(&format!(
+            "listingstats: refusing to load: this server lacks the Redis 7.0 module API \
+             (missing {}); listingstats needs Redis 7.0+ or Valkey 7.2+",
+            missing.join(", ")
+        ));
+        return Status::Err;
+    }
     if let Err(reason) = config::init(ctx, args).and_then(|()| index::init(ctx)) {
         ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
         return Status::Err;

@@ -139,3 +139,67 @@ fn config_set_validates_and_takes_effect() {
     int(&mut c, &["LISTINGSTATS.INCR", "9", "e", "AT", "1451617200"]);
     assert_eq!(hgetall(&mut c, "app1:2015-12-31_{9}").len(), 1);
 }
+
+/// MODULE UNLOAD and MODULE LOAD at run time (allowed by
+/// `enable-module-command local`): the commands go and come back, and the
+/// reloaded module's `*` index sees a day hash written while it was away.
+#[test]
+fn module_unloads_and_loads_at_run_time() {
+    let server = Server::start_with(Options::default().module_command());
+    let mut c = server.conn();
+    int(
+        &mut c,
+        &[
+            "LISTINGSTATS.INCR",
+            "1",
+            "cart::checkoutNow:impression",
+            "DATE",
+            "2016-01-01",
+        ],
+    );
+    let _: () = redis::cmd("MODULE")
+        .arg("UNLOAD")
+        .arg("listingstats")
+        .query(&mut c)
+        .unwrap();
+    assert!(!module_names(&mut c).iter().any(|n| n == "listingstats"));
+    let gone = err(&mut c, &["LISTINGSTATS.GET", "1", "2016-01-01"]);
+    assert!(gone.to_lowercase().contains("unknown command"), "{gone}");
+    int(
+        &mut c,
+        &[
+            "HINCRBY",
+            "2016-01-01_2",
+            "cart::checkoutNow:impression",
+            "5",
+        ],
+    );
+
+    let _: () = redis::cmd("MODULE")
+        .arg("LOAD")
+        .arg(module_path().to_str().unwrap())
+        .query(&mut c)
+        .unwrap();
+    assert!(module_names(&mut c).iter().any(|n| n == "listingstats"));
+    let reply = call(
+        &mut c,
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2016-01-01",
+            "2016-01-01",
+            "*",
+            "FORMAT",
+            "JSON",
+        ],
+    )
+    .unwrap();
+    let Value::BulkString(json) = reply else {
+        panic!("{reply:?}")
+    };
+    let json = String::from_utf8(json).unwrap();
+    assert!(
+        json.contains("\"listing\":\"1\"") && json.contains("\"listing\":\"2\""),
+        "{json}"
+    );
+}

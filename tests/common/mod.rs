@@ -72,6 +72,12 @@ impl Options {
         self
     }
 
+    /// `MODULE LOAD`/`UNLOAD` allowed at run time (from loopback), which
+    /// Redis 7.0+ and Valkey refuse by default.
+    pub fn module_command(self) -> Self {
+        self.server(&["enable-module-command", "local"])
+    }
+
     /// AOF on, every write synced before the reply: a restart finds them.
     pub fn durable_aof(self) -> Self {
         self.server(&["appendonly", "yes", "appendfsync", "always"])
@@ -276,6 +282,22 @@ impl Server {
             .unwrap();
         c
     }
+}
+
+/// The names of the modules `MODULE LIST` shows. Servers list modules of
+/// their own too (`vectorset` on Redis 8, `lua` on Valkey 9): compare by
+/// membership, never the whole reply.
+pub fn module_names(conn: &mut Connection) -> Vec<String> {
+    let modules: Vec<std::collections::HashMap<String, Value>> =
+        redis::cmd("MODULE").arg("LIST").query(conn).unwrap();
+    modules
+        .iter()
+        .filter_map(|m| match m.get("name") {
+            Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            Some(Value::SimpleString(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A small deterministic generator (xorshift), so a failure replays exactly.
