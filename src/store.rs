@@ -13,58 +13,81 @@ use std::ptr;
 
 use redis_module::{raw, Context, RedisString};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::core::dedup::Marker;
 use crate::core::number::parse_counter;
 use crate::core::write::CounterStore;
 use crate::core::{Error, Result};
 
-const ACL_READ: c_int = raw::REDISMODULE_CMD_KEY_ACCESS as c_int;
-const ACL_WRITE: c_int =
-    (raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE) as c_int;
+/// The native command a module action stands for, on one key: the module
+/// may do to a key only what the caller could do with that command.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Native {
+    /// Reading some fields (QUERY, TOP, the registry).
+    Hmget,
+    /// Reading a whole hash (GET).
+    Hgetall,
+    /// Adding to a counter (INCR, INGEST).
+    Hincrby,
+    /// Setting fields (METRIC SET, dedup ids).
+    Hset,
+    /// Removing a field (METRIC DEL).
+    Hdel,
+}
 
-/// The calling user, for key permission checks.
+impl Native {
+    /// The argv after the key: a placeholder field (and value), since ACL
+    /// rules never look at fields.
+    fn argv(self) -> (&'static [u8], &'static [&'static [u8]]) {
+        match self {
+            Native::Hmget => (b"HMGET", &[b"f"]),
+            Native::Hgetall => (b"HGETALL", &[]),
+            Native::Hincrby => (b"HINCRBY", &[b"f", b"1"]),
+            Native::Hset => (b"HSET", &[b"f", b"1"]),
+            Native::Hdel => (b"HDEL", &[b"f"]),
+        }
+    }
+
+    fn is_write(self) -> bool {
+        matches!(self, Native::Hincrby | Native::Hset | Native::Hdel)
+    }
+}
+
+/// The calling user, for permission checks.
 ///
-/// Redis checks ACL key patterns only for keys at declared argument
-/// positions; ours are computed from a listing and a day, so every command
-/// checks each key it computes here, before it reads or writes anything.
+/// Redis checks ACLs only for keys at declared argument positions; ours are
+/// computed from a listing and a day, so every command checks each key it
+/// computes here, before it reads or writes anything. The check is
+/// `RedisModule_ACLCheckCommandPermissions` on the equivalent native argv
+/// (`HINCRBY key f 1`, `HMGET key f`, ...): it refuses exactly what the
+/// native command would, selectors and `-@write` included.
+/// (`RedisModule_ACLCheckKeyPermissions` alone passes a key when any
+/// selector's pattern matches it, whatever commands that selector allows.)
 pub struct Acl {
+    ctx: *mut raw::RedisModuleCtx,
     user: *mut raw::RedisModuleUser,
 }
 
 impl Acl {
+    /// No checks: no client (AOF loading, replication, the module itself).
+    fn unchecked(ctx: *mut raw::RedisModuleCtx) -> Acl {
+        Acl {
+            ctx,
+            user: ptr::null_mut(),
+        }
+    }
+
     pub fn of_caller(ctx: &Context) -> Acl {
-        // SAFETY: all pointers come from Redis; a NULL user name means no
-        // client (nothing to check), and the user is freed in Drop.
-        unsafe {
-            let (Some(name_of), Some(user_of)) = (
-                *ptr::addr_of!(raw::RedisModule_GetCurrentUserName),
-                *ptr::addr_of!(raw::RedisModule_GetModuleUserFromUserName),
-            ) else {
-                return Acl {
-                    user: ptr::null_mut(),
-                };
-            };
-            if (*ptr::addr_of!(raw::RedisModule_ACLCheckKeyPermissions)).is_none() {
-                return Acl {
-                    user: ptr::null_mut(),
-                };
-            }
-            let name = name_of(ctx.ctx);
-            if name.is_null() {
-                return Acl {
-                    user: ptr::null_mut(),
-                };
-            }
-            let user = user_of(name);
-            api!(RedisModule_FreeString)(ctx.ctx, name);
-            Acl { user }
+        match caller_name(ctx) {
+            Some(name) => Acl::of_name(ctx.ctx, &name).unwrap_or_else(|_| Acl::unchecked(ctx.ctx)),
+            None => Acl::unchecked(ctx.ctx),
         }
     }
 
     /// The user named `name`, for work that outlives the command (a timer
     /// has no client). Fails when the user is gone or disabled.
-    fn of_name(name: &[u8]) -> Result<Acl> {
+    fn of_name(ctx: *mut raw::RedisModuleCtx, name: &[u8]) -> Result<Acl> {
         let name_str = RedisString::create_from_slice(ptr::null_mut(), name);
         // SAFETY: live string; the user is freed in Drop.
         let user = unsafe { api!(RedisModule_GetModuleUserFromUserName)(name_str.inner) };
@@ -74,32 +97,87 @@ impl Acl {
                 crate::core::error::quote(name)
             )));
         }
-        Ok(Acl { user })
+        Ok(Acl { ctx, user })
     }
 
-    fn allows(&self, key: &RedisString, flags: c_int) -> bool {
-        // SAFETY: user and key are live Redis objects.
-        self.user.is_null()
-            || unsafe { api!(RedisModule_ACLCheckKeyPermissions)(self.user, key.inner, flags) }
-                == raw::REDISMODULE_OK as c_int
-    }
-
-    fn check(&self, key: &RedisString, flags: c_int) -> Result<()> {
+    /// Whether the user could run `native` on `key` (no ACL LOG entry).
+    fn allows_raw(&self, key: *mut raw::RedisModuleString, native: Native) -> bool {
         if self.user.is_null() {
+            return true;
+        }
+        let (command, rest) = native.argv();
+        let mut words: SmallVec<[RedisString; 3]> = SmallVec::new();
+        words.push(RedisString::create_from_slice(self.ctx, command));
+        words.extend(
+            rest.iter()
+                .map(|w| RedisString::create_from_slice(self.ctx, w)),
+        );
+        let mut argv: SmallVec<[*mut raw::RedisModuleString; 4]> = SmallVec::new();
+        argv.push(words[0].inner);
+        argv.push(key);
+        argv.extend(words[1..].iter().map(|w| w.inner));
+        // SAFETY: user and every string are live; Redis only reads argv.
+        let status = unsafe {
+            api!(RedisModule_ACLCheckCommandPermissions)(
+                self.user,
+                argv.as_mut_ptr(),
+                argv.len() as c_int,
+            )
+        };
+        status == raw::REDISMODULE_OK as c_int
+    }
+
+    fn allows(&self, key: &RedisString, native: Native) -> bool {
+        self.allows_raw(key.inner, native)
+    }
+
+    /// `Ok` when the user could run `native` on `key`; otherwise a NOPERM
+    /// error, and an `ACL LOG` entry as the server makes for its own
+    /// refusals.
+    fn check(&self, key: &RedisString, native: Native) -> Result<()> {
+        if self.allows(key, native) {
             return Ok(());
         }
-        // SAFETY: user and key are live Redis objects.
-        let status =
-            unsafe { api!(RedisModule_ACLCheckKeyPermissions)(self.user, key.inner, flags) };
-        if status == raw::REDISMODULE_OK as c_int {
-            Ok(())
+        let flags = if native.is_write() {
+            raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE
         } else {
-            Err(Error::invalid(format!(
-                "NOPERM this user has no permissions to {} the key '{}'",
-                if flags == ACL_READ { "read" } else { "write" },
-                key.as_slice().escape_ascii()
-            )))
+            raw::REDISMODULE_CMD_KEY_ACCESS
+        } as c_int;
+        // SAFETY: user and key are live Redis objects.
+        let key_refused =
+            unsafe { api!(RedisModule_ACLCheckKeyPermissions)(self.user, key.inner, flags) }
+                != raw::REDISMODULE_OK as c_int;
+        // SAFETY: live context, user and key; the log copies the key name.
+        unsafe {
+            if let Some(log) = *ptr::addr_of!(raw::RedisModule_ACLAddLogEntry) {
+                let reason = if key_refused {
+                    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY
+                } else {
+                    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD
+                };
+                let command = RedisString::create_from_slice(self.ctx, native.argv().0);
+                log(
+                    self.ctx,
+                    self.user,
+                    if key_refused {
+                        key.inner
+                    } else {
+                        command.inner
+                    },
+                    reason,
+                );
+            }
         }
+        let verb = if native.is_write() { "write" } else { "read" };
+        let key_text = key.as_slice().escape_ascii();
+        Err(Error::invalid(if key_refused {
+            format!("NOPERM this user has no permissions to {verb} the key '{key_text}'")
+        } else {
+            format!(
+                "NOPERM this user has no permissions to run '{}' on the key '{key_text}'",
+                String::from_utf8_lossy(native.argv().0).to_lowercase()
+            )
+        }))
     }
 }
 
@@ -391,10 +469,12 @@ impl<'c> RedisStore<'c> {
         }
     }
 
-    fn key(&mut self, key: &[u8]) -> Result<&CurrentKey> {
+    /// The key, opened for writing on first use, after checking that the
+    /// caller could run `native` on it.
+    fn key(&mut self, key: &[u8], native: Native) -> Result<&CurrentKey> {
         if !self.keys.contains_key(key) {
             let name = RedisString::create_from_slice(self.ctx.ctx, key);
-            self.acl.check(&name, ACL_WRITE)?;
+            self.acl.check(&name, native)?;
             let open = OpenKey::open(self.ctx, &name, true);
             self.keys.insert(key.to_vec(), CurrentKey { name, open });
         }
@@ -456,10 +536,10 @@ impl<'c> RedisStore<'c> {
 
     /// `HSET key field value`, replicated as such. Checks ACL and type first.
     pub fn hash_set(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> Result<()> {
-        self.key(key)?.open.expect_hash()?;
+        self.key(key, Native::Hset)?.open.expect_hash()?;
         let value = self.create_string(value);
         let name = self.field(field);
-        let current = self.key(key)?;
+        let current = self.key(key, Native::Hset)?;
         current.open.hash_set(name, value.inner);
         let key_name = current.name.inner;
         self.replicate_argv(c"HSET", &mut [key_name, name, value.inner]);
@@ -469,12 +549,12 @@ impl<'c> RedisStore<'c> {
 
     /// `HDEL key field`, replicated when it removed something.
     pub fn hash_del(&mut self, key: &[u8], field: &[u8]) -> Result<bool> {
-        self.key(key)?.open.expect_hash()?;
-        if self.key(key)?.open.is_empty() {
+        self.key(key, Native::Hdel)?.open.expect_hash()?;
+        if self.key(key, Native::Hdel)?.open.is_empty() {
             return Ok(false);
         }
         let name = self.field(field);
-        let current = self.key(key)?;
+        let current = self.key(key, Native::Hdel)?;
         // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
         let removed = current.open.hash_set(name, ptr::without_provenance_mut(1));
         if removed <= 0 {
@@ -489,15 +569,17 @@ impl<'c> RedisStore<'c> {
 
 impl CounterStore for RedisStore<'_> {
     fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>> {
-        self.key(key)?.open.expect_hash()?;
+        self.key(key, Native::Hincrby)?.open.expect_hash()?;
         let name = self.field(field);
-        let current = self.key(key)?.open.hash_get_int(name);
+        let current = self.key(key, Native::Hincrby)?.open.hash_get_int(name);
         current.map_err(|bad| bad_counter(key, field, &bad))
     }
 
     fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64) {
         let name = self.field(field);
-        let Ok(current) = self.key(key) else { return };
+        let Ok(current) = self.key(key, Native::Hincrby) else {
+            return;
+        };
         current.open.hash_set_int(name, value);
         let key_name = current.name.inner;
         self.replicate_hincrby(key, field, delta);
@@ -506,8 +588,12 @@ impl CounterStore for RedisStore<'_> {
 
     fn is_remembered(&mut self, marker: &Marker) -> Result<bool> {
         let id = self.field(&marker.id);
-        for shard in [&*marker.current, &*marker.previous] {
-            let open = &self.key(shard)?.open;
+        // The current shard gets the id (HSET); the previous one is only read.
+        for (shard, native) in [
+            (&*marker.current, Native::Hset),
+            (&*marker.previous, Native::Hmget),
+        ] {
+            let open = &self.key(shard, native)?.open;
             open.expect_hash()?;
             if open.hash_has(id) {
                 return Ok(true);
@@ -533,7 +619,7 @@ impl CounterStore for RedisStore<'_> {
         for (shard, ids) in by_shard {
             let names: Vec<*mut raw::RedisModuleString> =
                 ids.iter().map(|m| self.field(&m.id)).collect();
-            let Ok(current) = self.key(shard) else {
+            let Ok(current) = self.key(shard, Native::Hset) else {
                 continue;
             };
             let created = current.open.is_empty();
@@ -590,10 +676,8 @@ impl<'c> Reader<'c> {
     /// a query that run from a timer, where there is no client.
     pub fn for_user(ctx: &'c Context, user: Option<&[u8]>) -> Result<Self> {
         let acl = match user {
-            Some(name) => Acl::of_name(name)?,
-            None => Acl {
-                user: ptr::null_mut(),
-            },
+            Some(name) => Acl::of_name(ctx.ctx, name)?,
+            None => Acl::unchecked(ctx.ctx),
         };
         Ok(Reader { ctx, acl })
     }
@@ -612,8 +696,16 @@ impl<'c> Reader<'c> {
     /// read it or a needed value is not an integer.
     pub fn counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        self.acl.check(&name, ACL_READ)?;
+        self.acl.check(&name, Native::Hmget)?;
         OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
+    }
+
+    /// Whether the caller may read the day hash `key` (no ACL LOG entry).
+    pub fn may_read(&self, key: &[u8]) -> bool {
+        self.acl.allows(
+            &RedisString::create_from_slice(self.ctx.ctx, key),
+            Native::Hmget,
+        )
     }
 
     /// Like [`Reader::counters`], but a key the caller may not read is
@@ -625,7 +717,7 @@ impl<'c> Reader<'c> {
         out: &mut [i64],
     ) -> Result<bool> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        if !self.acl.allows(&name, ACL_READ) {
+        if !self.acl.allows(&name, Native::Hmget) {
             return Ok(false);
         }
         OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
@@ -667,12 +759,7 @@ impl<'c> Reader<'c> {
             if !(st.wanted)(name) {
                 return;
             }
-            // SAFETY: keyname is a live string for the callback's duration.
-            let readable = st.reader.acl.user.is_null()
-                || unsafe {
-                    api!(RedisModule_ACLCheckKeyPermissions)(st.reader.acl.user, keyname, ACL_READ)
-                } == raw::REDISMODULE_OK as c_int;
-            if !readable {
+            if !st.reader.acl.allows_raw(keyname, Native::Hmget) {
                 return;
             }
             let handle = KeyRef { ctx, key };
@@ -720,8 +807,18 @@ impl<'c> Reader<'c> {
     /// is absent.
     pub fn hash_all(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        self.acl.check(&name, ACL_READ)?;
-        let open = OpenKey::open(self.ctx, &name, false);
+        self.acl.check(&name, Native::Hgetall)?;
+        self.hash_all_of(&name)
+    }
+
+    /// [`Reader::hash_all`] without the caller's permission check, for the
+    /// module's own metadata (see `commands::metric::current_registry`).
+    pub fn hash_all_unchecked(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.hash_all_of(&RedisString::create_from_slice(self.ctx.ctx, key))
+    }
+
+    fn hash_all_of(&self, name: &RedisString) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let open = OpenKey::open(self.ctx, name, false);
         open.expect_hash()?;
         if open.is_empty() {
             return Ok(Vec::new());

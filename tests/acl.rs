@@ -65,3 +65,215 @@ fn read_only_key_access_allows_get_not_incr() {
         "ERR NOPERM this user has no permissions to write the key '2015-12-22_1'"
     );
 }
+
+/// Runs `ACL SETUSER name on >pw rules...` and logs in as `name`.
+fn user_with(server: &Server, name: &str, rules: &[&str]) -> Connection {
+    let mut admin = server.conn();
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg(name).arg("on").arg(">pw").arg(rules);
+    let _: () = cmd.query(&mut admin).unwrap();
+    server.conn_as(name, "pw")
+}
+
+fn acl_log_len(admin: &mut Connection) -> usize {
+    let log: Vec<Value> = redis::cmd("ACL").arg("LOG").query(admin).unwrap();
+    log.len()
+}
+
+/// A selector that allows only EXISTS on every key must not let the module
+/// read or write keys outside the root pattern: the module asks what
+/// HGETALL/HINCRBY/HSET on that key would be allowed, not whether some
+/// pattern matches the key.
+#[test]
+fn selectors_do_not_widen_what_the_module_may_touch() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    int(&mut admin, &["HSET", "2016-01-01_1", "e", "5"]);
+    let mut sel = user_with(&server, "sel", &["+@all", "~2015-12-*", "(+exists ~*)"]);
+    // The native commands are refused, and so are the module's.
+    assert!(err(&mut sel, &["HGETALL", "2016-01-01_1"]).starts_with("NOPERM"));
+    let d = digest(&mut admin);
+    let before = acl_log_len(&mut admin);
+    for args in [
+        &["LISTINGSTATS.GET", "1", "2016-01-01"][..],
+        &["LISTINGSTATS.INCR", "1", "x", "DATE", "2016-01-01"],
+        &[
+            "LISTINGSTATS.INGEST",
+            r#"{"name":"x","listingIds":[1],"message_date":1451606400}"#,
+        ],
+        &["LISTINGSTATS.METRIC.SET", "m", "a", "b"],
+        &["LISTINGSTATS.METRIC.DEL", "cart_to_checkout_ctr"],
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2016-01-01",
+            "2016-01-01",
+            "1",
+        ],
+    ] {
+        let e = err(&mut sel, args);
+        assert!(e.starts_with("ERR NOPERM"), "{args:?}: {e}");
+    }
+    assert_eq!(digest(&mut admin), d, "a refused command changed the data");
+    assert!(acl_log_len(&mut admin) > before, "refusals are in ACL LOG");
+    // What the root selector allows still works.
+    assert_eq!(
+        int(
+            &mut sel,
+            &["LISTINGSTATS.INCR", "1", "x", "DATE", "2015-12-22"]
+        ),
+        1
+    );
+}
+
+/// `-@write` stops every module write and `-@read` every module read, as
+/// they stop HINCRBY/HSET and HMGET/HGETALL, on every server: refused by
+/// the server where the commands carry ACL categories (7.2+), by the
+/// module's own check where they cannot (7.0).
+#[test]
+fn denied_categories_stop_module_commands() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    int(
+        &mut admin,
+        &["HSET", "2015-12-22_1", "cart::checkoutNow:impression", "5"],
+    );
+    let d = digest(&mut admin);
+    let mut nowrite = user_with(&server, "nowrite", &["+@all", "-@write", "~*"]);
+    assert!(err(&mut nowrite, &["HINCRBY", "2015-12-22_1", "e", "1"]).starts_with("NOPERM"));
+    for args in [
+        &["LISTINGSTATS.INCR", "1", "e", "DATE", "2015-12-22"][..],
+        &[
+            "LISTINGSTATS.INGEST",
+            r#"{"name":"e","listingIds":[1],"message_date":1450742400}"#,
+        ],
+        &["LISTINGSTATS.METRIC.SET", "m", "a", "b"],
+        &["LISTINGSTATS.METRIC.DEL", "cart_to_checkout_ctr"],
+    ] {
+        let e = err(&mut nowrite, args);
+        assert!(e.contains("NOPERM"), "{args:?}: {e}");
+    }
+    assert_eq!(digest(&mut admin), d, "a refused write changed the data");
+    // Reads stay allowed for the write-denied user.
+    call(&mut nowrite, &["LISTINGSTATS.GET", "1", "2015-12-22"]).unwrap();
+
+    let mut noread = user_with(&server, "noread", &["+@all", "-@read", "~*"]);
+    assert!(err(&mut noread, &["HMGET", "2015-12-22_1", "e"]).starts_with("NOPERM"));
+    for args in [
+        &["LISTINGSTATS.GET", "1", "2015-12-22"][..],
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2015-12-22",
+            "2015-12-22",
+            "1",
+        ],
+        &["LISTINGSTATS.METRIC.LIST"],
+    ] {
+        let e = err(&mut noread, args);
+        assert!(e.contains("NOPERM"), "{args:?}: {e}");
+    }
+    // `*` passes over what the caller may not read: refused by the server
+    // where the commands carry the `read` category, otherwise an empty
+    // answer (every key is unreadable to this user). Never data.
+    for args in [
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2015-12-22",
+            "2015-12-22",
+            "*",
+        ][..],
+        &[
+            "LISTINGSTATS.TOP",
+            "cart_to_checkout_ctr",
+            "2015-12-22",
+            "2015-12-22",
+            "5",
+        ],
+    ] {
+        match call(&mut noread, args) {
+            Err(e) => assert!(e.starts_with("NOPERM"), "{args:?}: {e}"),
+            Ok(v) => assert_eq!(v, Value::Array(vec![]), "{args:?}"),
+        }
+    }
+}
+
+/// A `*` query behaves as if keys the caller may not read did not exist:
+/// they count toward no limit and appear in no error text.
+#[test]
+fn star_queries_do_not_count_unreadable_keys() {
+    let server = Server::start_with(Options::default().module(&["max-query-cells", "1"]));
+    let mut admin = server.conn();
+    for l in 1..=6 {
+        int(
+            &mut admin,
+            &[
+                "HSET",
+                &format!("2016-01-0{l}_{l}"),
+                "cart::checkoutNow:impression",
+                "5",
+            ],
+        );
+    }
+    int(
+        &mut admin,
+        &["HSET", "2015-12-31_9", "cart::checkoutNow:impression", "7"],
+    );
+    // The admin sees all seven, over the limit.
+    let e = err(
+        &mut admin,
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2015-12-01",
+            "2016-01-31",
+            "*",
+        ],
+    );
+    assert!(e.contains("max-query-cells"), "{e}");
+
+    let mut dec = server.user("dec", &["~2015-12-*"]);
+    let q = [
+        "LISTINGSTATS.QUERY",
+        "cart_to_checkout_ctr",
+        "2016-01-01",
+        "2016-01-31",
+        "*",
+    ];
+    assert_eq!(call(&mut dec, &q).unwrap(), Value::Array(vec![]));
+    let reply = call(
+        &mut dec,
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2015-12-01",
+            "2016-01-31",
+            "*",
+            "FORMAT",
+            "LEGACY",
+        ],
+    )
+    .unwrap();
+    let Value::Array(rows) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let top = call(
+        &mut dec,
+        &[
+            "LISTINGSTATS.TOP",
+            "cart_to_checkout_ctr",
+            "2015-12-01",
+            "2016-01-31",
+            "5",
+            "MINDENOM",
+            "1",
+        ],
+    )
+    .unwrap();
+    let Value::Array(top) = top else {
+        panic!("{top:?}")
+    };
+    assert_eq!(top.len(), 1, "{top:?}");
+}

@@ -16,6 +16,7 @@ pub struct Get;
 impl Command for Get {
     const NAME: &'static str = "listingstats.get";
     const FLAGS: &'static str = "readonly";
+    const ACL: &'static str = "read hash fast";
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let [listing, date] = args else {

@@ -12,6 +12,7 @@ pub struct Incr;
 impl Command for Incr {
     const NAME: &'static str = "listingstats.incr";
     const FLAGS: &'static str = "write deny-oom";
+    const ACL: &'static str = "write hash fast";
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = incr::parse(args)?;

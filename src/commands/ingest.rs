@@ -14,6 +14,7 @@ pub struct Ingest;
 impl Command for Ingest {
     const NAME: &'static str = "listingstats.ingest";
     const FLAGS: &'static str = "write deny-oom";
+    const ACL: &'static str = "write hash slow";
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let settings = config::current();

@@ -92,6 +92,7 @@ impl Job {
     /// key is read.
     pub fn plan(
         ctx: &Context,
+        reader: &Reader<'_>,
         settings: Arc<Settings>,
         plan: FieldPlan,
         span: &Span<'_>,
@@ -141,14 +142,15 @@ impl Job {
             values,
         };
         if from_index {
-            job.fill_from_index(ctx)?;
+            job.fill_from_index(ctx, reader)?;
         }
         Ok(job)
     }
 
     /// Takes a `*` job's cells from the index: `Ok(false)` while the index
-    /// is being rebuilt (the job waits for it).
-    fn fill_from_index(&mut self, ctx: &Context) -> Result<bool> {
+    /// is being rebuilt (the job waits for it). Keys the caller may not
+    /// read do not exist for a `*` query, in its limits and its errors too.
+    fn fill_from_index(&mut self, ctx: &Context, reader: &Reader<'_>) -> Result<bool> {
         let db = selected_db(ctx);
         let (start, end) = (self.start, self.end);
         let Some((names, mut cells)) = index::when_current(ctx, |st| {
@@ -170,10 +172,17 @@ impl Job {
         };
         let max = usize::try_from(self.settings.max_query_cells).unwrap_or(0);
         if cells.len() > max {
-            return Err(Error::invalid(format!(
-                "query matches {} day hashes, more than max-query-cells {max}",
-                cells.len()
-            )));
+            // Over the limit only if the caller may read that many: keep
+            // the readable cells (the usual case, an unrestricted user,
+            // never pays for these checks).
+            let scheme = &self.settings.keys;
+            cells.retain(|&(day, at)| reader.may_read(&scheme.day_key(day, &names[at as usize])));
+            if cells.len() > max {
+                return Err(Error::invalid(format!(
+                    "query matches {} day hashes, more than max-query-cells {max}",
+                    cells.len()
+                )));
+            }
         }
         order_cells(&names, &mut cells);
         self.names = names;
@@ -368,7 +377,7 @@ pub fn run(
     if job.awaiting_index && !can_block(ctx) {
         // MULTI/EXEC or a script cannot wait: complete the rebuild now.
         index::finish_rebuild(ctx);
-        job.fill_from_index(ctx)?;
+        job.fill_from_index(ctx, reader)?;
     }
     if matches!(span.listings, Listings::All) && job.settings.star_source == StarSource::Scan {
         job.scan(reader, span)?;
@@ -446,7 +455,8 @@ extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<bool> {
         if running.job.awaiting_index {
             // The index timer rebuilds; this slice only checks on it.
-            running.job.fill_from_index(&context)?;
+            let reader = Reader::for_user(&context, running.user.as_deref())?;
+            running.job.fill_from_index(&context, &reader)?;
             return Ok(false);
         }
         if running.reading {

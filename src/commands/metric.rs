@@ -11,7 +11,17 @@ use crate::core::{Error, Result};
 use crate::store::{Reader, RedisStore};
 
 /// The registry in force: built-ins, overridden or extended by the hash.
+/// The metrics a query may name. The definitions are read as module
+/// metadata, without the caller's key permissions: a query returns only
+/// day-hash data, and every day hash it reads is checked. METRIC LIST,
+/// which returns the definitions themselves, checks (`listed_registry`).
 pub fn current_registry(reader: &Reader<'_>, keys: &KeyScheme) -> Result<Vec<Metric>> {
+    Ok(registry(&reader.hash_all_unchecked(&keys.metrics_key())?))
+}
+
+/// The registry as METRIC LIST returns it: the caller must be allowed to
+/// `HGETALL` the registry hash.
+fn listed_registry(reader: &Reader<'_>, keys: &KeyScheme) -> Result<Vec<Metric>> {
     Ok(registry(&reader.hash_all(&keys.metrics_key())?))
 }
 
@@ -20,6 +30,7 @@ pub struct MetricSet;
 impl Command for MetricSet {
     const NAME: &'static str = "listingstats.metric.set";
     const FLAGS: &'static str = "write deny-oom";
+    const ACL: &'static str = "write hash fast";
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let metric = parse_set(args)?;
@@ -38,6 +49,7 @@ pub struct MetricDel;
 impl Command for MetricDel {
     const NAME: &'static str = "listingstats.metric.del";
     const FLAGS: &'static str = "write";
+    const ACL: &'static str = "write hash fast";
 
     /// 1 when a stored definition was removed (a built-in's default comes
     /// back), 0 for a built-in that was not overridden.
@@ -60,12 +72,13 @@ pub struct MetricList;
 impl Command for MetricList {
     const NAME: &'static str = "listingstats.metric.list";
     const FLAGS: &'static str = "readonly";
+    const ACL: &'static str = "read hash fast";
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         if !args.is_empty() {
             return Err(Error::wrong_arity(Self::NAME));
         }
-        let all = current_registry(&Reader::new(ctx), &config::current().keys)?;
+        let all = listed_registry(&Reader::new(ctx), &config::current().keys)?;
         Ok(RedisValue::Array(
             all.into_iter()
                 .map(|m| {

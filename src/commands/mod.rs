@@ -33,6 +33,12 @@ pub trait Command {
     const NAME: &'static str;
     /// `RedisModule_CreateCommand` flags, e.g. `write deny-oom`.
     const FLAGS: &'static str;
+    /// ACL categories (Redis 7.2+, Valkey), e.g. `write hash fast`; the
+    /// module's own `listingstats` category is added where the server can
+    /// create categories (Redis 7.4+, Valkey 8+). Where it cannot, the
+    /// module's own per-key checks still refuse what the native command
+    /// would (see `store::Acl`).
+    const ACL: &'static str;
     /// Runs on the arguments after the command name.
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue>;
 }
@@ -99,16 +105,60 @@ fn register<C: Command>(ctx: &Context) -> Status {
             )
         })
     };
-    if created == Some(raw::REDISMODULE_OK as c_int) {
+    if created != Some(raw::REDISMODULE_OK as c_int) {
+        ctx.log_warning(&format!("listingstats: could not register {}", C::NAME));
+        return Status::Err;
+    }
+    set_acl_categories(ctx, &name, C::ACL)
+}
+
+/// Whether the server accepted the `listingstats` ACL category.
+static OWN_CATEGORY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Creates the `listingstats` ACL category, where the server can.
+fn add_own_category(ctx: &Context) {
+    // SAFETY: called from OnLoad, before any command is registered.
+    let added = unsafe {
+        (*std::ptr::addr_of!(raw::RedisModule_AddACLCategory))
+            .map(|add| add(ctx.ctx, c"listingstats".as_ptr()) == raw::REDISMODULE_OK as c_int)
+    };
+    OWN_CATEGORY.store(added == Some(true), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn set_acl_categories(ctx: &Context, name: &CString, categories: &str) -> Status {
+    // SAFETY: OnLoad, after CreateCommand: the command exists.
+    let (Some(get), Some(set)) = (
+        unsafe { *std::ptr::addr_of!(raw::RedisModule_GetCommand) },
+        unsafe { *std::ptr::addr_of!(raw::RedisModule_SetCommandACLCategories) },
+    ) else {
+        return Status::Ok; // Redis 7.0: no categories; the per-key checks remain.
+    };
+    let mut all = categories.to_string();
+    if OWN_CATEGORY.load(std::sync::atomic::Ordering::Relaxed) {
+        all.push_str(" listingstats");
+    }
+    let Ok(all) = CString::new(all) else {
+        return Status::Err;
+    };
+    // SAFETY: live context and strings; Redis copies what it keeps.
+    let ok = unsafe {
+        let command = get(ctx.ctx, name.as_ptr());
+        !command.is_null() && set(command, all.as_ptr()) == raw::REDISMODULE_OK as c_int
+    };
+    if ok {
         Status::Ok
     } else {
-        ctx.log_warning(&format!("listingstats: could not register {}", C::NAME));
+        ctx.log_warning(&format!(
+            "listingstats: could not set ACL categories of {}",
+            name.to_string_lossy()
+        ));
         Status::Err
     }
 }
 
 /// Every command of the module.
 pub fn register_all(ctx: &Context) -> Status {
+    add_own_category(ctx);
     let all = [
         register::<incr::Incr>,
         register::<ingest::Ingest>,

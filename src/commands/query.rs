@@ -16,6 +16,7 @@ pub struct Query;
 impl Command for Query {
     const NAME: &'static str = "listingstats.query";
     const FLAGS: &'static str = "readonly";
+    const ACL: &'static str = "read hash slow";
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = parse_query(args)?;
@@ -32,6 +33,7 @@ impl Command for Query {
         };
         let job = Job::plan(
             ctx,
+            &reader,
             settings,
             plan,
             &span,

@@ -16,6 +16,7 @@ pub struct Top;
 impl Command for Top {
     const NAME: &'static str = "listingstats.top";
     const FLAGS: &'static str = "readonly";
+    const ACL: &'static str = "read hash slow";
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = parse_top(args)?;
@@ -34,7 +35,15 @@ impl Command for Top {
             n: args.n,
             min_denominator: args.min_denominator,
         };
-        let job = Job::plan(ctx, settings, plan, &span, GroupBy::Listing, finish)?;
+        let job = Job::plan(
+            ctx,
+            &reader,
+            settings,
+            plan,
+            &span,
+            GroupBy::Listing,
+            finish,
+        )?;
         job::run(ctx, &reader, job, &span)
     }
 }
