@@ -27,6 +27,7 @@ pub mod core;
 mod alloc;
 mod commands;
 mod config;
+mod eviction;
 mod index;
 mod stats;
 mod store;
@@ -76,6 +77,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // Registered here rather than through the macro's `info:` hook, which
     // needs the proc-macro crate; the last registration wins. Commands are
     // registered by `commands` too (see there why not by the macro's list).
+    eviction::init(ctx);
     raw::register_info_function(ctx.ctx, Some(stats::info));
     commands::register_all(ctx)
 }

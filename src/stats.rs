@@ -80,5 +80,10 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_i
         add_field(ctx, c"index_entries".as_ptr(), entries as u64);
         add_field(ctx, c"index_bytes".as_ptr(), bytes as u64);
         add_field(ctx, c"index_building".as_ptr(), u64::from(building));
+        add_field(
+            ctx,
+            c"dedup_safe_under_eviction".as_ptr(),
+            u64::from(crate::eviction::dedup_safe()),
+        );
     }
 }

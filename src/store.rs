@@ -15,7 +15,7 @@ use redis_module::{raw, Context, RedisString};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::core::dedup::Marker;
+use crate::core::dedup::{stale_generations, Marker, SHARDS};
 use crate::core::number::parse_counter;
 use crate::core::write::CounterStore;
 use crate::core::{Error, Result};
@@ -338,31 +338,10 @@ impl KeyRef {
         exists != 0
     }
 
-    /// Sets the key's expiry to the absolute unix time `at_ms`, exactly
-    /// the instant replicas receive in `PEXPIREAT`. A relative expiry
-    /// (RM_SetExpire) would be re-based on the server's clock a moment
-    /// later and land a millisecond or so away from the replicas'.
-    fn set_expire_at(&self, name: &RedisString, at_ms: i64) {
-        // SAFETY: live writable key that exists. SetAbsExpire exists from
-        // Redis 7.2; before that, PEXPIREAT through RM_Call (not
-        // replicated: the caller replicates PEXPIREAT itself) sets the same
-        // absolute time; its reply is freed at once.
-        unsafe {
-            if let Some(set_abs) = *ptr::addr_of!(raw::RedisModule_SetAbsExpire) {
-                set_abs(self.key, at_ms);
-                return;
-            }
-            let reply = api!(RedisModule_Call)(
-                self.ctx,
-                c"PEXPIREAT".as_ptr(),
-                c"sl".as_ptr(),
-                name.inner,
-                at_ms as c_longlong,
-            );
-            if !reply.is_null() {
-                api!(RedisModule_FreeCallReply)(reply);
-            }
-        }
+    /// Deletes the key; true when it existed.
+    fn delete(&self) -> bool {
+        // SAFETY: live writable key.
+        unsafe { api!(RedisModule_DeleteKey)(self.key) == raw::REDISMODULE_OK as c_int }
     }
 
     fn hash_set_int(&self, field: *mut raw::RedisModuleString, value: i64) {
@@ -440,7 +419,7 @@ pub fn now_ms() -> i64 {
 
 const SHARD_ABOUT_FIELD: &[u8] = b"listingstats about";
 const SHARD_ABOUT: &[u8] =
-    b"dedup shard of LISTINGSTATS: the other fields are event ids seen in this generation; expires with it";
+    b"dedup shard of LISTINGSTATS: the other fields are event ids seen in this generation; no TTL, the module deletes it two windows on";
 
 /// Writes day hashes, dedup markers and the metrics hash for one command.
 pub struct RedisStore<'c> {
@@ -616,6 +595,7 @@ impl CounterStore for RedisStore<'_> {
         // contain spaces, so the field never collides with one.
         let about_field = self.create_string(SHARD_ABOUT_FIELD);
         let about = self.create_string(SHARD_ABOUT);
+        let mut new_generation: Option<&Marker> = None;
         for (shard, ids) in by_shard {
             let names: Vec<*mut raw::RedisModuleString> =
                 ids.iter().map(|m| self.field(&m.id)).collect();
@@ -634,28 +614,82 @@ impl CounterStore for RedisStore<'_> {
                 argv.extend([id, one.inner]);
             }
             let key_name = current.name.inner;
-            let expire_at = ids[0].expire_at_ms;
-            if created {
-                current.open.set_expire_at(&current.name, expire_at);
-            }
             self.replicate_argv(c"HSET", &mut argv);
             self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
             if created {
-                // SAFETY: "bl" takes a (pointer, length) buffer and a long long.
-                unsafe {
-                    api!(RedisModule_Replicate)(
-                        self.ctx.ctx,
-                        c"PEXPIREAT".as_ptr(),
-                        c"bl".as_ptr(),
-                        shard.as_ptr(),
-                        shard.len(),
-                        expire_at as c_longlong,
-                    );
-                }
-                self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"expire", key_name);
+                new_generation = Some(ids[0]);
             }
         }
+        if let Some(m) = new_generation.or(markers.first()) {
+            self.keep_generations(m, new_generation.is_some());
+        }
     }
+}
+
+impl RedisStore<'_> {
+    /// Dedup housekeeping after ids were remembered (see `core::dedup`):
+    /// lists `marker`'s generation in the registry hash when it just got a
+    /// shard, and deletes the shards of every generation no lookup reaches
+    /// any more. The registry is read at most once per generation per
+    /// database between restarts. Module state, so no per-user ACL check:
+    /// the caller was allowed to write a shard under the same prefix.
+    fn keep_generations(&mut self, marker: &Marker, listed_new: bool) {
+        let db = selected_db(self.ctx);
+        let swept = SWEPT.with(|s| {
+            s.borrow().get(&db).and_then(|m| m.get(&*marker.registry)) == Some(&marker.generation)
+        });
+        if swept && !listed_new {
+            return; // The common case: one map look-up, no key opened.
+        }
+        let registry = self.create_string(&marker.registry);
+        let open = OpenKey::open(self.ctx, &registry, true);
+        if open.expect_hash().is_err() {
+            return; // Someone else's key of another type: leave it alone.
+        }
+        let generation = marker.generation.to_string();
+        if listed_new {
+            let field = self.create_string(generation.as_bytes());
+            let one = self.create_string(b"1");
+            open.hash_set(field.inner, one.inner);
+            self.replicate_argv(c"HSET", &mut [registry.inner, field.inner, one.inner]);
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", registry.inner);
+        }
+        if swept {
+            return;
+        }
+        let Ok(fields) = Reader::new(self.ctx).hash_all_of(&registry) else {
+            return;
+        };
+        let stale = stale_generations(fields.iter().map(|(f, _)| f.as_slice()), marker.generation);
+        let scheme = crate::config::current().keys.clone();
+        for old in stale {
+            for shard in 0..SHARDS {
+                let name = self.create_string(&scheme.seen_key(old, shard));
+                let key = OpenKey::open(self.ctx, &name, true);
+                if !key.is_empty() && key.delete() {
+                    self.replicate_argv(c"DEL", &mut [name.inner]);
+                    self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
+                }
+            }
+            let field = self.create_string(old.to_string().as_bytes());
+            if open.hash_set(field.inner, ptr::without_provenance_mut(1)) > 0 {
+                self.replicate_argv(c"HDEL", &mut [registry.inner, field.inner]);
+                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", registry.inner);
+            }
+        }
+        SWEPT.with(|s| {
+            s.borrow_mut()
+                .entry(db)
+                .or_default()
+                .insert(marker.registry.to_vec(), marker.generation)
+        });
+    }
+}
+
+thread_local! {
+    /// database -> registry key -> the generation whose sweep is done.
+    /// Main-thread state only; a restart forgets it and sweeps once more.
+    static SWEPT: std::cell::RefCell<FxHashMap<i32, FxHashMap<Vec<u8>, i64>>> = Default::default();
 }
 
 /// Read access for GET and QUERY: one caller, many keys.
@@ -817,7 +851,7 @@ impl<'c> Reader<'c> {
         self.hash_all_of(&RedisString::create_from_slice(self.ctx.ctx, key))
     }
 
-    fn hash_all_of(&self, name: &RedisString) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub(crate) fn hash_all_of(&self, name: &RedisString) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let open = OpenKey::open(self.ctx, name, false);
         open.expect_hash()?;
         if open.is_empty() {

@@ -218,16 +218,23 @@ fn ids_are_counted_once_within_the_window() {
         info_field(&mut c, "listingstats", "listingstats_duplicates_skipped").as_deref(),
         Some("1")
     );
-    // The id lives in a shard hash of the current dedup generation, which
-    // expires (absolutely) between one and two windows from now.
-    let shards: Vec<String> = redis::cmd("KEYS")
-        .arg("listingstats:seen:*")
-        .query(&mut c)
-        .unwrap();
+    // The id lives in a shard hash of the current dedup generation, with
+    // no TTL; the registry lists that generation.
+    let shard_keys = |c: &mut Connection| -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg("listingstats:seen:*:*")
+            .query(c)
+            .unwrap()
+    };
+    let shards = shard_keys(&mut c);
     assert_eq!(shards.len(), 1, "{shards:?}");
     assert_eq!(int(&mut c, &["HEXISTS", &shards[0], "evt-1"]), 1);
-    let ttl = int(&mut c, &["TTL", &shards[0]]);
-    assert!((1..=2 * 604_800).contains(&ttl), "ttl {ttl}");
+    assert_eq!(int(&mut c, &["TTL", &shards[0]]), -1);
+    let generation = shards[0].split(':').nth(2).unwrap().to_string();
+    assert_eq!(
+        hgetall(&mut c, "listingstats:seen:generations"),
+        [(generation, "1".to_string())]
+    );
 
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -252,6 +259,11 @@ fn ids_are_counted_once_within_the_window() {
         4,
         "the id should be forgotten after two windows at most"
     );
+    // The write that remembered the id again deleted every generation no
+    // look-up reaches: only the current one (this write's) is left.
+    let shards = shard_keys(&mut c);
+    assert_eq!(shards.len(), 1, "{shards:?}");
+    assert_eq!(hgetall(&mut c, "listingstats:seen:generations").len(), 1);
 
     // dedup-window 0 turns dedup off: every call counts, no marker is kept.
     let _: () = redis::cmd("CONFIG")

@@ -2,18 +2,24 @@
 //!
 //! Ids live as fields of hashes `<prefix>listingstats:seen:<generation>:<shard>`,
 //! where `generation = floor(now / window)` and the shard is a stable hash
-//! of the id (FNV-1a, 64 shards). Each hash expires, at an absolute time,
-//! when the generation after its own ends. A lookup checks the id's shard
-//! in the current and the previous generation, so an id is remembered for
-//! at least `dedup-window` and at most twice that.
+//! of the id (FNV-1a, 64 shards). A lookup checks the id's shard in the
+//! current and the previous generation, so an id is remembered for at
+//! least `dedup-window` and at most twice that.
+//!
+//! Shards carry **no TTL**, so `maxmemory-policy volatile-*` never evicts
+//! them (an evicted shard would let redeliveries count twice). Instead the
+//! hash `<prefix>listingstats:seen:generations` lists the generations that
+//! have shards, and the write path deletes every generation other than the
+//! current and the previous one ([`stale_generations`]), replicated as
+//! `DEL`/`HDEL`. Deletion is housekeeping only: lookups never consult an
+//! older generation, so when it happens does not change what counts.
 //!
 //! Why not one key per id with its own expiry: that costs a top-level key
 //! (~150 bytes) and a replicated `SET ... PXAT` per id. Here an id is one
 //! hash field, and a batch replicates one `HSET shard id 1 id 1 ...` per
-//! shard it touched, plus one `PEXPIREAT` when a shard hash is created.
-//! The expiry is still absolute, so replicas and the AOF forget at the same
-//! instant as the master. Changing `dedup-window` changes the generation
-//! numbering: ids seen before the change are forgotten.
+//! shard it touched. Changing `dedup-window` changes the generation
+//! numbering: ids seen before the change are forgotten (and their shards
+//! deleted by the next write that remembers an id).
 
 use std::hash::Hasher;
 use std::rc::Rc;
@@ -30,8 +36,30 @@ pub struct Marker {
     pub current: Rc<[u8]>,
     /// The same shard in the previous generation: read only.
     pub previous: Rc<[u8]>,
-    /// When `current` expires, unix milliseconds.
-    pub expire_at_ms: i64,
+    /// The current generation's number.
+    pub generation: i64,
+    /// The hash listing the generations that have shards.
+    pub registry: Rc<[u8]>,
+}
+
+/// Whether dedup state survives `maxmemory-policy` `policy`: shards have
+/// no TTL, so only the `allkeys-*` policies can evict them.
+pub fn safe_under_policy(policy: &str) -> bool {
+    !policy.trim().to_ascii_lowercase().starts_with("allkeys-")
+}
+
+/// The generations in the registry hash (its fields) that are neither
+/// `current` nor the one before: their shards are to be deleted. A field
+/// that is not a number is left alone.
+pub fn stale_generations<'a>(fields: impl IntoIterator<Item = &'a [u8]>, current: i64) -> Vec<i64> {
+    let mut stale: Vec<i64> = fields
+        .into_iter()
+        .filter_map(|f| std::str::from_utf8(f).ok()?.parse::<i64>().ok())
+        .filter(|&g| g != current && g != current - 1)
+        .collect();
+    stale.sort_unstable();
+    stale.dedup();
+    stale
 }
 
 pub fn shard_of(id: &[u8]) -> u64 {
@@ -45,7 +73,8 @@ pub fn shard_of(id: &[u8]) -> u64 {
 pub struct Generations {
     current: Vec<Rc<[u8]>>,
     previous: Vec<Rc<[u8]>>,
-    expire_at_ms: i64,
+    generation: i64,
+    registry: Rc<[u8]>,
 }
 
 impl Generations {
@@ -61,7 +90,8 @@ impl Generations {
         Generations {
             current: keys(generation),
             previous: keys(generation - 1),
-            expire_at_ms: generation.saturating_add(2).saturating_mul(window_ms),
+            generation,
+            registry: Rc::from(scheme.seen_generations_key()),
         }
     }
 
@@ -71,7 +101,8 @@ impl Generations {
             id: id.to_vec(),
             current: Rc::clone(&self.current[shard]),
             previous: Rc::clone(&self.previous[shard]),
-            expire_at_ms: self.expire_at_ms,
+            generation: self.generation,
+            registry: Rc::clone(&self.registry),
         }
     }
 }
@@ -87,7 +118,8 @@ pub fn marker(scheme: &KeyScheme, window_secs: i64, now_ms: i64, id: &[u8]) -> M
         id: id.to_vec(),
         current: Rc::from(scheme.seen_key(generation, shard)),
         previous: Rc::from(scheme.seen_key(generation - 1, shard)),
-        expire_at_ms: generation.saturating_add(2).saturating_mul(window_ms),
+        generation,
+        registry: Rc::from(scheme.seen_generations_key()),
     }
 }
 
@@ -105,15 +137,49 @@ mod tests {
                 let later = marker(&scheme, window, t, b"evt-1");
                 [later.current.to_vec(), later.previous.to_vec()]
             };
-            // Still found (and not yet expired) a whole window later.
+            // Still found a whole window later.
             let t = seen_at + window * 1000;
             assert!(
                 keys_at(t).contains(&m.current.to_vec()),
                 "seen at {seen_at}, looked up at {t}"
             );
-            assert!(m.expire_at_ms > t);
-            // Never kept past two windows.
-            assert!(m.expire_at_ms <= seen_at + 2 * window * 1000);
+            // Never looked up past two windows, and then stale.
+            let t = seen_at + 2 * window * 1000;
+            assert!(!keys_at(t).contains(&m.current.to_vec()));
+            let later = marker(&scheme, window, t, b"evt-1");
+            assert_eq!(
+                stale_generations([m.generation.to_string().as_bytes()], later.generation),
+                vec![m.generation]
+            );
+        }
+    }
+
+    #[test]
+    fn only_generations_no_lookup_reaches_are_stale() {
+        let fields: [&[u8]; 6] = [b"7", b"9", b"10", b"12", b"x", b"-3"];
+        assert_eq!(stale_generations(fields, 10), vec![-3, 7, 12]);
+        assert_eq!(stale_generations(fields, 13), vec![-3, 7, 9, 10]);
+        assert!(stale_generations([], 5).is_empty());
+    }
+
+    #[test]
+    fn only_allkeys_policies_endanger_dedup_state() {
+        for safe in [
+            "noeviction",
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-ttl",
+            "volatile-random",
+        ] {
+            assert!(safe_under_policy(safe), "{safe}");
+        }
+        for unsafe_ in [
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "ALLKEYS-LRU",
+        ] {
+            assert!(!safe_under_policy(unsafe_), "{unsafe_}");
         }
     }
 

@@ -238,8 +238,8 @@ mod tests {
         let m = plan.marker.unwrap();
         assert!(m.current.starts_with(b"ls:listingstats:seen:0:"));
         assert_eq!(
-            (m.id.as_slice(), m.expire_at_ms),
-            (&b"e-1"[..], 2 * 604_800_000)
+            (m.id.as_slice(), m.generation, &*m.registry),
+            (&b"e-1"[..], 0, &b"ls:listingstats:seen:generations"[..])
         );
 
         settings.dedup_window = 0;

@@ -147,6 +147,13 @@ impl KeyScheme {
     pub fn seen_key(&self, generation: i64, shard: u64) -> Vec<u8> {
         format!("{}listingstats:seen:{generation}:{shard}", self.prefix).into_bytes()
     }
+
+    /// The hash whose fields are the dedup generations that have shards
+    /// (see `dedup`); under the same `listingstats:seen:` prefix, so one ACL
+    /// pattern covers all dedup state.
+    pub fn seen_generations_key(&self) -> Vec<u8> {
+        format!("{}listingstats:seen:generations", self.prefix).into_bytes()
+    }
 }
 
 #[cfg(test)]

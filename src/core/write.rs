@@ -98,7 +98,7 @@ pub mod memory {
         fn remember(&mut self, markers: &[Marker]) {
             for m in markers {
                 self.markers
-                    .insert((m.current.to_vec(), m.id.clone()), m.expire_at_ms);
+                    .insert((m.current.to_vec(), m.id.clone()), m.generation);
             }
         }
     }
