@@ -19,11 +19,19 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::FxHashMap;
 
-/// Interned listing ids.
+/// Interned listing ids, each counted by the index entries that use it.
+///
+/// An id whose count drops to 0 is freed and its number reused, so memory
+/// follows what is indexed: writing then deleting many short-lived
+/// listings leaves nothing behind. When fewer than a quarter of the
+/// numbers are live, [`Index`] compacts them (see [`Interner::compact`]).
 #[derive(Default)]
 pub struct Interner {
     ids: FxHashMap<Box<[u8]>, u32>,
+    /// By number; an empty name is a free number (ids are never empty).
     names: Vec<Box<[u8]>>,
+    uses: Vec<u32>,
+    free: Vec<u32>,
 }
 
 impl Interner {
@@ -31,9 +39,18 @@ impl Interner {
         if let Some(&id) = self.ids.get(listing) {
             return id;
         }
-        let id = self.names.len() as u32;
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.names[id as usize] = listing.into();
+                id
+            }
+            None => {
+                self.names.push(listing.into());
+                self.uses.push(0);
+                self.names.len() as u32 - 1
+            }
+        };
         self.ids.insert(listing.into(), id);
-        self.names.push(listing.into());
         id
     }
 
@@ -45,12 +62,67 @@ impl Interner {
         &self.names[id as usize]
     }
 
+    fn used(&mut self, id: u32) {
+        self.uses[id as usize] += 1;
+    }
+
+    /// One use fewer; frees the number at 0.
+    fn unused(&mut self, id: u32) {
+        let uses = &mut self.uses[id as usize];
+        *uses = uses.saturating_sub(1);
+        if *uses == 0 {
+            let name = std::mem::take(&mut self.names[id as usize]);
+            self.ids.remove(&name);
+            self.free.push(id);
+        }
+    }
+
+    /// Interned ids now in use.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.ids.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.ids.is_empty()
+    }
+
+    /// True when most numbers are free: worth [`Interner::compact`].
+    fn sparse(&self) -> bool {
+        self.names.len() > 1024 && self.len() * 4 < self.names.len()
+    }
+
+    /// Renumbers the live ids densely, keeping their order (so every
+    /// sorted list of numbers stays sorted after [`Interner::compact`]'s
+    /// map is applied), and returns the map old -> new (`u32::MAX`: free).
+    fn compact(&mut self) -> Vec<u32> {
+        let mut map = vec![u32::MAX; self.names.len()];
+        let mut names = Vec::with_capacity(self.len());
+        let mut uses = Vec::with_capacity(self.len());
+        let mut ids = FxHashMap::default();
+        ids.reserve(self.len());
+        for (old, name) in std::mem::take(&mut self.names).into_iter().enumerate() {
+            if name.is_empty() {
+                continue;
+            }
+            map[old] = names.len() as u32;
+            ids.insert(name.clone(), names.len() as u32);
+            uses.push(self.uses[old]);
+            names.push(name);
+        }
+        *self = Interner {
+            ids,
+            names,
+            uses,
+            free: Vec::new(),
+        };
+        map
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let names: usize = self.names.iter().map(|n| 2 * n.len()).sum();
+        // Slots of names (16) and uses (4); map entries (key 16 + value 4
+        // + control byte, about 1/0.875 load); free numbers (4).
+        names + self.names.capacity() * 20 + self.ids.capacity() * 24 + self.free.capacity() * 4
     }
 }
 
@@ -62,23 +134,48 @@ pub struct DayIndex {
 }
 
 impl DayIndex {
-    pub fn insert(&mut self, day: NaiveDate, listing: u32) {
+    /// True when the entry is new.
+    pub fn insert(&mut self, day: NaiveDate, listing: u32) -> bool {
         let list = self.days.entry(day.num_days_from_ce()).or_default();
-        if let Err(at) = list.binary_search(&listing) {
-            list.insert(at, listing);
-            self.entries += 1;
+        match list.binary_search(&listing) {
+            Ok(_) => false,
+            Err(at) => {
+                list.insert(at, listing);
+                self.entries += 1;
+                true
+            }
         }
     }
 
-    pub fn remove(&mut self, day: NaiveDate, listing: u32) {
+    /// True when the entry was there.
+    pub fn remove(&mut self, day: NaiveDate, listing: u32) -> bool {
         let key = day.num_days_from_ce();
-        if let Some(list) = self.days.get_mut(&key) {
-            if let Ok(at) = list.binary_search(&listing) {
-                list.remove(at);
-                self.entries -= 1;
-                if list.is_empty() {
-                    self.days.remove(&key);
-                }
+        let Some(list) = self.days.get_mut(&key) else {
+            return false;
+        };
+        let Ok(at) = list.binary_search(&listing) else {
+            return false;
+        };
+        list.remove(at);
+        self.entries -= 1;
+        if list.is_empty() {
+            self.days.remove(&key);
+        } else if list.len() * 4 < list.capacity() && list.capacity() > 64 {
+            list.shrink_to(list.len() * 2);
+        }
+        true
+    }
+
+    /// Every listing number of every day, for forgetting a database.
+    fn all(&self) -> impl Iterator<Item = u32> + '_ {
+        self.days.values().flatten().copied()
+    }
+
+    /// Applies a monotonic renumbering (see `Interner::compact`).
+    fn renumber(&mut self, map: &[u32]) {
+        for list in self.days.values_mut() {
+            for l in list.iter_mut() {
+                *l = map[*l as usize];
             }
         }
     }
@@ -121,12 +218,29 @@ pub struct Index {
 impl Index {
     pub fn add(&mut self, db: i32, day: NaiveDate, listing: &[u8]) {
         let id = self.listings.intern(listing);
-        self.dbs.entry(db).or_default().insert(day, id);
+        if self.dbs.entry(db).or_default().insert(day, id) {
+            self.listings.used(id);
+        }
     }
 
     pub fn remove(&mut self, db: i32, day: NaiveDate, listing: &[u8]) {
         if let (Some(id), Some(days)) = (self.listings.get(listing), self.dbs.get_mut(&db)) {
-            days.remove(day, id);
+            if days.remove(day, id) {
+                self.listings.unused(id);
+                self.compact_if_sparse();
+            }
+        }
+    }
+
+    /// Renumbers the listings densely when most numbers are free: costs
+    /// one pass over the entries, which are then few (under a quarter of
+    /// the numbers), so its cost is paid for by the removals before it.
+    fn compact_if_sparse(&mut self) {
+        if self.listings.sparse() {
+            let map = self.listings.compact();
+            for days in self.dbs.values_mut() {
+                days.renumber(&map);
+            }
         }
     }
 
@@ -138,7 +252,12 @@ impl Index {
     pub fn clear(&mut self, db: Option<i32>) {
         match db {
             Some(db) => {
-                self.dbs.remove(&db);
+                if let Some(days) = self.dbs.remove(&db) {
+                    for id in days.all() {
+                        self.listings.unused(id);
+                    }
+                    self.compact_if_sparse();
+                }
             }
             None => *self = Index::default(),
         }
@@ -159,8 +278,7 @@ impl Index {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        let names: usize = self.listings.names.iter().map(|n| n.len() + 16 + 24).sum();
-        names + self.dbs.values().map(DayIndex::heap_bytes).sum::<usize>()
+        self.listings.heap_bytes() + self.dbs.values().map(DayIndex::heap_bytes).sum::<usize>()
     }
 }
 
@@ -211,5 +329,84 @@ mod tests {
         assert!(ix.db(1).is_none());
         ix.clear(None);
         assert_eq!(ix.entries(), 0);
+    }
+
+    #[test]
+    fn memory_follows_what_is_indexed() {
+        let mut ix = Index::default();
+        let baseline = ix.heap_bytes();
+        let day = d("2016-01-01");
+        for i in 0..100_000 {
+            ix.add(0, day, format!("short-lived-{i}").as_bytes());
+        }
+        ix.add(0, d("2016-01-02"), b"keeper");
+        ix.add(1, day, b"short-lived-7");
+        let peak = ix.heap_bytes();
+        assert!(peak > 3_000_000, "{peak}");
+        for i in 0..100_000 {
+            ix.remove(0, day, format!("short-lived-{i}").as_bytes());
+        }
+        // Only "keeper" (db 0) and "short-lived-7" (db 1) are left.
+        assert_eq!(ix.entries(), 2);
+        assert_eq!(ix.listings.len(), 2);
+        // What is left is bounded by a constant: compaction stops once the
+        // table has at most 1024 numbers (~20 bytes each), whatever the peak.
+        let after = ix.heap_bytes();
+        assert!(after < baseline + 32 * 1024, "peak {peak}, after {after}");
+        // Numbers were compacted; names and ranges still agree.
+        let got: Vec<_> = ix
+            .db(1)
+            .unwrap()
+            .in_range(day, day)
+            .map(|(_, l)| ix.listings.name(l).to_vec())
+            .collect();
+        assert_eq!(got, [b"short-lived-7".to_vec()]);
+        ix.clear(Some(1));
+        assert_eq!(ix.listings.len(), 1);
+        assert_eq!(
+            ix.listings
+                .get(b"keeper")
+                .map(|id| ix.listings.name(id).to_vec()),
+            Some(b"keeper".to_vec())
+        );
+    }
+
+    #[test]
+    fn compaction_keeps_every_list_sorted_and_named() {
+        let mut ix = Index::default();
+        let day = d("2016-01-01");
+        let keep: Vec<String> = (0..3000)
+            .filter(|i| i % 7 == 0)
+            .map(|i| format!("l{i}"))
+            .collect();
+        for i in 0..3000 {
+            ix.add(0, day, format!("l{i}").as_bytes());
+            ix.add(0, d("2016-01-02"), format!("l{i}").as_bytes());
+        }
+        for i in (0..3000).filter(|i| i % 7 != 0) {
+            ix.remove(0, day, format!("l{i}").as_bytes());
+            ix.remove(0, d("2016-01-02"), format!("l{i}").as_bytes());
+        }
+        for day in [day, d("2016-01-02")] {
+            let ids: Vec<u32> = ix
+                .db(0)
+                .unwrap()
+                .in_range(day, day)
+                .map(|(_, l)| l)
+                .collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]));
+            let mut names: Vec<String> = ids
+                .iter()
+                .map(|&l| String::from_utf8(ix.listings.name(l).to_vec()).unwrap())
+                .collect();
+            names.sort();
+            let mut want = keep.clone();
+            want.sort();
+            assert_eq!(names, want);
+        }
+        // Freed numbers are reused before the table grows.
+        let before = ix.listings.names.len();
+        ix.add(0, day, b"new-one");
+        assert!(ix.listings.names.len() <= before.max(ix.listings.len()));
     }
 }
