@@ -1067,3 +1067,56 @@ fn queries_read_only_keys_the_user_may_read() {
     let e = err(&mut dec, &["LISTINGSTATS.METRIC.SET", "m", "a", "b"]);
     assert!(e.starts_with("ERR NOPERM"), "{e}");
 }
+
+/// METRIC LIST shows a scale as the number given (`0.1`, not
+/// `0.10000000000000001`), and a scale that could make values infinite is
+/// refused with nothing changed.
+#[test]
+fn metric_scales_are_shown_as_given_and_bounded() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let ok: String = redis::cmd("LISTINGSTATS.METRIC.SET")
+        .arg("tenth")
+        .arg("a")
+        .arg("b")
+        .arg("SCALE")
+        .arg("0.1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let scale_of = |reply: Value| -> Value {
+        let Value::Array(all) = reply else {
+            panic!("{reply:?}")
+        };
+        all.into_iter()
+            .find_map(|m| match m {
+                Value::Array(f) if text(&f[0]) == "tenth" => Some(f[3].clone()),
+                _ => None,
+            })
+            .expect("tenth listed")
+    };
+    assert_eq!(
+        scale_of(call(&mut c, &["LISTINGSTATS.METRIC.LIST"]).unwrap()),
+        Value::BulkString(b"0.1".to_vec())
+    );
+    let mut c3 = server.conn_resp3();
+    assert_eq!(
+        scale_of(call(&mut c3, &["LISTINGSTATS.METRIC.LIST"]).unwrap()),
+        Value::Double(0.1)
+    );
+
+    let d = digest(&mut c);
+    let e = err(
+        &mut c,
+        &[
+            "LISTINGSTATS.METRIC.SET",
+            "huge",
+            "a",
+            "b",
+            "SCALE",
+            "1.7e308",
+        ],
+    );
+    assert!(e.starts_with("ERR SCALE must be"), "{e}");
+    assert_eq!(digest(&mut c), d);
+}

@@ -67,6 +67,13 @@ impl Command for MetricDel {
     }
 }
 
+/// Whether the calling client speaks RESP3.
+fn is_resp3(ctx: &Context) -> bool {
+    // SAFETY: live context.
+    let flags = unsafe { api!(RedisModule_GetContextFlags)(ctx.ctx) } as u32;
+    flags & redis_module::raw::REDISMODULE_CTX_FLAGS_RESP3 != 0
+}
+
 pub struct MetricList;
 
 impl Command for MetricList {
@@ -79,6 +86,7 @@ impl Command for MetricList {
             return Err(Error::wrong_arity(Self::NAME));
         }
         let all = listed_registry(&Reader::new(ctx), &config::current().keys)?;
+        let resp3 = is_resp3(ctx);
         Ok(RedisValue::Array(
             all.into_iter()
                 .map(|m| {
@@ -86,7 +94,14 @@ impl Command for MetricList {
                         RedisValue::BulkString(m.name),
                         RedisValue::StringBuffer(m.numerator),
                         RedisValue::StringBuffer(m.denominator),
-                        RedisValue::Float(m.scale),
+                        // As QUERY sends values: a double in RESP3, else the
+                        // shortest text that reads back as the same number
+                        // (0.1, not Redis's %.17g 0.10000000000000001).
+                        if resp3 {
+                            RedisValue::Float(m.scale)
+                        } else {
+                            RedisValue::BulkString(m.scale.to_string())
+                        },
                     ])
                 })
                 .collect(),

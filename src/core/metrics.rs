@@ -58,14 +58,23 @@ pub fn check_name(name: &[u8]) -> Result<&str> {
 }
 
 /// A finite number, as SCALE takes it.
+/// The largest SCALE magnitude. A ratio's numerator is at most 2^63, so
+/// every value stays finite (|value| <= 9.3e33): no `inf`, no JSON `null`.
+pub const MAX_SCALE: f64 = 1e15;
+
+/// Whether `scale` is usable: non-zero and at most [`MAX_SCALE`] in size.
+pub fn valid_scale(scale: f64) -> bool {
+    scale.is_finite() && scale != 0.0 && scale.abs() <= MAX_SCALE
+}
+
 pub fn parse_scale(text: &[u8]) -> Result<f64> {
     std::str::from_utf8(text)
         .ok()
         .and_then(|t| t.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s != 0.0)
+        .filter(|s| valid_scale(*s))
         .ok_or_else(|| {
             Error::invalid(format!(
-                "SCALE must be a non-zero finite number, got {}",
+                "SCALE must be a non-zero finite number of magnitude at most 1e15, got {}",
                 quote(text)
             ))
         })
@@ -119,7 +128,7 @@ impl Metric {
         let scale = v
             .get("scale")
             .map_or(Some(DEFAULT_SCALE), serde_json::Value::as_f64)?;
-        (scale.is_finite() && scale != 0.0).then(|| Metric {
+        valid_scale(scale).then(|| Metric {
             name: name.to_string(),
             numerator,
             denominator,
@@ -222,6 +231,23 @@ mod tests {
         assert!(err(&["m", "a", "b", "SCALE", "inf"])
             .starts_with("ERR SCALE must be a non-zero finite number"));
         assert!(err(&["m", "a", "b", "SCALE", "0"]).starts_with("ERR SCALE must be"));
+        // Too large to keep every value finite; the bound itself is fine.
+        assert!(err(&["m", "a", "b", "SCALE", "1.7e308"]).starts_with("ERR SCALE must be"));
+        assert!(err(&["m", "a", "b", "SCALE", "-1e16"]).starts_with("ERR SCALE must be"));
+        assert_eq!(
+            parse_set(&[b"m", b"a", b"b", b"SCALE", b"1e15"])
+                .map(|m| m.scale)
+                .ok(),
+            Some(1e15)
+        );
+        let worst = i64::MAX as f64 / 1.0 * MAX_SCALE;
+        assert!(worst.is_finite());
+        // A stored entry written by another tool with such a scale is ignored.
+        let stored = [(
+            b"big".to_vec(),
+            br#"{"numerator":"a","denominator":"b","scale":1.7e308}"#.to_vec(),
+        )];
+        assert!(registry(&stored).iter().all(|m| m.name != "big"));
         assert!(err(&["m", "a", "b", "COLOR", "1"]).contains("unknown option 'COLOR'"));
         assert!(err(&["m", "a", "b", "SCALE", "1", "SCALE", "2"]).contains("more than once"));
         assert_eq!(
