@@ -24,14 +24,16 @@ scripts/install-deps.sh
 declare -A path
 for s in "${servers[@]}"; do path[$s]=$(scripts/servers.sh --path "$s"); done
 
-cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 failed_runs=()
 scripts/check-fresh.sh | tee -a "$log" || failed_runs+=(check-fresh)
-cargo test --lib 2>&1 | tee -a "$log" || failed_runs+=(unit)
+# The pure core's unit tests: no server, no bindgen needed for them alone
+# (cargo test -p listingstats-core).
+cargo test --workspace --lib 2>&1 | tee -a "$log" || failed_runs+=(unit)
 for s in "${servers[@]}"; do
   echo "== integration tests on $s: $("${path[$s]}" --version)" | tee -a "$log"
   # --no-fail-fast: every binary runs, so the total counts every failure.

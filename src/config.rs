@@ -13,8 +13,8 @@ use redis_module::configuration::{
 };
 use redis_module::{raw, ConfigurationValue, Context, RedisError, RedisString};
 
-use crate::core::settings::{Name, Settings};
-use crate::core::{Error, Result};
+use listingstats_core::settings::{Name, Settings};
+use listingstats_core::{Error, Result};
 
 static SETTINGS: LazyLock<RwLock<Arc<Settings>>> =
     LazyLock::new(|| RwLock::new(Arc::new(Settings::default())));

@@ -1,6 +1,6 @@
 //! Whether the server's eviction policy can take dedup state.
 //!
-//! Dedup shards carry no TTL (see `core::dedup`), so `volatile-*` policies
+//! Dedup shards carry no TTL (see `listingstats_core::dedup`), so `volatile-*` policies
 //! never evict them; `allkeys-*` policies may evict any key, shards and
 //! counters included, and a redelivered event whose id was evicted counts
 //! twice. The policy is read at load and again whenever `CONFIG SET`
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::{raw, Context, RedisValue};
 
-use crate::core::dedup::safe_under_policy;
+use listingstats_core::dedup::safe_under_policy;
 
 static SAFE: AtomicBool = AtomicBool::new(true);
 

@@ -1,4 +1,4 @@
-//! Keeps the per-day listing index (`core::index`) in step with the data.
+//! Keeps the per-day listing index (`listingstats_core::day_index`) in step with the data.
 //!
 //! * Keyspace notifications: every hash write to a day-hash name adds it
 //!   (HINCRBY from this module or any other client); `del`, `expired`,
@@ -25,10 +25,10 @@ use chrono::NaiveDate;
 use redis_module::{raw, Context};
 
 use crate::config;
-use crate::core::index::Index;
-use crate::core::keys::KeyScheme;
 use crate::stats;
 use crate::store::string_bytes;
+use listingstats_core::day_index::Index;
+use listingstats_core::keys::KeyScheme;
 
 pub struct State {
     pub index: Index,

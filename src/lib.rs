@@ -1,7 +1,7 @@
 //! listingstats: per-day, per-listing event counters in plain Redis hashes,
 //! and click-through-rate queries over them, as a Redis module.
 //!
-//! `core` is pure Rust (no FFI) and holds every rule; `commands` is the thin
+//! `listingstats_core` (crates/listingstats-core) is pure Rust (no FFI) and holds every rule; `commands` is the thin
 //! layer Redis calls; `store` is the only place that touches keys.
 
 /// Looks up a module API function pointer, which `RedisModule_Init` filled
@@ -21,8 +21,6 @@ macro_rules! api {
         }
     }};
 }
-
-pub mod core;
 
 mod alloc;
 mod commands;

@@ -15,10 +15,10 @@ use redis_module::{raw, Context, RedisString};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
-use crate::core::dedup::{stale_generations, Marker, SHARDS};
-use crate::core::number::parse_counter;
-use crate::core::write::CounterStore;
-use crate::core::{Error, Result};
+use listingstats_core::dedup::{stale_generations, Marker, SHARDS};
+use listingstats_core::number::parse_counter;
+use listingstats_core::write::CounterStore;
+use listingstats_core::{Error, Result};
 
 /// The native command a module action stands for, on one key: the module
 /// may do to a key only what the caller could do with that command.
@@ -94,7 +94,7 @@ impl Acl {
         if user.is_null() {
             return Err(Error::invalid(format!(
                 "user {} no longer exists or is disabled",
-                crate::core::error::quote(name)
+                listingstats_core::error::quote(name)
             )));
         }
         Ok(Acl { ctx, user })
@@ -627,7 +627,7 @@ impl CounterStore for RedisStore<'_> {
 }
 
 impl RedisStore<'_> {
-    /// Dedup housekeeping after ids were remembered (see `core::dedup`):
+    /// Dedup housekeeping after ids were remembered (see `listingstats_core::dedup`):
     /// lists `marker`'s generation in the registry hash when it just got a
     /// shard, and deletes the shards of every generation no lookup reaches
     /// any more. The registry is read at most once per generation per

@@ -4,12 +4,12 @@ use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisValue};
 
 use super::Command;
-use crate::core::date::parse_day_arg;
-use crate::core::keys::check_listing;
-use crate::core::number::parse_counter;
-use crate::core::{Error, Result};
 use crate::store::Reader;
 use crate::{config, stats};
+use listingstats_core::date::parse_day_arg;
+use listingstats_core::keys::check_listing;
+use listingstats_core::number::parse_counter;
+use listingstats_core::{Error, Result};
 
 pub struct Get;
 

@@ -3,9 +3,9 @@
 use redis_module::{Context, RedisValue};
 
 use super::Command;
-use crate::core::{incr, Result};
 use crate::store::{now_ms, RedisStore};
 use crate::{config, stats};
+use listingstats_core::{incr, Result};
 
 pub struct Incr;
 

@@ -5,9 +5,9 @@ use std::os::raw::{c_char, c_long};
 use redis_module::{raw, Context, RedisValue};
 
 use super::Command;
-use crate::core::{ingest, Result};
 use crate::store::{now_ms, RedisStore};
 use crate::{config, stats};
+use listingstats_core::{ingest, Result};
 
 pub struct Ingest;
 

@@ -30,15 +30,15 @@ use chrono::{Datelike, NaiveDate};
 use redis_module::{raw, Context, RedisError, RedisValue};
 use rustc_hash::FxHashMap;
 
-use crate::core::date::{days_between, push_day};
-use crate::core::query::{
+use crate::store::{caller_name, selected_db, FieldNames, Reader};
+use crate::{index, stats};
+use listingstats_core::date::{days_between, push_day};
+use listingstats_core::query::{
     check_cells, json_row, json_tail, legacy_line, listing_cmp, top, Aggregator, FieldPlan, Format,
     GroupBy, Listings, Row, JSON_HEAD,
 };
-use crate::core::settings::{Settings, StarSource};
-use crate::core::{Error, Result};
-use crate::store::{caller_name, selected_db, FieldNames, Reader};
-use crate::{index, stats};
+use listingstats_core::settings::{Settings, StarSource};
+use listingstats_core::{Error, Result};
 
 /// How long one slice may hold the server.
 pub const SLICE: Duration = Duration::from_millis(2);

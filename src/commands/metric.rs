@@ -5,10 +5,10 @@ use redis_module::{Context, RedisValue};
 
 use super::Command;
 use crate::config;
-use crate::core::keys::KeyScheme;
-use crate::core::metrics::{check_name, is_builtin, parse_set, registry, Metric};
-use crate::core::{Error, Result};
 use crate::store::{Reader, RedisStore};
+use listingstats_core::keys::KeyScheme;
+use listingstats_core::metrics::{check_name, is_builtin, parse_set, registry, Metric};
+use listingstats_core::{Error, Result};
 
 /// The registry in force: built-ins, overridden or extended by the hash.
 /// The metrics a query may name. The definitions are read as module

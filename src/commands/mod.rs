@@ -15,9 +15,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{raw, Context, RedisError, RedisValue, Status};
 use smallvec::SmallVec;
 
-use crate::core::Result;
 use crate::stats;
 use crate::store::string_bytes;
+use listingstats_core::Result;
 
 pub mod get;
 pub mod incr;

@@ -6,10 +6,10 @@ use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
 use super::Command;
 use crate::config;
-use crate::core::metrics::resolve;
-use crate::core::query::{parse_top, FieldPlan, GroupBy};
-use crate::core::Result;
 use crate::store::Reader;
+use listingstats_core::metrics::resolve;
+use listingstats_core::query::{parse_top, FieldPlan, GroupBy};
+use listingstats_core::Result;
 
 pub struct Top;
 

@@ -1,11 +1,12 @@
-//! The pure core: no FFI, no Redis. Everything here is unit-tested with
+//! The pure core of listingstats: no FFI, no Redis, its own crate so the
+//! compiler keeps it that way. Everything here is unit-tested with
 //! `cargo test` and no server.
 
 pub mod date;
+pub mod day_index;
 pub mod dedup;
 pub mod error;
 pub mod incr;
-pub mod index;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;

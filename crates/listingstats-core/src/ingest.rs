@@ -357,8 +357,8 @@ fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::date::parse_day;
-    use crate::core::write::memory::MemoryStore;
+    use crate::date::parse_day;
+    use crate::write::memory::MemoryStore;
 
     fn parse(json: &str) -> std::result::Result<Event, String> {
         let mut out = Parsed::new();

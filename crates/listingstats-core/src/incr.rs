@@ -150,7 +150,7 @@ pub fn run<S: CounterStore>(store: &mut S, plan: &IncrPlan) -> Result<IncrOutcom
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::date::parse_day;
+    use crate::date::parse_day;
 
     fn p(args: &[&str]) -> Result<IncrArgs<'static>> {
         let owned: Vec<&'static [u8]> = args
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn a_remembered_id_counts_once() {
-        use crate::core::write::memory::MemoryStore;
+        use crate::write::memory::MemoryStore;
         let mut store = MemoryStore::default();
         let settings = Settings::default();
         let args = p(&["2155", "ev", "BY", "5", "DATE", "2015-12-22", "ID", "e-1"]).unwrap();

@@ -489,8 +489,8 @@ pub fn json_tail(keys_examined: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::date::parse_day;
-    use crate::core::metrics::{builtins, resolve};
+    use crate::date::parse_day;
+    use crate::metrics::{builtins, resolve};
 
     /// Whole documents from the pieces the command layer writes a slice
     /// at a time (`job.rs`): the same assembly, all at once.

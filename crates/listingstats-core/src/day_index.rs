@@ -285,7 +285,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::date::parse_day;
+    use crate::date::parse_day;
 
     fn d(s: &str) -> NaiveDate {
         parse_day(s.as_bytes()).unwrap()

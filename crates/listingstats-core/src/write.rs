@@ -63,8 +63,8 @@ pub mod memory {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::core::error::Error;
-    use crate::core::number::parse_counter;
+    use crate::error::Error;
+    use crate::number::parse_counter;
 
     #[derive(Default)]
     pub struct MemoryStore {
@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn writes_all_and_returns_new_values() {
         let mut store = MemoryStore::default();
-        let m = crate::core::dedup::marker(&Default::default(), 60, 0, b"id");
+        let m = crate::dedup::marker(&Default::default(), 60, 0, b"id");
         let values = apply(
             &mut store,
             &[inc("a", "x", 2), inc("b", "x", -3)],
@@ -137,7 +137,7 @@ mod tests {
     fn any_failure_writes_nothing() {
         let mut store = MemoryStore::default();
         apply(&mut store, &[inc("a", "x", i64::MAX)], &[]).unwrap();
-        let m = crate::core::dedup::marker(&Default::default(), 60, 0, b"id");
+        let m = crate::dedup::marker(&Default::default(), 60, 0, b"id");
         store.strings.insert(b"str".to_vec());
         store
             .hashes
