@@ -5,13 +5,15 @@
 //! never changes the rules in the middle of a command, and background work
 //! can hold a snapshot without locks.
 
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 use redis_module::configuration::{
     register_i64_configuration, register_string_configuration, ConfigurationContext,
     ConfigurationFlags,
 };
-use redis_module::{raw, ConfigurationValue, Context, RedisError, RedisString};
+use redis_module::{ConfigurationValue, Context, RedisError, RedisString};
+
+use crate::redis::context::load_configs;
 
 use listingstats_core::settings::{Name, Settings};
 use listingstats_core::{Error, Result};
@@ -45,6 +47,14 @@ fn config_error(err: Error) -> RedisError {
     RedisError::String(text.strip_prefix("ERR ").unwrap_or(&text).to_string())
 }
 
+/// Called after `CONFIG SET` changes key-prefix or key-format (wired by
+/// `lib.rs`: the index frees what it holds for the old key names).
+static ON_KEY_SCHEME_CHANGE: OnceLock<fn()> = OnceLock::new();
+
+pub fn on_key_scheme_change(hook: fn()) {
+    let _ = ON_KEY_SCHEME_CHANGE.set(hook);
+}
+
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
@@ -74,9 +84,9 @@ impl ConfigurationValue<RedisString> for Setting {
         let before = current().keys.clone();
         update(|s| s.set(self.0, text)).map_err(config_error)?;
         if current().keys != before {
-            // Another key scheme: the index names other keys. Free it now;
-            // the next query that needs it rebuilds it.
-            crate::index::invalidate();
+            if let Some(hook) = ON_KEY_SCHEME_CHANGE.get() {
+                hook();
+            }
         }
         Ok(())
     }
@@ -92,16 +102,11 @@ impl ConfigurationValue<i64> for Setting {
     }
 }
 
-/// Registers every setting with Redis (7.0+; older servers only take module
-/// arguments), loads values from the config file, then applies the module
-/// arguments, which win. Errors make the module refuse to load.
+/// Registers every setting with Redis, loads values from the config file,
+/// then applies the module arguments, which win. Errors make the module
+/// refuse to load. (The server has the 7.0 config API: `lib.rs` checked.)
 pub fn init(ctx: &Context, args: &[RedisString]) -> std::result::Result<(), String> {
-    // SAFETY: reading API pointers filled in by RedisModule_Init.
-    let has_config_api = unsafe {
-        (*std::ptr::addr_of!(raw::RedisModule_RegisterStringConfig)).is_some()
-            && (*std::ptr::addr_of!(raw::RedisModule_LoadConfigs)).is_some()
-    };
-    if has_config_api {
+    {
         let defaults = Settings::default();
         for handle in &HANDLES {
             let name = handle.0.as_str();
@@ -127,15 +132,9 @@ pub fn init(ctx: &Context, args: &[RedisString]) -> std::result::Result<(), Stri
                 ),
             }
         }
-        // SAFETY: checked above; called from OnLoad as the API requires.
-        let loaded = unsafe { raw::RedisModule_LoadConfigs.map(|load| load(ctx.ctx)) };
-        if loaded != Some(raw::REDISMODULE_OK as i32) {
+        if !load_configs(ctx) {
             return Err("could not load listingstats.* settings from the config file".into());
         }
-    } else {
-        ctx.log_warning(
-            "this server has no module config API: use module arguments to configure listingstats",
-        );
     }
 
     let words: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();

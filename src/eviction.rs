@@ -7,12 +7,11 @@
 //! changes it; under `allkeys-*` the log says so once per change, and
 //! `INFO listingstats` shows `dedup_safe_under_eviction:0`.
 
-use std::ffi::CStr;
-use std::os::raw::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use redis_module::{raw, Context, RedisValue};
+use redis_module::{Context, RedisValue};
 
+use crate::redis::events::{self, ServerEvent};
 use listingstats_core::dedup::safe_under_policy;
 
 static SAFE: AtomicBool = AtomicBool::new(true);
@@ -25,21 +24,16 @@ pub fn dedup_safe() -> bool {
 /// Reads the policy now, and follows `CONFIG SET maxmemory-policy`.
 pub fn init(ctx: &Context) {
     refresh(ctx);
-    // SAFETY: OnLoad; the callback lives as long as the module.
-    unsafe {
-        if let Some(subscribe) = *std::ptr::addr_of!(raw::RedisModule_SubscribeToServerEvent) {
-            subscribe(
-                ctx.ctx,
-                raw::RedisModuleEvent {
-                    id: raw::REDISMODULE_EVENT_CONFIG,
-                    dataver: 1,
-                },
-                Some(on_config),
-            );
+    events::on_server_events(ctx, on_server_event);
+}
+
+fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
+    if let ServerEvent::ConfigChanged(names) = e {
+        if names.iter().any(|n| *n == b"maxmemory-policy") {
+            refresh(ctx);
         }
     }
 }
-
 fn text(v: &RedisValue) -> Option<String> {
     match v {
         RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
@@ -65,28 +59,5 @@ fn refresh(ctx: &Context) {
              counters included: a redelivered event whose id was evicted counts twice. \
              Use noeviction or a volatile-* policy (dedup state has no TTL)."
         ));
-    }
-}
-
-extern "C" fn on_config(
-    ctx: *mut raw::RedisModuleCtx,
-    _e: raw::RedisModuleEvent,
-    sub: u64,
-    data: *mut c_void,
-) {
-    if sub != raw::REDISMODULE_SUBEVENT_CONFIG_CHANGE || data.is_null() {
-        return;
-    }
-    // SAFETY: Redis passes a RedisModuleConfigChange with num_changes
-    // NUL-terminated names for this event.
-    let changed = unsafe {
-        let change = &*data.cast::<raw::RedisModuleConfigChange>();
-        (0..change.num_changes as usize).any(|i| {
-            let name = *change.config_names.add(i);
-            !name.is_null() && CStr::from_ptr(name).to_bytes() == b"maxmemory-policy"
-        })
-    };
-    if changed {
-        let _ = std::panic::catch_unwind(|| refresh(&Context::new(ctx)));
     }
 }

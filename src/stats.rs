@@ -1,12 +1,9 @@
 //! Counters for `INFO listingstats`.
 //!
-//! Commands run on Redis's main thread, but background work (issue: scans)
-//! may touch these too, so they are relaxed atomics: exact totals, no order.
+//! Relaxed atomics, so any code may count without a context or a lock:
+//! exact totals, no order. A leaf: it imports nothing of the module.
 
-use std::os::raw::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use redis_module::raw;
 
 pub struct Stat {
     name: &'static str,
@@ -56,34 +53,7 @@ static ALL: [&Stat; 11] = [
     &SLICES,
 ];
 
-/// The module's INFO callback: one section named `listingstats`, whose
-/// fields Redis prefixes with `listingstats_`.
-pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
-    // SAFETY: Redis calls this with a valid info context; the API pointers
-    // exist on every server version we load on (Redis 6.0+).
-    unsafe {
-        let Some(add_section) = raw::RedisModule_InfoAddSection else {
-            return;
-        };
-        let Some(add_field) = raw::RedisModule_InfoAddFieldULongLong else {
-            return;
-        };
-        if add_section(ctx, std::ptr::null_mut()) != raw::REDISMODULE_OK as c_int {
-            return;
-        }
-        for stat in ALL {
-            let mut name = stat.name.as_bytes().to_vec();
-            name.push(0);
-            add_field(ctx, name.as_ptr().cast(), stat.get());
-        }
-        let (entries, bytes, building) = crate::index::size();
-        add_field(ctx, c"index_entries".as_ptr(), entries as u64);
-        add_field(ctx, c"index_bytes".as_ptr(), bytes as u64);
-        add_field(ctx, c"index_building".as_ptr(), u64::from(building));
-        add_field(
-            ctx,
-            c"dedup_safe_under_eviction".as_ptr(),
-            u64::from(crate::eviction::dedup_safe()),
-        );
-    }
+/// Every counter: `(name, value)`, for INFO.
+pub fn all() -> impl Iterator<Item = (&'static str, u64)> {
+    ALL.iter().map(|s| (s.name, s.get()))
 }

@@ -526,11 +526,25 @@ fn a_replica_indexes_what_it_loads() {
 fn index_memory_is_returned_when_listings_go() {
     let server = Server::start();
     let mut c = server.conn();
+    // used_memory once the server's own table resizing (serverCron) has
+    // settled: two readings 250 ms apart agree, or 5 s passed.
     let used = |c: &mut Connection| -> i64 {
-        info_field(c, "memory", "used_memory")
-            .unwrap()
-            .parse()
-            .unwrap()
+        let read = |c: &mut Connection| -> i64 {
+            info_field(c, "memory", "used_memory")
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let mut last = read(c);
+        for _ in 0..20 {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            let now = read(c);
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
     };
     // A baseline with the keyspace's own tables already grown and shrunk
     // once, so only the module's memory differs below.

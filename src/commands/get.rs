@@ -3,8 +3,8 @@
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisValue};
 
-use super::Command;
-use crate::store::Reader;
+use crate::redis::command::Command;
+use crate::redis::store::Reader;
 use crate::{config, stats};
 use listingstats_core::date::parse_day_arg;
 use listingstats_core::keys::check_listing;

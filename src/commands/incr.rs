@@ -2,8 +2,9 @@
 
 use redis_module::{Context, RedisValue};
 
-use super::Command;
-use crate::store::{now_ms, RedisStore};
+use crate::redis::command::Command;
+use crate::redis::context::now_ms;
+use crate::redis::store::RedisStore;
 use crate::{config, stats};
 use listingstats_core::{incr, Result};
 
@@ -16,8 +17,9 @@ impl Command for Incr {
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = incr::parse(args)?;
-        let plan = incr::plan(&args, &config::current(), now_ms())?;
-        let outcome = incr::run(&mut RedisStore::new(ctx), &plan)?;
+        let settings = config::current();
+        let plan = incr::plan(&args, &settings, now_ms())?;
+        let outcome = incr::run(&mut RedisStore::new(ctx, &settings.keys), &plan)?;
         if outcome.duplicate {
             stats::DUPLICATES.add(1);
         } else {

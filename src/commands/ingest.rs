@@ -1,11 +1,11 @@
 //! `LISTINGSTATS.INGEST [STRICT] event-json [event-json ...]`
 
-use std::os::raw::{c_char, c_long};
+use redis_module::{Context, RedisValue};
 
-use redis_module::{raw, Context, RedisValue};
-
-use super::Command;
-use crate::store::{now_ms, RedisStore};
+use crate::redis::command::Command;
+use crate::redis::context::now_ms;
+use crate::redis::reply::Reply;
+use crate::redis::store::RedisStore;
 use crate::{config, stats};
 use listingstats_core::{ingest, Result};
 
@@ -21,7 +21,7 @@ impl Command for Ingest {
         let (strict, events) = ingest::split_args(args, &settings)?;
         let parsed = ingest::parse_all(events, &settings)?;
         let report = ingest::run(
-            &mut RedisStore::new(ctx),
+            &mut RedisStore::new(ctx, &settings.keys),
             parsed,
             strict,
             &settings,
@@ -39,21 +39,19 @@ impl Command for Ingest {
 /// `applied n duplicates n rejected n errors [...]`, a map in this order
 /// (RESP2 clients see the flat array).
 fn reply(ctx: &Context, report: &ingest::Report) {
-    let key = |k: &str| {
-        raw::reply_with_string_buffer(ctx.ctx, k.as_ptr().cast::<c_char>(), k.len());
-    };
-    raw::reply_with_map(ctx.ctx, 4);
+    let mut out = Reply::of(ctx);
+    out.map(4);
     for (name, n) in [
         ("applied", report.applied),
         ("duplicates", report.duplicates),
         ("rejected", report.rejected),
     ] {
-        key(name);
-        raw::reply_with_long_long(ctx.ctx, n as i64);
+        out.bulk(name.as_bytes());
+        out.int(n as i64);
     }
-    key("errors");
-    raw::reply_with_array(ctx.ctx, report.errors.len() as c_long);
+    out.bulk(b"errors");
+    out.array(report.errors.len());
     for e in &report.errors {
-        raw::reply_with_string_buffer(ctx.ctx, e.as_ptr().cast::<c_char>(), e.len());
+        out.bulk(e.as_bytes());
     }
 }

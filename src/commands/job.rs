@@ -22,19 +22,22 @@
 //! With `star-source scan`, `*` takes the simple path instead: one scan of
 //! the whole keyspace, inside the command.
 
-use std::os::raw::{c_char, c_long, c_void};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{Datelike, NaiveDate};
-use redis_module::{raw, Context, RedisError, RedisValue};
-use rustc_hash::FxHashMap;
+use chrono::NaiveDate;
+use redis_module::{Context, RedisValue};
 
-use crate::store::{caller_name, selected_db, FieldNames, Reader};
-use crate::{index, stats};
+use crate::index_feed;
+use crate::redis::blocked::BlockedReply;
+use crate::redis::context::{caller_name, can_block, is_resp3, select_db, selected_db};
+use crate::redis::reply::Reply;
+use crate::redis::slices::{self, Sliced, Step};
+use crate::redis::store::{FieldNames, Reader};
+use crate::stats;
 use listingstats_core::date::{days_between, push_day};
 use listingstats_core::query::{
-    check_cells, json_row, json_tail, legacy_line, listing_cmp, top, Aggregator, FieldPlan, Format,
+    check_cells, json_row, json_tail, legacy_line, order_cells, top, Aggregator, FieldPlan, Format,
     GroupBy, Listings, Row, JSON_HEAD,
 };
 use listingstats_core::settings::{Settings, StarSource};
@@ -58,11 +61,21 @@ pub struct Span<'a> {
     pub listings: &'a Listings<'a>,
 }
 
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// A `*` job whose cells wait for the index to be rebuilt.
+    AwaitingIndex,
+    /// Reading its cells.
+    Reading,
+    /// Writing its reply.
+    Rendering,
+}
+
 pub struct Job {
     start: NaiveDate,
     end: NaiveDate,
-    /// A `*` job whose cells wait for the index to be rebuilt.
-    awaiting_index: bool,
+    phase: Phase,
     settings: Arc<Settings>,
     plan: FieldPlan,
     group: GroupBy,
@@ -122,7 +135,11 @@ impl Job {
         let mut job = Job {
             start: span.start,
             end: span.end,
-            awaiting_index: from_index,
+            phase: if from_index {
+                Phase::AwaitingIndex
+            } else {
+                Phase::Reading
+            },
             settings,
             plan,
             group,
@@ -134,7 +151,7 @@ impl Job {
             agg,
             order: None,
             top_rows: Vec::new(),
-            resp3: context_flags(ctx) & raw::REDISMODULE_CTX_FLAGS_RESP3 != 0,
+            resp3: is_resp3(ctx),
             next_group: 0,
             rendered: 0,
             json: String::new(),
@@ -153,21 +170,9 @@ impl Job {
     fn fill_from_index(&mut self, ctx: &Context, reader: &Reader<'_>) -> Result<bool> {
         let db = selected_db(ctx);
         let (start, end) = (self.start, self.end);
-        let Some((names, mut cells)) = index::when_current(ctx, |st| {
-            let mut names: Vec<Box<[u8]>> = Vec::new();
-            let mut cells = Vec::new();
-            let mut local: FxHashMap<u32, u32> = FxHashMap::default();
-            if let Some(days) = st.index.db(db) {
-                for (day, global) in days.in_range(start, end) {
-                    let at = *local.entry(global).or_insert_with(|| {
-                        names.push(st.index.listings.name(global).into());
-                        names.len() as u32 - 1
-                    });
-                    cells.push((day, at));
-                }
-            }
-            (names, cells)
-        }) else {
+        let Some((names, mut cells)) =
+            index_feed::when_current(ctx, |st| st.index.cells(db, start, end))
+        else {
             return Ok(false);
         };
         let max = usize::try_from(self.settings.max_query_cells).unwrap_or(0);
@@ -187,7 +192,7 @@ impl Job {
         order_cells(&names, &mut cells);
         self.names = names;
         self.cells = cells;
-        self.awaiting_index = false;
+        self.phase = Phase::Reading;
         Ok(true)
     }
 
@@ -254,7 +259,7 @@ impl Job {
     /// much of it as fits before `deadline`; `true` when it is complete.
     /// Rows are made group by group as they are written, and the array
     /// length is set at the end, so no step holds the server for long.
-    fn render(&mut self, ctx: *mut raw::RedisModuleCtx, deadline: Option<Instant>) -> bool {
+    fn render(&mut self, out: &mut Reply, deadline: Option<Instant>) -> bool {
         if self.order.is_none() {
             stats::KEYS_EXAMINED.add(self.examined);
             let order = self.agg.order();
@@ -265,16 +270,14 @@ impl Job {
             self.order = Some(order);
             match self.finish {
                 Finish::Query(Format::Json) => self.json.push_str(JSON_HEAD),
-                _ => {
-                    raw::reply_with_array(ctx, raw::REDISMODULE_POSTPONED_LEN as c_long);
-                }
+                _ => out.array_of_unknown_len(),
             }
             if deadline.is_some() {
                 return false;
             }
         }
         let mut out = RowWriter {
-            ctx,
+            out,
             resp3: self.resp3,
             day: Vec::with_capacity(10),
             text: String::with_capacity(24),
@@ -285,7 +288,7 @@ impl Job {
         if let Finish::Top { .. } = self.finish {
             for row in &self.top_rows {
                 // [listing, numerator, denominator, value]
-                raw::reply_with_array(ctx, 4);
+                out.out.array(4);
                 out.listing(row.listing.as_deref());
                 out.counts_and_value(row);
             }
@@ -301,7 +304,7 @@ impl Job {
                 match self.finish {
                     Finish::Query(Format::Resp) => {
                         // [metric, date, listing, numerator, denominator, value]
-                        raw::reply_with_array(ctx, 6);
+                        out.out.array(6);
                         out.bulk(plan.metrics[row.metric].name.as_bytes());
                         out.date(row.date);
                         out.listing(row.listing.as_deref());
@@ -331,39 +334,9 @@ impl Job {
                 self.json.push_str(&json_tail(self.examined));
                 out.bulk(self.json.as_bytes());
             }
-            _ => {
-                // SAFETY: closes the array opened with a postponed length.
-                unsafe { api!(RedisModule_ReplySetArrayLength)(ctx, self.rendered as c_long) };
-            }
+            _ => out.out.set_array_len(self.rendered),
         }
         true
-    }
-}
-
-/// Orders cells by day, then listing order (numeric ids by number...), the
-/// order rows are replied in; ranks are computed once per distinct listing.
-fn order_cells(names: &[Box<[u8]>], cells: &mut [(NaiveDate, u32)]) {
-    let mut by_order: Vec<u32> = (0..names.len() as u32).collect();
-    by_order.sort_by(|&a, &b| listing_cmp(&names[a as usize], &names[b as usize]));
-    let mut rank = vec![0u32; names.len()];
-    for (r, &i) in by_order.iter().enumerate() {
-        rank[i as usize] = r as u32;
-    }
-    // One integer per cell, day in the high half (offset: year 0 is
-    // negative days), listing rank in the low half: a plain integer sort.
-    const DAY_OFFSET: i64 = 1 << 20;
-    let mut keyed: Vec<u64> = cells
-        .iter()
-        .map(|&(day, i)| {
-            (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32)
-                | u64::from(rank[i as usize])
-        })
-        .collect();
-    keyed.sort_unstable();
-    for (cell, k) in cells.iter_mut().zip(keyed) {
-        let day = NaiveDate::from_num_days_from_ce_opt(((k >> 32) as i64 - DAY_OFFSET) as i32)
-            .unwrap_or_default();
-        *cell = (day, by_order[(k & 0xffff_ffff) as usize]);
     }
 }
 
@@ -374,14 +347,14 @@ pub fn run(
     mut job: Job,
     span: &Span<'_>,
 ) -> Result<RedisValue> {
-    if job.awaiting_index && !can_block(ctx) {
+    if job.phase == Phase::AwaitingIndex && !can_block(ctx) {
         // MULTI/EXEC or a script cannot wait: complete the rebuild now.
-        index::finish_rebuild(ctx);
+        index_feed::finish_rebuild(ctx);
         job.fill_from_index(ctx, reader)?;
     }
     if matches!(span.listings, Listings::All) && job.settings.star_source == StarSource::Scan {
         job.scan(reader, span)?;
-    } else if job.awaiting_index {
+    } else if job.phase == Phase::AwaitingIndex {
         return start_slices(ctx, job);
     } else if job.cells.len() <= AT_ONCE || !can_block(ctx) {
         let fields = reader.field_names(&job.plan.fields);
@@ -389,132 +362,113 @@ pub fn run(
     } else {
         return start_slices(ctx, job);
     }
-    job.render(ctx.ctx, None);
+    job.render(&mut Reply::of(ctx), None);
     Ok(RedisValue::NoReply)
 }
 
-fn context_flags(ctx: &Context) -> u32 {
-    // SAFETY: live context.
-    unsafe { api!(RedisModule_GetContextFlags)(ctx.ctx) as u32 }
-}
-
-fn can_block(ctx: &Context) -> bool {
-    context_flags(ctx)
-        & (raw::REDISMODULE_CTX_FLAGS_MULTI
-            | raw::REDISMODULE_CTX_FLAGS_LUA
-            | raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING)
-        == 0
-}
-
-/// A job between slices, owned by its timer until it is done.
+/// A job running in slices, its client blocked until the reply is done.
 struct Running {
-    bc: *mut raw::RedisModuleBlockedClient,
-    /// Collects the reply across slices; Redis sends it on unblock.
-    reply: *mut raw::RedisModuleCtx,
+    blocked: BlockedReply,
     db: i32,
     user: Option<Vec<u8>>,
     job: Job,
-    reading: bool,
 }
 
 fn start_slices(ctx: &Context, job: Job) -> Result<RedisValue> {
-    // SAFETY: no reply callback (the thread-safe context carries the
-    // reply); the Running box belongs to the timer chain until the last
-    // slice frees it.
-    unsafe {
-        let bc = api!(RedisModule_BlockClient)(ctx.ctx, None, None, None, 0);
-        if bc.is_null() {
-            return Err(Error::invalid("cannot block the client for a long query"));
-        }
-        let reply = api!(RedisModule_GetThreadSafeContext)(bc);
-        let running = Box::new(Running {
-            bc,
-            reply,
+    let blocked = BlockedReply::block(ctx)
+        .ok_or_else(|| Error::invalid("cannot block the client for a long query"))?;
+    slices::start(
+        ctx,
+        Running {
+            blocked,
             db: selected_db(ctx),
             user: caller_name(ctx),
             job,
-            reading: true,
-        });
-        api!(RedisModule_CreateTimer)(ctx.ctx, 0, Some(on_slice), Box::into_raw(running).cast());
-    }
+        },
+    );
     stats::SLICED_QUERIES.add(1);
     Ok(RedisValue::NoReply)
 }
 
-/// One slice: read cells, or render rows, for about [`SLICE`].
-extern "C" fn on_slice(ctx: *mut raw::RedisModuleCtx, data: *mut c_void) {
-    // SAFETY: data is the Running box, owned by this timer chain.
-    let running = unsafe { &mut *data.cast::<Running>() };
-    let context = Context::new(ctx);
-    // SAFETY: live context and blocked client.
-    unsafe {
-        api!(RedisModule_SelectDb)(ctx, running.db);
-        api!(RedisModule_BlockedClientMeasureTimeStart)(running.bc);
+impl Running {
+    /// One slice of whatever phase the job is in.
+    fn advance(&mut self, ctx: &Context, deadline: Instant) -> Result<Step> {
+        let job = &mut self.job;
+        match job.phase {
+            Phase::AwaitingIndex => {
+                // The index's own slices rebuild it; this one checks on it.
+                let reader = Reader::for_user(ctx, self.user.as_deref())?;
+                job.fill_from_index(ctx, &reader)?;
+            }
+            Phase::Reading => {
+                let reader = Reader::for_user(ctx, self.user.as_deref())?;
+                let fields = reader.field_names(&job.plan.fields);
+                if job.step(&reader, &fields, Some(deadline))? {
+                    // Rows are made in the next slice, rendering after them.
+                    job.phase = Phase::Rendering;
+                }
+            }
+            Phase::Rendering => {
+                if job.render(&mut self.blocked.reply(), Some(deadline)) {
+                    return Ok(Step::Done);
+                }
+            }
+        }
+        Ok(Step::More)
     }
-    let deadline = Instant::now() + SLICE;
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<bool> {
-        if running.job.awaiting_index {
-            // The index timer rebuilds; this slice only checks on it.
-            let reader = Reader::for_user(&context, running.user.as_deref())?;
-            running.job.fill_from_index(&context, &reader)?;
-            return Ok(false);
+}
+
+impl Sliced for Running {
+    fn slice_len(&self) -> Duration {
+        SLICE
+    }
+
+    fn what(&self) -> &'static str {
+        "a query slice"
+    }
+
+    fn run(&mut self, ctx: &Context, deadline: Instant) -> Step {
+        if self.blocked.client_gone() {
+            return Step::Done; // Nobody to answer: stop reading.
         }
-        if running.reading {
-            let reader = Reader::for_user(&context, running.user.as_deref())?;
-            let fields = reader.field_names(&running.job.plan.fields);
-            running.reading = !running.job.step(&reader, &fields, Some(deadline))?;
-            // Rows are made in the next slice, rendering after them.
-            return Ok(false);
+        stats::SLICES.add(1);
+        select_db(ctx, self.db);
+        // Counted as the blocked command's time (SLOWLOG, latency).
+        let measuring = self.blocked.measure();
+        let step = self.advance(ctx, deadline);
+        drop(measuring);
+        match step {
+            Ok(step) => step,
+            Err(e) => {
+                stats::ERRORS.add(1);
+                self.blocked.reply().error(&e.reply_text());
+                Step::Done
+            }
         }
-        Ok(running.job.render(running.reply, Some(deadline)))
-    }));
-    // SAFETY: as above.
-    unsafe { api!(RedisModule_BlockedClientMeasureTimeEnd)(running.bc) };
-    stats::SLICES.add(1);
-    let done = match outcome {
-        Ok(Ok(done)) => done,
-        Ok(Err(e)) => {
-            stats::ERRORS.add(1);
-            let _ = Context::new(running.reply).reply(Err(RedisError::String(e.reply_text())));
-            true
-        }
-        Err(_) => {
-            stats::ERRORS.add(1);
-            context.log_warning("listingstats: internal error in a query slice");
-            let _ = Context::new(running.reply).reply(Err(RedisError::Str(
-                "ERR listingstats internal error, see the server log",
-            )));
-            true
-        }
-    };
-    // SAFETY: the box is freed exactly once, after the last slice; the
-    // thread-safe context is freed before the client is unblocked, which
-    // sends what it collected.
-    unsafe {
-        if done {
-            let running = Box::from_raw(data.cast::<Running>());
-            api!(RedisModule_FreeThreadSafeContext)(running.reply);
-            api!(RedisModule_UnblockClient)(running.bc, std::ptr::null_mut());
-        } else {
-            api!(RedisModule_CreateTimer)(ctx, 0, Some(on_slice), data);
-        }
+    }
+
+    fn failed(&mut self, _ctx: &Context) {
+        stats::ERRORS.add(1);
+        self.blocked
+            .reply()
+            .error("ERR listingstats internal error, see the server log");
     }
 }
 
 /// Writes rows straight to the client: a reply of thousands of rows would
 /// otherwise be built as a tree of values and strings first, only to be
 /// copied and freed.
-pub struct RowWriter {
-    ctx: *mut raw::RedisModuleCtx,
+pub struct RowWriter<'a> {
+    out: &'a mut Reply,
     resp3: bool,
     /// Reused buffers for a date and a number's text.
     day: Vec<u8>,
     text: String,
 }
 
-impl RowWriter {
+impl RowWriter<'_> {
     pub fn bulk(&mut self, bytes: &[u8]) {
-        raw::reply_with_string_buffer(self.ctx, bytes.as_ptr().cast::<c_char>(), bytes.len());
+        self.out.bulk(bytes);
     }
 
     pub fn date(&mut self, date: Option<NaiveDate>) {
@@ -522,11 +476,7 @@ impl RowWriter {
             Some(d) => {
                 self.day.clear();
                 push_day(&mut self.day, d);
-                raw::reply_with_string_buffer(
-                    self.ctx,
-                    self.day.as_ptr().cast::<c_char>(),
-                    self.day.len(),
-                );
+                self.out.bulk(&self.day);
             }
             None => self.bulk(b"*"),
         }
@@ -542,24 +492,16 @@ impl RowWriter {
     /// tenth of the time.
     pub fn counts_and_value(&mut self, row: &Row) {
         use std::fmt::Write;
-        raw::reply_with_long_long(self.ctx, row.numerator);
-        raw::reply_with_long_long(self.ctx, row.denominator);
+        self.out.int(row.numerator);
+        self.out.int(row.denominator);
         match row.value {
-            Some(v) if self.resp3 => {
-                raw::reply_with_double(self.ctx, v);
-            }
+            Some(v) if self.resp3 => self.out.double(v),
             Some(v) => {
                 self.text.clear();
                 let _ = write!(self.text, "{v}");
-                raw::reply_with_string_buffer(
-                    self.ctx,
-                    self.text.as_ptr().cast::<c_char>(),
-                    self.text.len(),
-                );
+                self.out.bulk(self.text.as_bytes());
             }
-            None => {
-                raw::reply_with_null(self.ctx);
-            }
+            None => self.out.null(),
         }
     }
 }

@@ -3,9 +3,10 @@
 
 use redis_module::{Context, RedisValue};
 
-use super::Command;
 use crate::config;
-use crate::store::{Reader, RedisStore};
+use crate::redis::command::Command;
+use crate::redis::context::is_resp3;
+use crate::redis::store::{Reader, RedisStore};
 use listingstats_core::keys::KeyScheme;
 use listingstats_core::metrics::{check_name, is_builtin, parse_set, registry, Metric};
 use listingstats_core::{Error, Result};
@@ -34,8 +35,9 @@ impl Command for MetricSet {
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let metric = parse_set(args)?;
-        let key = config::current().keys.metrics_key();
-        RedisStore::new(ctx).hash_set(
+        let settings = config::current();
+        let key = settings.keys.metrics_key();
+        RedisStore::new(ctx, &settings.keys).hash_set(
             &key,
             metric.name.as_bytes(),
             metric.to_stored().as_bytes(),
@@ -58,20 +60,14 @@ impl Command for MetricDel {
             return Err(Error::wrong_arity(Self::NAME));
         };
         let name = check_name(name)?;
-        let key = config::current().keys.metrics_key();
-        let removed = RedisStore::new(ctx).hash_del(&key, name.as_bytes())?;
+        let settings = config::current();
+        let key = settings.keys.metrics_key();
+        let removed = RedisStore::new(ctx, &settings.keys).hash_del(&key, name.as_bytes())?;
         if !removed && !is_builtin(name) {
             return Err(Error::invalid(format!("unknown metric '{name}'")));
         }
         Ok(RedisValue::Integer(i64::from(removed)))
     }
-}
-
-/// Whether the calling client speaks RESP3.
-fn is_resp3(ctx: &Context) -> bool {
-    // SAFETY: live context.
-    let flags = unsafe { api!(RedisModule_GetContextFlags)(ctx.ctx) } as u32;
-    flags & redis_module::raw::REDISMODULE_CTX_FLAGS_RESP3 != 0
 }
 
 pub struct MetricList;

@@ -4,9 +4,9 @@ use redis_module::{Context, RedisValue};
 
 use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
-use super::Command;
 use crate::config;
-use crate::store::Reader;
+use crate::redis::command::Command;
+use crate::redis::store::Reader;
 use listingstats_core::metrics::resolve;
 use listingstats_core::query::{parse_top, FieldPlan, GroupBy};
 use listingstats_core::Result;

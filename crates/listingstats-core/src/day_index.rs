@@ -208,6 +208,10 @@ impl DayIndex {
     }
 }
 
+/// A query's cells: listing ids, and `(day, position in the ids)` per day
+/// hash.
+pub type Cells = (Vec<Box<[u8]>>, Vec<(NaiveDate, u32)>);
+
 /// The index of every database.
 #[derive(Default)]
 pub struct Index {
@@ -246,6 +250,26 @@ impl Index {
 
     pub fn db(&self, db: i32) -> Option<&DayIndex> {
         self.dbs.get(&db)
+    }
+
+    /// The cells of database `db` from `start` to `end`, both included: the
+    /// listing ids they name (each once, numbered in order of first
+    /// appearance) and `(day, number)` per day hash. A query plans from
+    /// these; the index's own numbers never leave it.
+    pub fn cells(&self, db: i32, start: NaiveDate, end: NaiveDate) -> Cells {
+        let mut names: Vec<Box<[u8]>> = Vec::new();
+        let mut cells = Vec::new();
+        let mut local: FxHashMap<u32, u32> = FxHashMap::default();
+        if let Some(days) = self.dbs.get(&db) {
+            for (day, global) in days.in_range(start, end) {
+                let at = *local.entry(global).or_insert_with(|| {
+                    names.push(self.listings.name(global).into());
+                    names.len() as u32 - 1
+                });
+                cells.push((day, at));
+            }
+        }
+        (names, cells)
     }
 
     /// Forgets one database, or all (`None`).
@@ -329,6 +353,33 @@ mod tests {
         assert!(ix.db(1).is_none());
         ix.clear(None);
         assert_eq!(ix.entries(), 0);
+    }
+
+    #[test]
+    fn cells_name_each_listing_once() {
+        let mut ix = Index::default();
+        for (day, l) in [
+            ("2015-12-31", "b"),
+            ("2015-12-31", "a"),
+            ("2016-01-01", "b"),
+            ("2016-01-02", "c"),
+        ] {
+            ix.add(0, d(day), l.as_bytes());
+        }
+        ix.add(1, d("2015-12-31"), b"other-db");
+        let (names, cells) = ix.cells(0, d("2015-12-31"), d("2016-01-01"));
+        let named: Vec<(NaiveDate, &[u8])> = cells
+            .iter()
+            .map(|&(day, i)| (day, &*names[i as usize]))
+            .collect();
+        assert_eq!(names.len(), 2);
+        assert_eq!(cells.len(), 3);
+        assert!(named.contains(&(d("2016-01-01"), &b"b"[..])));
+        assert!(!named.iter().any(|(_, n)| *n == b"c" || *n == b"other-db"));
+        assert_eq!(
+            ix.cells(7, d("2015-12-31"), d("2016-01-01")),
+            (vec![], vec![])
+        );
     }
 
     #[test]

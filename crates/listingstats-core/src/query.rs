@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 
 use super::date::{day_count, day_string, parse_day_arg};
 use super::error::{quote, Error, Result};
@@ -486,6 +486,33 @@ pub fn json_tail(keys_examined: u64) -> String {
     format!("],\"keys_examined\":{keys_examined}}}")
 }
 
+/// Orders cells by day, then listing order (numeric ids by number...), the
+/// order rows are replied in; ranks are computed once per distinct listing.
+pub fn order_cells(names: &[Box<[u8]>], cells: &mut [(NaiveDate, u32)]) {
+    let mut by_order: Vec<u32> = (0..names.len() as u32).collect();
+    by_order.sort_by(|&a, &b| listing_cmp(&names[a as usize], &names[b as usize]));
+    let mut rank = vec![0u32; names.len()];
+    for (r, &i) in by_order.iter().enumerate() {
+        rank[i as usize] = r as u32;
+    }
+    // One integer per cell, day in the high half (offset: year 0 is
+    // negative days), listing rank in the low half: a plain integer sort.
+    const DAY_OFFSET: i64 = 1 << 20;
+    let mut keyed: Vec<u64> = cells
+        .iter()
+        .map(|&(day, i)| {
+            (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32)
+                | u64::from(rank[i as usize])
+        })
+        .collect();
+    keyed.sort_unstable();
+    for (cell, k) in cells.iter_mut().zip(keyed) {
+        let day = NaiveDate::from_num_days_from_ce_opt(((k >> 32) as i64 - DAY_OFFSET) as i32)
+            .unwrap_or_default();
+        *cell = (day, by_order[(k & 0xffff_ffff) as usize]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,5 +843,51 @@ mod tests {
             ["9", "3", "5"],
             "7 has denominator 1 < MINDENOM 2; 3 and 5 tie"
         );
+    }
+
+    #[test]
+    fn cells_are_ordered_by_day_then_listing_order() {
+        let d = |s: &str| crate::date::parse_day(s.as_bytes()).unwrap();
+        let names: Vec<Box<[u8]>> = ["10", "9", "sku-a", "0009"]
+            .iter()
+            .map(|n| Box::from(n.as_bytes()))
+            .collect();
+        let mut cells = vec![
+            (d("2016-01-01"), 0),
+            (d("0000-01-01"), 2),
+            (d("2015-12-31"), 2),
+            (d("2016-01-01"), 1),
+            (d("2015-12-31"), 0),
+            (d("2016-01-01"), 3),
+        ];
+        order_cells(&names, &mut cells);
+        let got: Vec<(String, &str)> = cells
+            .iter()
+            .map(|&(day, i)| {
+                (
+                    day.to_string(),
+                    std::str::from_utf8(&names[i as usize]).unwrap(),
+                )
+            })
+            .collect();
+        let mut want: Vec<(String, &str)> = got.clone();
+        want.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| listing_cmp(a.1.as_bytes(), b.1.as_bytes()))
+        });
+        assert_eq!(got, want);
+        assert_eq!(got[0].0, "0000-01-01");
+        // Numbers by value before other ids, as the spec orders listings.
+        let jan1: Vec<&str> = got
+            .iter()
+            .filter(|c| c.0 == "2016-01-01")
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(jan1.len(), 3);
+        assert_eq!(jan1, {
+            let mut v = vec!["10", "9", "0009"];
+            v.sort_by(|a, b| listing_cmp(a.as_bytes(), b.as_bytes()));
+            v
+        });
     }
 }

@@ -1,0 +1,299 @@
+//! Keeps the per-day listing index (`listingstats_core::day_index`) in step
+//! with the data.
+//!
+//! * Keyspace notifications: every hash write to a day-hash name adds it
+//!   (HINCRBY from this module or any other client); `del`, `expired`,
+//!   `evicted`, `rename_from`, `move_from` remove it; `rename_to`,
+//!   `restore`, `copy_to`, `move_to` add it.
+//! * Server events: FLUSHDB/FLUSHALL clear, SWAPDB swaps.
+//! * Rebuilds, by an in-process scan of every database, run in slices of
+//!   about 1 ms (`redis::slices`), so the server keeps serving meanwhile:
+//!   at module load, at the end of loading (restart, replica full sync,
+//!   DEBUG RELOAD), and at the first query after a change of key-prefix or
+//!   key-format. Notifications that arrive between slices update the
+//!   partial index too. A `*` query that arrives during a rebuild waits for
+//!   it (its client blocked), or, inside MULTI/EXEC or a script, completes
+//!   it at once. One rebuild at a time: starting one ends the one before.
+//!
+//! Everything here runs on Redis's main thread. The state is a
+//! `thread_local` `RefCell`: notifications fire synchronously inside
+//! writes, so a write made while the state is borrowed would re-enter it;
+//! that panics (caught, logged) instead of deadlocking the server as a
+//! mutex would.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use redis_module::Context;
+
+use crate::config;
+use crate::redis::context::{select_db, selected_db};
+use crate::redis::events::{class, KeyEvent, ServerEvent};
+use crate::redis::scan::Cursor;
+use crate::redis::slices::{self, Sliced, Step};
+use crate::redis::{events, slices::run_now};
+use crate::stats;
+use listingstats_core::day_index::Index;
+use listingstats_core::keys::KeyScheme;
+
+pub struct State {
+    pub index: Index,
+    /// The key scheme the index is current for; `None` while it is stale
+    /// or being rebuilt.
+    built_for: Option<KeyScheme>,
+    /// A rebuild under way.
+    rebuild: Option<Rebuild>,
+    /// Counts rebuilds started: a rebuild's slices end when it is not the
+    /// newest.
+    epoch: u64,
+}
+
+/// A rebuild's findings so far; its scan position lives in the sliced
+/// work ([`RebuildWork`]).
+struct Rebuild {
+    scheme: KeyScheme,
+    partial: Index,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State {
+        index: Index::default(),
+        built_for: None,
+        rebuild: None,
+        epoch: 0,
+    });
+}
+
+fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Marks the index stale and frees it; a rebuild starts at the next query
+/// that needs it.
+pub fn invalidate() {
+    with_state(|st| {
+        st.built_for = None;
+        st.rebuild = None;
+        st.epoch += 1;
+        st.index.clear(None);
+    });
+}
+
+/// What one notification does to the index.
+fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) {
+    let removes = e.class & (class::EXPIRED | class::EVICTED) != 0
+        || matches!(e.event, b"del" | b"rename_from" | b"move_from");
+    let adds = e.class & class::HASH != 0
+        || matches!(e.event, b"rename_to" | b"restore" | b"copy_to" | b"move_to");
+    if removes {
+        index.remove(e.db, day, listing);
+    } else if adds {
+        index.add(e.db, day, listing);
+    }
+}
+
+fn on_key_event(_ctx: &Context, e: &KeyEvent<'_>) {
+    with_state(|st| {
+        let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
+            (Some(scheme), _) => (scheme, &mut st.index),
+            (None, Some(rebuild)) => (&rebuild.scheme, &mut rebuild.partial),
+            (None, None) => return,
+        };
+        if let Some((day, listing)) = scheme.parse_day_key(e.key) {
+            apply(index, e, day, listing);
+        }
+    });
+}
+
+fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
+    match *e {
+        ServerEvent::Flush(which) => with_state(|st| {
+            st.index.clear(which);
+            if let Some(rebuild) = &mut st.rebuild {
+                rebuild.partial.clear(which);
+            }
+        }),
+        ServerEvent::SwapDb(a, b) => {
+            let restart = with_state(|st| {
+                st.index.swap(a, b);
+                // The scan was walking databases that just traded places.
+                st.rebuild.take().map(|r| r.scheme)
+            });
+            if let Some(scheme) = restart {
+                start_rebuild(ctx, scheme);
+            }
+        }
+        ServerEvent::Loading { ended } => {
+            // Loading replaces the dataset: rebuild from what was loaded.
+            invalidate();
+            if ended {
+                start_rebuild(ctx, config::current().keys.clone());
+            }
+        }
+        ServerEvent::ConfigChanged(_) => {}
+    }
+}
+
+/// Subscribes to the events that keep the index current, and starts the
+/// first build (the server may already hold data: MODULE LOAD).
+pub fn init(ctx: &Context) -> Result<(), String> {
+    events::on_keyspace(
+        ctx,
+        class::HASH | class::GENERIC | class::EXPIRED | class::EVICTED,
+        on_key_event,
+    )?;
+    events::on_server_events(ctx, on_server_event);
+    start_rebuild(ctx, config::current().keys.clone());
+    Ok(())
+}
+
+/// Runs `f` on the index when it is current for the configured key
+/// scheme. Otherwise makes sure a rebuild is under way and returns `None`:
+/// the caller waits for it, or completes it with [`finish_rebuild`].
+pub fn when_current<R>(ctx: &Context, f: impl FnOnce(&State) -> R) -> Option<R> {
+    let scheme = config::current().keys.clone();
+    let (answer, rebuilding) = STATE.with(|s| {
+        let st = s.borrow();
+        if st.built_for.as_ref() == Some(&scheme) {
+            return (Some(f(&st)), true);
+        }
+        (
+            None,
+            st.rebuild.as_ref().is_some_and(|r| r.scheme == scheme),
+        )
+    });
+    if answer.is_none() && !rebuilding {
+        start_rebuild(ctx, scheme);
+    }
+    answer
+}
+
+/// Completes the rebuild under way at once (for callers that cannot wait).
+/// Its pending slice then finds the work done and ends.
+pub fn finish_rebuild(ctx: &Context) {
+    let epoch = with_state(|st| st.rebuild.is_some().then_some(st.epoch));
+    if let Some(epoch) = epoch {
+        let mut work = RebuildWork::new(epoch);
+        run_now(ctx, &mut work);
+    }
+}
+
+/// Starts rebuilding for `scheme`, ending any other rebuild.
+fn start_rebuild(ctx: &Context, scheme: KeyScheme) {
+    let epoch = with_state(|st| {
+        st.built_for = None;
+        st.index.clear(None);
+        st.epoch += 1;
+        st.rebuild = Some(Rebuild {
+            scheme,
+            partial: Index::default(),
+        });
+        st.epoch
+    });
+    slices::start(ctx, RebuildWork::new(epoch));
+}
+
+/// A rebuild's slice is half a query's: Redis runs every due module timer
+/// in one pass, and the pass that finishes a rebuild also runs the planning
+/// of the queries that waited for it.
+const REBUILD_SLICE: Duration = Duration::from_millis(1);
+
+/// The scan of one rebuild: which database, where in it.
+struct RebuildWork {
+    epoch: u64,
+    db: i32,
+    cursor: Cursor,
+}
+
+impl RebuildWork {
+    fn new(epoch: u64) -> RebuildWork {
+        RebuildWork {
+            epoch,
+            db: 0,
+            cursor: Cursor::new(),
+        }
+    }
+}
+
+impl Sliced for RebuildWork {
+    fn slice_len(&self) -> Duration {
+        REBUILD_SLICE
+    }
+
+    fn what(&self) -> &'static str {
+        "an index rebuild"
+    }
+
+    fn failed(&mut self, _ctx: &Context) {
+        // The index stays stale; the next query that needs it starts over.
+        invalidate();
+    }
+
+    fn run(&mut self, ctx: &Context, deadline: Instant) -> Step {
+        let Some(scheme) = with_state(|st| {
+            (st.epoch == self.epoch)
+                .then(|| st.rebuild.as_ref().map(|r| r.scheme.clone()))
+                .flatten()
+        }) else {
+            return Step::Done; // Replaced, completed, or invalidated.
+        };
+        let original = selected_db(ctx);
+        let mut calls = 0u32;
+        let mut found: Vec<(i32, NaiveDate, Vec<u8>)> = Vec::new();
+        let finished = loop {
+            if !select_db(ctx, self.db) {
+                break true; // Past the last database.
+            }
+            let db = self.db;
+            // A scan writes nothing, so no notification borrows the state
+            // meanwhile; findings are added after the batch.
+            let more = self.cursor.scan_batch(ctx, |k| {
+                if k.is_hash() {
+                    if let Some((day, listing)) = scheme.parse_day_key(k.name) {
+                        found.push((db, day, listing.to_vec()));
+                    }
+                }
+            });
+            if !more {
+                self.db += 1;
+                self.cursor = Cursor::new();
+            }
+            calls += 1;
+            if calls.is_multiple_of(64) && Instant::now() >= deadline {
+                break false;
+            }
+        };
+        select_db(ctx, original);
+        with_state(|st| {
+            let Some(rebuild) = st.rebuild.as_mut() else {
+                return Step::Done;
+            };
+            for (db, day, listing) in &found {
+                rebuild.partial.add(*db, *day, listing);
+            }
+            if !finished {
+                return Step::More;
+            }
+            if let Some(done) = st.rebuild.take() {
+                stats::INDEX_REBUILDS.add(1);
+                st.index = done.partial;
+                st.built_for = Some(done.scheme);
+            }
+            Step::Done
+        })
+    }
+}
+
+/// Entries, approximate heap bytes, and whether a rebuild is under way,
+/// for INFO.
+pub fn size() -> (usize, usize, bool) {
+    STATE.with(|s| {
+        let st = s.borrow();
+        (
+            st.index.entries(),
+            st.index.heap_bytes(),
+            st.rebuild.is_some(),
+        )
+    })
+}

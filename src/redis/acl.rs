@@ -1,0 +1,181 @@
+//! Permission checks: the module does to a key only what the caller could
+//! do to it with the equivalent native command.
+
+use std::os::raw::c_int;
+use std::ptr;
+
+use redis_module::{raw, Context, RedisString};
+use smallvec::SmallVec;
+
+use super::context::caller_name;
+use listingstats_core::{Error, Result};
+
+/// The native command a module action stands for, on one key: the module
+/// may do to a key only what the caller could do with that command.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Native {
+    /// Reading some fields (QUERY, TOP, the registry).
+    Hmget,
+    /// Reading a whole hash (GET).
+    Hgetall,
+    /// Adding to a counter (INCR, INGEST).
+    Hincrby,
+    /// Setting fields (METRIC SET, dedup ids).
+    Hset,
+    /// Removing a field (METRIC DEL).
+    Hdel,
+}
+
+impl Native {
+    /// The argv after the key: a placeholder field (and value), since ACL
+    /// rules never look at fields.
+    fn argv(self) -> (&'static [u8], &'static [&'static [u8]]) {
+        match self {
+            Native::Hmget => (b"HMGET", &[b"f"]),
+            Native::Hgetall => (b"HGETALL", &[]),
+            Native::Hincrby => (b"HINCRBY", &[b"f", b"1"]),
+            Native::Hset => (b"HSET", &[b"f", b"1"]),
+            Native::Hdel => (b"HDEL", &[b"f"]),
+        }
+    }
+
+    fn is_write(self) -> bool {
+        matches!(self, Native::Hincrby | Native::Hset | Native::Hdel)
+    }
+}
+
+/// The calling user, for permission checks.
+///
+/// Redis checks ACLs only for keys at declared argument positions; ours are
+/// computed from a listing and a day, so every command checks each key it
+/// computes here, before it reads or writes anything. The check is
+/// `RedisModule_ACLCheckCommandPermissions` on the equivalent native argv
+/// (`HINCRBY key f 1`, `HMGET key f`, ...): it refuses exactly what the
+/// native command would, selectors and `-@write` included.
+/// (`RedisModule_ACLCheckKeyPermissions` alone passes a key when any
+/// selector's pattern matches it, whatever commands that selector allows.)
+pub struct Acl {
+    ctx: *mut raw::RedisModuleCtx,
+    user: *mut raw::RedisModuleUser,
+}
+
+impl Acl {
+    /// No checks: no client (AOF loading, replication, the module itself).
+    pub(super) fn unchecked(ctx: *mut raw::RedisModuleCtx) -> Acl {
+        Acl {
+            ctx,
+            user: ptr::null_mut(),
+        }
+    }
+
+    pub fn of_caller(ctx: &Context) -> Acl {
+        match caller_name(ctx) {
+            Some(name) => Acl::of_name(ctx.ctx, &name).unwrap_or_else(|_| Acl::unchecked(ctx.ctx)),
+            None => Acl::unchecked(ctx.ctx),
+        }
+    }
+
+    /// The user named `name`, for work that outlives the command (a timer
+    /// has no client). Fails when the user is gone or disabled.
+    pub(super) fn of_name(ctx: *mut raw::RedisModuleCtx, name: &[u8]) -> Result<Acl> {
+        let name_str = RedisString::create_from_slice(ptr::null_mut(), name);
+        // SAFETY: live string; the user is freed in Drop.
+        let user = unsafe { api!(RedisModule_GetModuleUserFromUserName)(name_str.inner) };
+        if user.is_null() {
+            return Err(Error::invalid(format!(
+                "user {} no longer exists or is disabled",
+                listingstats_core::error::quote(name)
+            )));
+        }
+        Ok(Acl { ctx, user })
+    }
+
+    /// Whether the user could run `native` on `key` (no ACL LOG entry).
+    pub(super) fn allows_raw(&self, key: *mut raw::RedisModuleString, native: Native) -> bool {
+        if self.user.is_null() {
+            return true;
+        }
+        let (command, rest) = native.argv();
+        let mut words: SmallVec<[RedisString; 3]> = SmallVec::new();
+        words.push(RedisString::create_from_slice(self.ctx, command));
+        words.extend(
+            rest.iter()
+                .map(|w| RedisString::create_from_slice(self.ctx, w)),
+        );
+        let mut argv: SmallVec<[*mut raw::RedisModuleString; 4]> = SmallVec::new();
+        argv.push(words[0].inner);
+        argv.push(key);
+        argv.extend(words[1..].iter().map(|w| w.inner));
+        // SAFETY: user and every string are live; Redis only reads argv.
+        let status = unsafe {
+            api!(RedisModule_ACLCheckCommandPermissions)(
+                self.user,
+                argv.as_mut_ptr(),
+                argv.len() as c_int,
+            )
+        };
+        status == raw::REDISMODULE_OK as c_int
+    }
+
+    pub(super) fn allows(&self, key: &RedisString, native: Native) -> bool {
+        self.allows_raw(key.inner, native)
+    }
+
+    /// `Ok` when the user could run `native` on `key`; otherwise a NOPERM
+    /// error, and an `ACL LOG` entry as the server makes for its own
+    /// refusals.
+    pub(super) fn check(&self, key: &RedisString, native: Native) -> Result<()> {
+        if self.allows(key, native) {
+            return Ok(());
+        }
+        let flags = if native.is_write() {
+            raw::REDISMODULE_CMD_KEY_ACCESS | raw::REDISMODULE_CMD_KEY_UPDATE
+        } else {
+            raw::REDISMODULE_CMD_KEY_ACCESS
+        } as c_int;
+        // SAFETY: user and key are live Redis objects.
+        let key_refused =
+            unsafe { api!(RedisModule_ACLCheckKeyPermissions)(self.user, key.inner, flags) }
+                != raw::REDISMODULE_OK as c_int;
+        // SAFETY: live context, user and key; the log copies the key name.
+        unsafe {
+            if let Some(log) = *ptr::addr_of!(raw::RedisModule_ACLAddLogEntry) {
+                let reason = if key_refused {
+                    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY
+                } else {
+                    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD
+                };
+                let command = RedisString::create_from_slice(self.ctx, native.argv().0);
+                log(
+                    self.ctx,
+                    self.user,
+                    if key_refused {
+                        key.inner
+                    } else {
+                        command.inner
+                    },
+                    reason,
+                );
+            }
+        }
+        let verb = if native.is_write() { "write" } else { "read" };
+        let key_text = key.as_slice().escape_ascii();
+        Err(Error::invalid(if key_refused {
+            format!("NOPERM this user has no permissions to {verb} the key '{key_text}'")
+        } else {
+            format!(
+                "NOPERM this user has no permissions to run '{}' on the key '{key_text}'",
+                String::from_utf8_lossy(native.argv().0).to_lowercase()
+            )
+        }))
+    }
+}
+
+impl Drop for Acl {
+    fn drop(&mut self) {
+        if !self.user.is_null() {
+            // SAFETY: created by GetModuleUserFromUserName, freed once.
+            unsafe { api!(RedisModule_FreeModuleUser)(self.user) };
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Keyspace notifications and server events, delivered to safe handlers.
+//!
+//! Handlers are plain functions registered at load; each runs under
+//! `catch_unwind` (nothing unwinds into Redis from a notification).
+
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::RwLock;
+
+use redis_module::{raw, Context};
+
+use super::context::selected_db;
+use super::string::lent_bytes;
+
+/// Notification classes.
+pub mod class {
+    use redis_module::raw;
+    pub const HASH: i32 = raw::REDISMODULE_NOTIFY_HASH;
+    pub const GENERIC: i32 = raw::REDISMODULE_NOTIFY_GENERIC;
+    pub const EXPIRED: i32 = raw::REDISMODULE_NOTIFY_EXPIRED;
+    pub const EVICTED: i32 = raw::REDISMODULE_NOTIFY_EVICTED;
+}
+
+/// One keyspace notification.
+pub struct KeyEvent<'a> {
+    pub db: i32,
+    /// Its class (`class::*`).
+    pub class: i32,
+    /// `hset`, `del`, `rename_to`, ...
+    pub event: &'a [u8],
+    pub key: &'a [u8],
+}
+
+/// A server event the module follows.
+pub enum ServerEvent<'a> {
+    /// FLUSHDB (`Some(db)`) or FLUSHALL (`None`), before it happens.
+    Flush(Option<i32>),
+    SwapDb(i32, i32),
+    /// Loading (restart, full sync, DEBUG RELOAD) started or ended.
+    Loading {
+        ended: bool,
+    },
+    /// `CONFIG SET` changed these settings.
+    ConfigChanged(&'a [&'a [u8]]),
+}
+
+type KeyHandler = fn(&Context, &KeyEvent<'_>);
+type ServerHandler = fn(&Context, &ServerEvent<'_>);
+
+static KEY_HANDLERS: RwLock<Vec<KeyHandler>> = RwLock::new(Vec::new());
+static SERVER_HANDLERS: RwLock<Vec<ServerHandler>> = RwLock::new(Vec::new());
+
+fn add<T: PartialEq + Copy>(list: &RwLock<Vec<T>>, handler: T) -> bool {
+    let mut list = list.write().unwrap_or_else(|p| p.into_inner());
+    let first = list.is_empty();
+    if !list.contains(&handler) {
+        list.push(handler);
+    }
+    first
+}
+
+fn each<T: Copy>(list: &RwLock<Vec<T>>, mut f: impl FnMut(T)) {
+    let handlers: Vec<T> = list.read().unwrap_or_else(|p| p.into_inner()).clone();
+    for h in handlers {
+        f(h);
+    }
+}
+
+unsafe extern "C" fn on_key(
+    ctx: *mut raw::RedisModuleCtx,
+    class: c_int,
+    event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    let context = Context::new(ctx);
+    // SAFETY: Redis passes a NUL-terminated event name and a live key name
+    // for the duration of this callback.
+    let (event, key) = unsafe { (CStr::from_ptr(event).to_bytes(), lent_bytes(key)) };
+    let e = KeyEvent {
+        db: selected_db(&context),
+        class,
+        event,
+        key,
+    };
+    each(&KEY_HANDLERS, |h| {
+        let _ = catch_unwind(AssertUnwindSafe(|| h(&context, &e)));
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Calls `handler` for every notification of `classes` (every key; the
+/// handler filters).
+pub fn on_keyspace(ctx: &Context, classes: i32, handler: KeyHandler) -> Result<(), String> {
+    add(&KEY_HANDLERS, handler);
+    // SAFETY: OnLoad; the trampoline lives as long as the module. Redis
+    // keeps one subscription per (module, callback), so subscribing again
+    // with other classes widens it.
+    let ok = unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, classes, Some(on_key)) };
+    if ok == raw::REDISMODULE_OK as c_int {
+        Ok(())
+    } else {
+        Err("cannot subscribe to keyspace events".into())
+    }
+}
+
+unsafe extern "C" fn on_server(
+    ctx: *mut raw::RedisModuleCtx,
+    e: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
+    let context = Context::new(ctx);
+    let mut names: Vec<&[u8]> = Vec::new();
+    // SAFETY: for each event id Redis passes the documented struct (or
+    // NULL); every pointer read here is checked and lives for the callback.
+    let event = unsafe {
+        match e.id {
+            raw::REDISMODULE_EVENT_FLUSHDB
+                if sub == raw::REDISMODULE_SUBEVENT_FLUSHDB_START && !data.is_null() =>
+            {
+                let db = (*data.cast::<raw::RedisModuleFlushInfo>()).dbnum;
+                ServerEvent::Flush((db >= 0).then_some(db))
+            }
+            raw::REDISMODULE_EVENT_SWAPDB if !data.is_null() => {
+                let info = &*data.cast::<raw::RedisModuleSwapDbInfo>();
+                ServerEvent::SwapDb(info.dbnum_first, info.dbnum_second)
+            }
+            raw::REDISMODULE_EVENT_LOADING => ServerEvent::Loading {
+                ended: sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED
+                    || sub == raw::REDISMODULE_SUBEVENT_LOADING_FAILED,
+            },
+            raw::REDISMODULE_EVENT_CONFIG
+                if sub == raw::REDISMODULE_SUBEVENT_CONFIG_CHANGE && !data.is_null() =>
+            {
+                let change = &*data.cast::<raw::RedisModuleConfigChange>();
+                for i in 0..change.num_changes as usize {
+                    let name = *change.config_names.add(i);
+                    if !name.is_null() {
+                        names.push(CStr::from_ptr(name).to_bytes());
+                    }
+                }
+                ServerEvent::ConfigChanged(&names)
+            }
+            _ => return,
+        }
+    };
+    each(&SERVER_HANDLERS, |h| {
+        let _ = catch_unwind(AssertUnwindSafe(|| h(&context, &event)));
+    });
+}
+
+/// Calls `handler` for every [`ServerEvent`].
+pub fn on_server_events(ctx: &Context, handler: ServerHandler) {
+    if !add(&SERVER_HANDLERS, handler) {
+        return; // Already subscribed for an earlier handler.
+    }
+    for id in [
+        raw::REDISMODULE_EVENT_FLUSHDB,
+        raw::REDISMODULE_EVENT_SWAPDB,
+        raw::REDISMODULE_EVENT_LOADING,
+        raw::REDISMODULE_EVENT_CONFIG,
+    ] {
+        // SAFETY: OnLoad; the trampoline lives as long as the module. An
+        // event this server does not know is refused, harmlessly.
+        unsafe {
+            api!(RedisModule_SubscribeToServerEvent)(
+                ctx.ctx,
+                raw::RedisModuleEvent { id, dataver: 1 },
+                Some(on_server),
+            );
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! An open key: its type, hash fields as counters, delete.
+//!
+//! Raw calls on purpose (the hot path of INCR, INGEST and QUERY): the
+//! crate's `RedisKey` hash helpers build a `RedisString` per field read.
+
+use std::os::raw::{c_char, c_int, c_longlong};
+use std::ptr;
+
+use redis_module::{raw, Context, RedisString};
+
+use super::store::FieldNames;
+use super::string::lent_bytes;
+use listingstats_core::number::parse_counter;
+use listingstats_core::{Error, Result};
+
+/// A key handle: opened by us ([`OpenKey`]) or lent by a keyspace scan.
+pub(super) struct KeyRef {
+    pub(super) ctx: *mut raw::RedisModuleCtx,
+    pub(super) key: *mut raw::RedisModuleKey,
+}
+
+/// A key we opened, closed on drop.
+pub(super) struct OpenKey(KeyRef);
+
+impl OpenKey {
+    pub(super) fn open(ctx: &Context, name: &RedisString, write: bool) -> OpenKey {
+        let mode = if write {
+            raw::REDISMODULE_READ | raw::REDISMODULE_WRITE
+        } else {
+            raw::REDISMODULE_READ
+        };
+        // SAFETY: ctx and name are live. In READ mode an absent key gives
+        // NULL: KeyType and CloseKey accept that, the readers check it.
+        let key = unsafe { api!(RedisModule_OpenKey)(ctx.ctx, name.inner, mode as c_int) };
+        OpenKey(KeyRef {
+            ctx: ctx.ctx,
+            key: key.cast(),
+        })
+    }
+}
+
+impl std::ops::Deref for OpenKey {
+    type Target = KeyRef;
+    fn deref(&self) -> &KeyRef {
+        &self.0
+    }
+}
+
+impl KeyRef {
+    pub(super) fn is_hash(&self) -> bool {
+        self.kind() == raw::REDISMODULE_KEYTYPE_HASH as c_int
+    }
+
+    /// Reads `fields` into `out` (0 for an absent field). `Ok(false)` when
+    /// the key is not a hash: look-alike keys never count.
+    pub(super) fn read_counters(
+        &self,
+        key: &[u8],
+        fields: &FieldNames,
+        out: &mut [i64],
+    ) -> Result<bool> {
+        if !self.is_hash() {
+            return Ok(false);
+        }
+        for ((bytes, name), slot) in fields.0.iter().zip(out.iter_mut()) {
+            *slot = match self.hash_get_int(name.inner) {
+                Ok(v) => v.unwrap_or(0),
+                Err(bad) => return Err(bad_counter(key, bytes, &bad)),
+            };
+        }
+        Ok(true)
+    }
+
+    pub(super) fn kind(&self) -> c_int {
+        // SAFETY: live key handle.
+        unsafe { api!(RedisModule_KeyType)(self.key) }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.kind() == raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+    }
+
+    /// Absent keys read as empty hashes; other types are WRONGTYPE.
+    pub(super) fn expect_hash(&self) -> Result<()> {
+        let kind = self.kind();
+        if kind == raw::REDISMODULE_KEYTYPE_EMPTY as c_int
+            || kind == raw::REDISMODULE_KEYTYPE_HASH as c_int
+        {
+            Ok(())
+        } else {
+            Err(Error::WrongType)
+        }
+    }
+
+    /// One field's value as an integer; `Ok(None)` when the key or the
+    /// field is absent, `Err(bytes)` when the value is not an integer.
+    pub(super) fn hash_get_int(
+        &self,
+        field: *mut raw::RedisModuleString,
+    ) -> std::result::Result<Option<i64>, Vec<u8>> {
+        if self.key.is_null() {
+            return Ok(None);
+        }
+        let mut value: *mut raw::RedisModuleString = ptr::null_mut();
+        // SAFETY: flags NONE, one field string, one out pointer, NULL end.
+        unsafe {
+            api!(RedisModule_HashGet)(
+                self.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                field,
+                &mut value as *mut *mut raw::RedisModuleString,
+                ptr::null::<c_char>(),
+            );
+        }
+        if value.is_null() {
+            return Ok(None);
+        }
+        let mut n: c_longlong = 0;
+        // SAFETY: value is ours until freed below. StringToLongLong accepts
+        // exactly what HINCRBY accepts.
+        let parsed = unsafe { api!(RedisModule_StringToLongLong)(value, &mut n) };
+        let result = if parsed == raw::REDISMODULE_OK as c_int {
+            Ok(Some(n))
+        } else {
+            // SAFETY: value is live until freed below.
+            Err(unsafe { lent_bytes(value) }.to_vec())
+        };
+        // SAFETY: HashGet hands us ownership of the value.
+        unsafe { api!(RedisModule_FreeString)(self.ctx, value) };
+        result
+    }
+
+    /// `HashSet` of one field; returns how many fields it updated or
+    /// deleted, as the API does.
+    pub(super) fn hash_set(
+        &self,
+        field: *mut raw::RedisModuleString,
+        value: *mut raw::RedisModuleString,
+    ) -> c_int {
+        // SAFETY: live writable key; Redis copies field and value.
+        unsafe {
+            api!(RedisModule_HashSet)(
+                self.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                field,
+                value,
+                ptr::null::<c_char>(),
+            )
+        }
+    }
+
+    pub(super) fn hash_has(&self, field: *mut raw::RedisModuleString) -> bool {
+        if self.key.is_null() || self.is_empty() {
+            return false;
+        }
+        let mut exists: c_int = 0;
+        // SAFETY: EXISTS flag: one field, one int out pointer, NULL end.
+        unsafe {
+            api!(RedisModule_HashGet)(
+                self.key,
+                raw::REDISMODULE_HASH_EXISTS as c_int,
+                field,
+                &mut exists as *mut c_int,
+                ptr::null::<c_char>(),
+            );
+        }
+        exists != 0
+    }
+
+    /// Deletes the key; true when it existed.
+    pub(super) fn delete(&self) -> bool {
+        // SAFETY: live writable key.
+        unsafe { api!(RedisModule_DeleteKey)(self.key) == raw::REDISMODULE_OK as c_int }
+    }
+
+    pub(super) fn hash_set_int(&self, field: *mut raw::RedisModuleString, value: i64) {
+        // SAFETY: the value string is ours and freed after the copy HashSet makes.
+        unsafe {
+            let v = api!(RedisModule_CreateStringFromLongLong)(self.ctx, value as c_longlong);
+            api!(RedisModule_HashSet)(
+                self.key,
+                raw::REDISMODULE_HASH_NONE as c_int,
+                field,
+                v,
+                ptr::null::<c_char>(),
+            );
+            api!(RedisModule_FreeString)(self.ctx, v);
+        }
+    }
+}
+
+impl Drop for OpenKey {
+    fn drop(&mut self) {
+        // SAFETY: opened by OpenKey, closed once.
+        unsafe { api!(RedisModule_CloseKey)(self.0.key) };
+    }
+}
+
+/// The error for a stored value that is not an integer.
+pub(super) fn bad_counter(key: &[u8], field: &[u8], value: &[u8]) -> Error {
+    match parse_counter(key, field, value) {
+        Err(e) => e,
+        Ok(_) => Error::invalid("internal error: integer check disagrees"),
+    }
+}

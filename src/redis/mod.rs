@@ -1,0 +1,66 @@
+//! The one layer that talks to the Redis module API.
+//!
+//! Every `unsafe` block of the module crate lives in this folder (the
+//! global allocator, `alloc.rs`, aside): small RAII wrappers, one topic per
+//! file. Everything above — commands, the index feed, configuration,
+//! eviction, INFO — is safe Rust built on these.
+//!
+//! | file | wraps |
+//! |---|---|
+//! | `string.rs` | bytes of Redis strings |
+//! | `context.rs` | context flags, databases, the clock, the caller, API presence |
+//! | `key.rs` | an open key: type, hash fields, delete |
+//! | `acl.rs` | permission checks as the equivalent native command |
+//! | `store.rs` | the core's `CounterStore`, and the readers QUERY/GET use |
+//! | `scan.rs` | a keyspace scan cursor |
+//! | `reply.rs` | writing a reply piece by piece |
+//! | `blocked.rs` | a blocked client and the reply it collects |
+//! | `slices.rs` | work run in slices on a timer (queries, index rebuilds) |
+//! | `events.rs` | keyspace notifications and server events |
+//! | `command.rs` | registering commands: dispatch, ACL categories, COMMAND DOCS |
+//! | `info.rs` | the INFO section |
+//!
+//! Where a wrapper of the `redis-module` crate costs nothing measurable it
+//! is used (typed timers, configuration, `Context::call`); raw calls remain
+//! on measured hot paths, and say so.
+
+/// Looks up a module API function pointer, which `RedisModule_Init` filled
+/// in; a pointer this server lacks is a panic, which the command dispatcher
+/// turns into an error reply.
+macro_rules! api {
+    ($name:ident) => {{
+        // SAFETY: written once by RedisModule_Init before any command runs.
+        #[allow(unused_unsafe)]
+        let f = unsafe { *std::ptr::addr_of!(redis_module::raw::$name) };
+        match f {
+            Some(f) => f,
+            None => panic!(concat!(
+                stringify!($name),
+                " is not available on this server"
+            )),
+        }
+    }};
+}
+
+/// Whether the server has this API function (filled in by RedisModule_Init).
+macro_rules! has_api {
+    ($name:ident) => {{
+        // SAFETY: a plain read of a pointer written once by RedisModule_Init.
+        #[allow(unused_unsafe)]
+        let present = unsafe { (*std::ptr::addr_of!(redis_module::raw::$name)).is_some() };
+        present
+    }};
+}
+
+pub mod acl;
+pub mod blocked;
+pub mod command;
+pub mod context;
+pub mod events;
+pub mod info;
+pub mod key;
+pub mod reply;
+pub mod scan;
+pub mod slices;
+pub mod store;
+pub mod string;

@@ -1,0 +1,78 @@
+//! The one engine for long work: run it in slices of a few milliseconds on
+//! a timer, so the server serves other clients between slices.
+//!
+//! A piece of work implements [`Sliced`]. Each slice runs under
+//! `catch_unwind`; a panic ends the work through [`Sliced::failed`] and a
+//! log line, never an unwind into Redis. Work ends itself when it is no
+//! longer wanted: a query whose client disconnected (see
+//! `BlockedReply::client_gone`), an index rebuild that a newer one
+//! replaced. Redis refuses `MODULE UNLOAD` while a module timer is pending,
+//! so no slice outlives the module. What the work holds (a blocked client,
+//! a cursor) is released by its own `Drop` when the work ends.
+//!
+//! Typed timers are the crate's (`Context::create_timer`): the work is the
+//! timer's data, owned by exactly one pending timer at a time.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use redis_module::Context;
+
+/// What a slice says about the work.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    More,
+    Done,
+}
+
+/// Work that runs in slices.
+pub trait Sliced: Sized + 'static {
+    /// How long one slice may hold the server.
+    fn slice_len(&self) -> Duration;
+    /// Runs one slice, until about `deadline`.
+    fn run(&mut self, ctx: &Context, deadline: Instant) -> Step;
+    /// A slice panicked (already caught and logged): end the work, e.g.
+    /// with an error reply.
+    fn failed(&mut self, ctx: &Context);
+    /// A name for the log.
+    fn what(&self) -> &'static str;
+}
+
+/// Starts `work`: its first slice runs at the next timer pass.
+pub fn start<W: Sliced>(ctx: &Context, work: W) {
+    ctx.create_timer(Duration::ZERO, tick::<W>, work);
+}
+
+/// Runs `work` to its end now, in one piece (for callers that cannot wait:
+/// MULTI/EXEC, scripts).
+pub fn run_now<W: Sliced>(ctx: &Context, work: &mut W) {
+    while one_slice(ctx, work, None) == Step::More {}
+}
+
+fn one_slice<W: Sliced>(ctx: &Context, work: &mut W, deadline: Option<Instant>) -> Step {
+    // Without a deadline, a slice length of an hour stands for "to the end".
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+    match catch_unwind(AssertUnwindSafe(|| work.run(ctx, deadline))) {
+        Ok(step) => step,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            ctx.log_warning(&format!(
+                "listingstats: internal error in {}: {what}",
+                work.what()
+            ));
+            let _ = catch_unwind(AssertUnwindSafe(|| work.failed(ctx)));
+            Step::Done
+        }
+    }
+}
+
+fn tick<W: Sliced>(ctx: &Context, mut work: W) {
+    let deadline = Instant::now() + work.slice_len();
+    if one_slice(ctx, &mut work, Some(deadline)) == Step::More {
+        ctx.create_timer(Duration::ZERO, tick::<W>, work);
+    }
+}

@@ -1,0 +1,466 @@
+//! Redis's side of the core's [`CounterStore`], and the readers the query
+//! commands use. Every key read or written for a command goes through here,
+//! after its ACL check (`acl.rs`).
+//!
+//! Why raw calls instead of `ctx.call("HINCRBY", ...)`: a call through
+//! `RedisModule_Call` builds a fake client and a full argv for each
+//! command, several times the cost of the lookup itself; INCR must stay
+//! close to native HINCRBY. Why explicit replication: the effect of INCR
+//! depends on the clock and on dedup state, so replicas and the AOF get the
+//! concrete `HINCRBY key field n` and `HSET shard id 1` instead.
+
+use std::os::raw::c_longlong;
+use std::ptr;
+
+use redis_module::{raw, Context, RedisString};
+use rustc_hash::FxHashMap;
+
+use super::acl::{Acl, Native};
+use super::context::selected_db;
+use super::key::{bad_counter, KeyRef, OpenKey};
+use super::scan::Cursor;
+use super::string::lent_bytes;
+use listingstats_core::dedup::{stale_generations, Marker, SHARDS};
+use listingstats_core::keys::KeyScheme;
+use listingstats_core::write::CounterStore;
+use listingstats_core::{Error, Result};
+
+/// Field names of a query, as Redis strings made once per command.
+pub struct FieldNames(pub(super) Vec<(Vec<u8>, RedisString)>);
+
+const SHARD_ABOUT_FIELD: &[u8] = b"listingstats about";
+const SHARD_ABOUT: &[u8] =
+    b"dedup shard of LISTINGSTATS: the other fields are event ids seen in this generation; no TTL, the module deletes it two windows on";
+
+/// Writes day hashes, dedup markers and the metrics hash for one command.
+pub struct RedisStore<'c> {
+    ctx: &'c Context,
+    /// The key names in force for this command.
+    scheme: &'c KeyScheme,
+    acl: Acl,
+    /// Every key this command touched, open for writing, its ACL check
+    /// passed: the write phase finds the handles the check phase opened.
+    /// All are closed when the store is dropped, at the end of the command.
+    keys: FxHashMap<Vec<u8>, CurrentKey>,
+    /// Field names as Redis strings, made once per command.
+    fields: FxHashMap<Vec<u8>, RedisString>,
+}
+
+struct CurrentKey {
+    name: RedisString,
+    open: OpenKey,
+}
+
+impl<'c> RedisStore<'c> {
+    pub fn new(ctx: &'c Context, scheme: &'c KeyScheme) -> Self {
+        RedisStore {
+            ctx,
+            scheme,
+            acl: Acl::of_caller(ctx),
+            keys: FxHashMap::default(),
+            fields: FxHashMap::default(),
+        }
+    }
+
+    /// The key, opened for writing on first use, after checking that the
+    /// caller could run `native` on it.
+    fn key(&mut self, key: &[u8], native: Native) -> Result<&CurrentKey> {
+        if !self.keys.contains_key(key) {
+            let name = RedisString::create_from_slice(self.ctx.ctx, key);
+            self.acl.check(&name, native)?;
+            let open = OpenKey::open(self.ctx, &name, true);
+            self.keys.insert(key.to_vec(), CurrentKey { name, open });
+        }
+        self.keys
+            .get(key)
+            .ok_or_else(|| Error::invalid("internal error: no open key"))
+    }
+
+    /// The field as a Redis string, valid as long as the store.
+    fn field(&mut self, field: &[u8]) -> *mut raw::RedisModuleString {
+        if let Some(name) = self.fields.get(field) {
+            return name.inner;
+        }
+        let name = RedisString::create_from_slice(self.ctx.ctx, field);
+        let inner = name.inner;
+        self.fields.insert(field.to_vec(), name);
+        inner
+    }
+
+    fn replicate_hincrby(&self, key: &[u8], field: &[u8], delta: i64) {
+        // SAFETY: "bbl" takes two (pointer, length) buffers and a long long.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.ctx.ctx,
+                c"HINCRBY".as_ptr(),
+                c"bbl".as_ptr(),
+                key.as_ptr(),
+                key.len(),
+                field.as_ptr(),
+                field.len(),
+                delta as c_longlong,
+            );
+        }
+    }
+
+    /// Replicates `command` with these arguments (Redis strings).
+    fn replicate_argv(&self, command: &std::ffi::CStr, argv: &mut [*mut raw::RedisModuleString]) {
+        // SAFETY: "v" takes an array of strings and its length; Redis
+        // takes its own references.
+        unsafe {
+            api!(RedisModule_Replicate)(
+                self.ctx.ctx,
+                command.as_ptr(),
+                c"v".as_ptr(),
+                argv.as_mut_ptr(),
+                argv.len(),
+            );
+        }
+    }
+
+    fn notify(&self, class: i32, event: &std::ffi::CStr, name: *mut raw::RedisModuleString) {
+        // SAFETY: live context and key name.
+        unsafe { api!(RedisModule_NotifyKeyspaceEvent)(self.ctx.ctx, class, event.as_ptr(), name) };
+    }
+
+    fn create_string(&self, bytes: &[u8]) -> RedisString {
+        RedisString::create_from_slice(self.ctx.ctx, bytes)
+    }
+
+    /// `HSET key field value`, replicated as such. Checks ACL and type first.
+    pub fn hash_set(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> Result<()> {
+        self.key(key, Native::Hset)?.open.expect_hash()?;
+        let value = self.create_string(value);
+        let name = self.field(field);
+        let current = self.key(key, Native::Hset)?;
+        current.open.hash_set(name, value.inner);
+        let key_name = current.name.inner;
+        self.replicate_argv(c"HSET", &mut [key_name, name, value.inner]);
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
+        Ok(())
+    }
+
+    /// `HDEL key field`, replicated when it removed something.
+    pub fn hash_del(&mut self, key: &[u8], field: &[u8]) -> Result<bool> {
+        self.key(key, Native::Hdel)?.open.expect_hash()?;
+        if self.key(key, Native::Hdel)?.open.is_empty() {
+            return Ok(false);
+        }
+        let name = self.field(field);
+        let current = self.key(key, Native::Hdel)?;
+        // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
+        let removed = current.open.hash_set(name, ptr::without_provenance_mut(1));
+        if removed <= 0 {
+            return Ok(false);
+        }
+        let key_name = current.name.inner;
+        self.replicate_argv(c"HDEL", &mut [key_name, name]);
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", key_name);
+        Ok(true)
+    }
+}
+
+impl CounterStore for RedisStore<'_> {
+    fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>> {
+        self.key(key, Native::Hincrby)?.open.expect_hash()?;
+        let name = self.field(field);
+        let current = self.key(key, Native::Hincrby)?.open.hash_get_int(name);
+        current.map_err(|bad| bad_counter(key, field, &bad))
+    }
+
+    fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64) {
+        let name = self.field(field);
+        let Ok(current) = self.key(key, Native::Hincrby) else {
+            return;
+        };
+        current.open.hash_set_int(name, value);
+        let key_name = current.name.inner;
+        self.replicate_hincrby(key, field, delta);
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
+    }
+
+    fn is_remembered(&mut self, marker: &Marker) -> Result<bool> {
+        let id = self.field(&marker.id);
+        // The current shard gets the id (HSET); the previous one is only read.
+        for (shard, native) in [
+            (&*marker.current, Native::Hset),
+            (&*marker.previous, Native::Hmget),
+        ] {
+            let open = &self.key(shard, native)?.open;
+            open.expect_hash()?;
+            if open.hash_has(id) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn remember(&mut self, markers: &[Marker]) {
+        // One HSET per shard: `HSET shard id 1 id 1 ...`.
+        let mut by_shard: FxHashMap<&[u8], Vec<&Marker>> = FxHashMap::default();
+        for m in markers {
+            by_shard.entry(&m.current).or_default().push(m);
+        }
+        let one = self.create_string(b"1");
+        // Written once into each new shard. Its value is longer than
+        // hash-max-listpack-value (64), so Redis stores the shard as a hash
+        // table from the start: a listpack of up to 512 ids (Debian's
+        // default) would be searched linearly on every lookup. Ids cannot
+        // contain spaces, so the field never collides with one.
+        let about_field = self.create_string(SHARD_ABOUT_FIELD);
+        let about = self.create_string(SHARD_ABOUT);
+        let mut new_generation: Option<&Marker> = None;
+        for (shard, ids) in by_shard {
+            let names: Vec<*mut raw::RedisModuleString> =
+                ids.iter().map(|m| self.field(&m.id)).collect();
+            let Ok(current) = self.key(shard, Native::Hset) else {
+                continue;
+            };
+            let created = current.open.is_empty();
+            let mut argv = Vec::with_capacity(3 + 2 * names.len());
+            argv.push(current.name.inner);
+            if created {
+                current.open.hash_set(about_field.inner, about.inner);
+                argv.extend([about_field.inner, about.inner]);
+            }
+            for &id in &names {
+                current.open.hash_set(id, one.inner);
+                argv.extend([id, one.inner]);
+            }
+            let key_name = current.name.inner;
+            self.replicate_argv(c"HSET", &mut argv);
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
+            if created {
+                new_generation = Some(ids[0]);
+            }
+        }
+        if let Some(m) = new_generation.or(markers.first()) {
+            self.keep_generations(m, new_generation.is_some());
+        }
+    }
+}
+
+impl RedisStore<'_> {
+    /// Dedup housekeeping after ids were remembered (see `listingstats_core::dedup`):
+    /// lists `marker`'s generation in the registry hash when it just got a
+    /// shard, and deletes the shards of every generation no lookup reaches
+    /// any more. The registry is read at most once per generation per
+    /// database between restarts. Module state, so no per-user ACL check:
+    /// the caller was allowed to write a shard under the same prefix.
+    fn keep_generations(&mut self, marker: &Marker, listed_new: bool) {
+        let db = selected_db(self.ctx);
+        let swept = SWEPT.with(|s| {
+            s.borrow().get(&db).and_then(|m| m.get(&*marker.registry)) == Some(&marker.generation)
+        });
+        if swept && !listed_new {
+            return; // The common case: one map look-up, no key opened.
+        }
+        let registry = self.create_string(&marker.registry);
+        let open = OpenKey::open(self.ctx, &registry, true);
+        if open.expect_hash().is_err() {
+            return; // Someone else's key of another type: leave it alone.
+        }
+        let generation = marker.generation.to_string();
+        if listed_new {
+            let field = self.create_string(generation.as_bytes());
+            let one = self.create_string(b"1");
+            open.hash_set(field.inner, one.inner);
+            self.replicate_argv(c"HSET", &mut [registry.inner, field.inner, one.inner]);
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", registry.inner);
+        }
+        if swept {
+            return;
+        }
+        let Ok(fields) = Reader::new(self.ctx).hash_all_of(&registry) else {
+            return;
+        };
+        let stale = stale_generations(fields.iter().map(|(f, _)| f.as_slice()), marker.generation);
+        let scheme = self.scheme;
+        for old in stale {
+            for shard in 0..SHARDS {
+                let name = self.create_string(&scheme.seen_key(old, shard));
+                let key = OpenKey::open(self.ctx, &name, true);
+                if !key.is_empty() && key.delete() {
+                    self.replicate_argv(c"DEL", &mut [name.inner]);
+                    self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
+                }
+            }
+            let field = self.create_string(old.to_string().as_bytes());
+            if open.hash_set(field.inner, ptr::without_provenance_mut(1)) > 0 {
+                self.replicate_argv(c"HDEL", &mut [registry.inner, field.inner]);
+                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", registry.inner);
+            }
+        }
+        SWEPT.with(|s| {
+            s.borrow_mut()
+                .entry(db)
+                .or_default()
+                .insert(marker.registry.to_vec(), marker.generation)
+        });
+    }
+}
+
+thread_local! {
+    /// database -> registry key -> the generation whose sweep is done.
+    /// Main-thread state only; a restart forgets it and sweeps once more.
+    static SWEPT: std::cell::RefCell<FxHashMap<i32, FxHashMap<Vec<u8>, i64>>> = Default::default();
+}
+
+/// Read access for GET and QUERY: one caller, many keys.
+pub struct Reader<'c> {
+    ctx: &'c Context,
+    acl: Acl,
+}
+
+impl<'c> Reader<'c> {
+    pub fn new(ctx: &'c Context) -> Self {
+        Reader {
+            ctx,
+            acl: Acl::of_caller(ctx),
+        }
+    }
+
+    /// A reader for the user named `user` (None: no checks), for slices of
+    /// a query that run from a timer, where there is no client.
+    pub fn for_user(ctx: &'c Context, user: Option<&[u8]>) -> Result<Self> {
+        let acl = match user {
+            Some(name) => Acl::of_name(ctx.ctx, name)?,
+            None => Acl::unchecked(ctx.ctx),
+        };
+        Ok(Reader { ctx, acl })
+    }
+
+    pub fn field_names(&self, fields: &[Vec<u8>]) -> FieldNames {
+        FieldNames(
+            fields
+                .iter()
+                .map(|f| (f.clone(), RedisString::create_from_slice(self.ctx.ctx, f)))
+                .collect(),
+        )
+    }
+
+    /// Reads `fields` of the day hash `key` into `out`. `Ok(false)` when
+    /// the key is absent or not a hash; an error when the caller may not
+    /// read it or a needed value is not an integer.
+    pub fn counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        self.acl.check(&name, Native::Hmget)?;
+        OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
+    }
+
+    /// Whether the caller may read the day hash `key` (no ACL LOG entry).
+    pub fn may_read(&self, key: &[u8]) -> bool {
+        self.acl.allows(
+            &RedisString::create_from_slice(self.ctx.ctx, key),
+            Native::Hmget,
+        )
+    }
+
+    /// Like [`Reader::counters`], but a key the caller may not read is
+    /// passed over (`Ok(false)`), as a `*` query does.
+    pub fn counters_if_readable(
+        &self,
+        key: &[u8],
+        fields: &FieldNames,
+        out: &mut [i64],
+    ) -> Result<bool> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        if !self.acl.allows(&name, Native::Hmget) {
+            return Ok(false);
+        }
+        OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
+    }
+
+    /// Visits every key of the database, in-process (no client round trip
+    /// per batch): `wanted` sees each name; for names it accepts that the
+    /// caller may read and that are hashes, `visit` gets the counters of
+    /// `fields`. Keys the caller may not read are passed over. Returns how
+    /// many keys were scanned.
+    pub fn scan(
+        &self,
+        fields: &FieldNames,
+        mut wanted: impl FnMut(&[u8]) -> bool,
+        mut visit: impl FnMut(&[u8], &[i64]) -> Result<()>,
+    ) -> Result<u64> {
+        let mut values = vec![0; fields.0.len()];
+        let mut scanned = 0u64;
+        let mut error: Option<Error> = None;
+        let mut cursor = Cursor::new();
+        loop {
+            let more = cursor.scan_batch(self.ctx, |k| {
+                scanned += 1;
+                if error.is_some() || k.key.key.is_null() || !wanted(k.name) {
+                    return;
+                }
+                if !self.acl.allows_raw(k.name_raw, Native::Hmget) {
+                    return;
+                }
+                let result = match k.key.read_counters(k.name, fields, &mut values) {
+                    Ok(true) => visit(k.name, &values),
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = result {
+                    error = Some(e);
+                }
+            });
+            if !more || error.is_some() {
+                break;
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(scanned),
+        }
+    }
+
+    /// Every field and value of a hash, sorted by field; empty when the key
+    /// is absent.
+    pub fn hash_all(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        self.acl.check(&name, Native::Hgetall)?;
+        self.hash_all_of(&name)
+    }
+
+    /// [`Reader::hash_all`] without the caller's permission check, for the
+    /// module's own metadata (see `commands::metric::current_registry`).
+    pub fn hash_all_unchecked(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.hash_all_of(&RedisString::create_from_slice(self.ctx.ctx, key))
+    }
+
+    pub(super) fn hash_all_of(&self, name: &RedisString) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let open = OpenKey::open(self.ctx, name, false);
+        open.expect_hash()?;
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        let open: &KeyRef = &open;
+        let mut pairs = Vec::new();
+        // SAFETY: ScanKey over a live hash; the callback copies each field
+        // and value out before Redis reuses them.
+        unsafe {
+            let cursor = api!(RedisModule_ScanCursorCreate)();
+            extern "C" fn collect(
+                _key: *mut raw::RedisModuleKey,
+                field: *mut raw::RedisModuleString,
+                value: *mut raw::RedisModuleString,
+                privdata: *mut std::os::raw::c_void,
+            ) {
+                // SAFETY: privdata is the Vec passed below.
+                let pairs = unsafe { &mut *privdata.cast::<Vec<(Vec<u8>, Vec<u8>)>>() };
+                // SAFETY: field and value are live during this callback.
+                pairs.push(unsafe { (lent_bytes(field).to_vec(), lent_bytes(value).to_vec()) });
+            }
+            while api!(RedisModule_ScanKey)(
+                open.key,
+                cursor,
+                Some(collect),
+                (&mut pairs as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
+            ) != 0
+            {}
+            api!(RedisModule_ScanCursorDestroy)(cursor);
+        }
+        pairs.sort();
+        Ok(pairs)
+    }
+}
