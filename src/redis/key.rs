@@ -8,10 +8,12 @@ use std::ptr;
 
 use redis_module::{raw, Context, RedisString};
 
-use super::store::FieldNames;
 use super::string::lent_bytes;
 use listingstats_core::number::parse_counter;
 use listingstats_core::{Error, Result};
+
+/// Field names of a query, as Redis strings made once per command.
+pub struct FieldNames(pub(super) Vec<(Vec<u8>, RedisString)>);
 
 /// A key handle: opened by us ([`OpenKey`]) or lent by a keyspace scan.
 pub(super) struct KeyRef {

@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use super::acl::{Acl, Native};
 use super::context::selected_db;
+pub use super::key::FieldNames;
 use super::key::{bad_counter, KeyRef, OpenKey};
 use super::scan::Cursor;
 use super::string::lent_bytes;
@@ -24,9 +25,6 @@ use listingstats_core::dedup::{stale_generations, Marker, SHARDS};
 use listingstats_core::keys::KeyScheme;
 use listingstats_core::write::CounterStore;
 use listingstats_core::{Error, Result};
-
-/// Field names of a query, as Redis strings made once per command.
-pub struct FieldNames(pub(super) Vec<(Vec<u8>, RedisString)>);
 
 const SHARD_ABOUT_FIELD: &[u8] = b"listingstats about";
 const SHARD_ABOUT: &[u8] =
