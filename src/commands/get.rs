@@ -3,7 +3,7 @@
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisValue};
 
-use crate::redis::command::Command;
+use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::store::Reader;
 use crate::{config, stats};
 use listingstats_core::date::parse_day_arg;
@@ -17,6 +17,13 @@ impl Command for Get {
     const NAME: &'static str = "listingstats.get";
     const FLAGS: &'static str = "readonly";
     const ACL: &'static str = "read hash fast";
+    const DOCS: Docs = Docs {
+        summary: "Returns every event counter of a listing on one day.",
+        complexity: "O(F): F events counted that day",
+        since: "0.1.0",
+        arity: 3,
+        args: &[Arg::string("listing"), Arg::string("date")],
+    };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let [listing, date] = args else {

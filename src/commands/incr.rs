@@ -2,7 +2,7 @@
 
 use redis_module::{Context, RedisValue};
 
-use crate::redis::command::Command;
+use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::context::now_ms;
 use crate::redis::store::RedisStore;
 use crate::{config, stats};
@@ -14,6 +14,26 @@ impl Command for Incr {
     const NAME: &'static str = "listingstats.incr";
     const FLAGS: &'static str = "write deny-oom";
     const ACL: &'static str = "write hash fast";
+    const DOCS: Docs = Docs {
+        summary: "Adds n (default 1) to an event's counter in a listing's day hash; with ID, counts a retried event once.",
+        complexity: "O(1)",
+        since: "0.1.0",
+        arity: -3,
+        args: &[
+            Arg::string("listing"),
+            Arg::string("event"),
+            Arg::integer("n").token("BY").optional(),
+            Arg::new(
+                "when",
+                Kind::OneOf(&[
+                    Arg::string("yyyy-mm-dd").token("DATE"),
+                    Arg::new("unix-seconds", Kind::UnixTime).token("AT"),
+                ]),
+            )
+            .optional(),
+            Arg::string("event-id").token("ID").optional(),
+        ],
+    };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = incr::parse(args)?;

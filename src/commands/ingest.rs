@@ -2,7 +2,7 @@
 
 use redis_module::{Context, RedisValue};
 
-use crate::redis::command::Command;
+use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::context::now_ms;
 use crate::redis::reply::Reply;
 use crate::redis::store::RedisStore;
@@ -15,6 +15,13 @@ impl Command for Ingest {
     const NAME: &'static str = "listingstats.ingest";
     const FLAGS: &'static str = "write deny-oom";
     const ACL: &'static str = "write hash slow";
+    const DOCS: Docs = Docs {
+        summary: "Applies a batch of JSON events (or Kinesis envelopes) with dedup by event id; replies applied, duplicates, rejected and errors.",
+        complexity: "O(E + P): E events, P distinct (day, listing, event) counters",
+        since: "0.1.0",
+        arity: -2,
+        args: &[Arg::flag("STRICT"), Arg::string("event-json").multiple()],
+    };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let settings = config::current();

@@ -4,7 +4,7 @@
 use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::redis::command::Command;
+use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::context::is_resp3;
 use crate::redis::store::{Reader, RedisStore};
 use listingstats_core::keys::KeyScheme;
@@ -32,6 +32,19 @@ impl Command for MetricSet {
     const NAME: &'static str = "listingstats.metric.set";
     const FLAGS: &'static str = "write deny-oom";
     const ACL: &'static str = "write hash fast";
+    const DOCS: Docs = Docs {
+        summary:
+            "Defines (or overrides) a ratio metric: numerator event / denominator event * scale.",
+        complexity: "O(1)",
+        since: "0.1.0",
+        arity: -4,
+        args: &[
+            Arg::string("name"),
+            Arg::string("numerator-event"),
+            Arg::string("denominator-event"),
+            Arg::new("s", Kind::Double).token("SCALE").optional(),
+        ],
+    };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let metric = parse_set(args)?;
@@ -52,6 +65,13 @@ impl Command for MetricDel {
     const NAME: &'static str = "listingstats.metric.del";
     const FLAGS: &'static str = "write";
     const ACL: &'static str = "write hash fast";
+    const DOCS: Docs = Docs {
+        summary: "Removes a stored metric definition (a built-in metric's default comes back).",
+        complexity: "O(1)",
+        since: "0.1.0",
+        arity: 2,
+        args: &[Arg::string("name")],
+    };
 
     /// 1 when a stored definition was removed (a built-in's default comes
     /// back), 0 for a built-in that was not overridden.
@@ -76,6 +96,13 @@ impl Command for MetricList {
     const NAME: &'static str = "listingstats.metric.list";
     const FLAGS: &'static str = "readonly";
     const ACL: &'static str = "read hash fast";
+    const DOCS: Docs = Docs {
+        summary: "Lists every metric: name, numerator event, denominator event, scale.",
+        complexity: "O(M): M metrics",
+        since: "0.1.0",
+        arity: 1,
+        args: &[],
+    };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         if !args.is_empty() {

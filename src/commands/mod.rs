@@ -5,7 +5,7 @@
 
 use redis_module::{Context, Status};
 
-use crate::redis::command::{add_own_category, register};
+use crate::redis::command::{add_own_category, register, register_container, register_sub};
 
 pub mod get;
 pub mod incr;
@@ -28,7 +28,16 @@ pub fn register_all(ctx: &Context) -> Status {
         register::<metric::MetricDel>,
         register::<metric::MetricList>,
     ];
-    if all.iter().all(|reg| reg(ctx) == Status::Ok) {
+    // METRIC SET/DEL/LIST as subcommands of LISTINGSTATS.METRIC (as Redis
+    // has CONFIG GET, CLIENT LIST); the dotted names above stay as aliases.
+    let metric = "listingstats.metric";
+    let ok = all.iter().all(|reg| reg(ctx) == Status::Ok)
+        && register_container(ctx, metric, "Defines, removes and lists ratio metrics.")
+            == Status::Ok
+        && register_sub::<metric::MetricSet>(ctx, metric, "set") == Status::Ok
+        && register_sub::<metric::MetricDel>(ctx, metric, "del") == Status::Ok
+        && register_sub::<metric::MetricList>(ctx, metric, "list") == Status::Ok;
+    if ok {
         Status::Ok
     } else {
         Status::Err

@@ -5,7 +5,7 @@ use redis_module::{Context, RedisValue};
 use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
 use crate::config;
-use crate::redis::command::Command;
+use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::store::Reader;
 use listingstats_core::metrics::resolve;
 use listingstats_core::query::{parse_query, FieldPlan};
@@ -17,6 +17,35 @@ impl Command for Query {
     const NAME: &'static str = "listingstats.query";
     const FLAGS: &'static str = "readonly";
     const ACL: &'static str = "read hash slow";
+    const DOCS: Docs = Docs {
+        summary: "Computes ratio metrics (click-through rates) over a date range and a set of listings, grouped by day, listing, date or in total.",
+        complexity: "O(D * L): day hashes read (D days, L listings; with * the listings indexed on those days)",
+        since: "0.1.0",
+        arity: -5,
+        args: &[
+            Arg::string("metrics"),
+            Arg::string("start"),
+            Arg::string("end"),
+            Arg::string("listings"),
+            Arg::new(
+                "grouping",
+                Kind::OneOf(&[
+                    Arg::flag("DAY"),
+                    Arg::flag("LISTING"),
+                    Arg::flag("DATE"),
+                    Arg::flag("TOTAL"),
+                ]),
+            )
+            .token("GROUPBY")
+            .optional(),
+            Arg::new(
+                "format",
+                Kind::OneOf(&[Arg::flag("RESP"), Arg::flag("LEGACY"), Arg::flag("JSON")]),
+            )
+            .token("FORMAT")
+            .optional(),
+        ],
+    };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = parse_query(args)?;

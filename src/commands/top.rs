@@ -5,7 +5,7 @@ use redis_module::{Context, RedisValue};
 use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
 use crate::config;
-use crate::redis::command::Command;
+use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::store::Reader;
 use listingstats_core::metrics::resolve;
 use listingstats_core::query::{parse_top, FieldPlan, GroupBy};
@@ -17,6 +17,20 @@ impl Command for Top {
     const NAME: &'static str = "listingstats.top";
     const FLAGS: &'static str = "readonly";
     const ACL: &'static str = "read hash slow";
+    const DOCS: Docs = Docs {
+        summary: "Ranks listings by a metric over a date range; returns the best n.",
+        complexity: "O(D * L + L log n)",
+        since: "0.1.0",
+        arity: -5,
+        args: &[
+            Arg::string("metric"),
+            Arg::string("start"),
+            Arg::string("end"),
+            Arg::integer("n"),
+            Arg::string("listings").token("LISTINGS").optional(),
+            Arg::integer("k").token("MINDENOM").optional(),
+        ],
+    };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = parse_top(args)?;

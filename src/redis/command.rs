@@ -30,11 +30,15 @@ pub trait Command {
     /// module's own per-key checks still refuse what the native command
     /// would (see `acl.rs`).
     const ACL: &'static str;
+    /// What COMMAND DOCS and COMMAND INFO show.
+    const DOCS: Docs;
     /// Runs on the arguments after the command name.
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue>;
 }
 
-extern "C" fn dispatch<C: Command>(
+/// Runs command `C`; its arguments start after the first `SKIP` words
+/// (1: the command name; 2: a container and its subcommand).
+extern "C" fn dispatch<C: Command, const SKIP: usize>(
     ctx: *mut raw::RedisModuleCtx,
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
@@ -52,7 +56,7 @@ extern "C" fn dispatch<C: Command>(
         // and `args` does not escape it.
         let args: SmallVec<[&[u8]; 16]> = argv
             .iter()
-            .skip(1)
+            .skip(SKIP)
             .map(|&s| unsafe { lent_bytes(s) })
             .collect();
         C::run(&context, &args)
@@ -93,7 +97,7 @@ pub fn register<C: Command>(ctx: &Context) -> Status {
         api!(RedisModule_CreateCommand)(
             ctx.ctx,
             name.as_ptr(),
-            Some(dispatch::<C>),
+            Some(dispatch::<C, 1>),
             flags.as_ptr(),
             0,
             0,
@@ -104,7 +108,10 @@ pub fn register<C: Command>(ctx: &Context) -> Status {
         ctx.log_warning(&format!("listingstats: could not register {}", C::NAME));
         return Status::Err;
     }
-    set_acl_categories(ctx, &name, C::ACL)
+    if set_acl_categories(ctx, &name, C::ACL) == Status::Err {
+        return Status::Err;
+    }
+    set_info(ctx, C::NAME, &C::DOCS)
 }
 
 /// Whether the server accepted the `listingstats` ACL category.
@@ -149,4 +156,269 @@ fn set_acl_categories(ctx: &Context, name: &CString, categories: &str) -> Status
         ));
         Status::Err
     }
+}
+
+/// What `COMMAND DOCS` and `COMMAND INFO` show for a command: declared
+/// next to its code as a `const`.
+pub struct Docs {
+    pub summary: &'static str,
+    pub complexity: &'static str,
+    pub since: &'static str,
+    /// Redis's arity: the argument count with the command name; negative
+    /// for "at least".
+    pub arity: i32,
+    pub args: &'static [Arg],
+}
+
+/// One argument of a command, as `COMMAND DOCS` describes it.
+pub struct Arg {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub token: Option<&'static str>,
+    pub optional: bool,
+    pub multiple: bool,
+}
+
+pub enum Kind {
+    String,
+    Integer,
+    Double,
+    UnixTime,
+    PureToken,
+    OneOf(&'static [Arg]),
+}
+
+impl Arg {
+    pub const fn new(name: &'static str, kind: Kind) -> Arg {
+        Arg {
+            name,
+            kind,
+            token: None,
+            optional: false,
+            multiple: false,
+        }
+    }
+    pub const fn string(name: &'static str) -> Arg {
+        Arg::new(name, Kind::String)
+    }
+    pub const fn integer(name: &'static str) -> Arg {
+        Arg::new(name, Kind::Integer)
+    }
+    /// A keyword alone, e.g. `STRICT`.
+    pub const fn flag(token: &'static str) -> Arg {
+        Arg::new(token, Kind::PureToken).token(token).optional()
+    }
+    pub const fn token(mut self, token: &'static str) -> Arg {
+        self.token = Some(token);
+        self
+    }
+    pub const fn optional(mut self) -> Arg {
+        self.optional = true;
+        self
+    }
+    pub const fn multiple(mut self) -> Arg {
+        self.multiple = true;
+        self
+    }
+}
+
+/// The command-info layout this module was built against.
+static INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
+    version: 1,
+    sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+    sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+    sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+};
+
+/// Owns the C strings and arrays of a raw command info until Redis has
+/// copied them (`RedisModule_SetCommandInfo` copies everything).
+#[derive(Default)]
+struct Keep {
+    strings: Vec<CString>,
+    arrays: Vec<Vec<raw::RedisModuleCommandArg>>,
+}
+
+impl Keep {
+    fn c(&mut self, s: &str) -> *const std::os::raw::c_char {
+        let c = CString::new(s).unwrap_or_default();
+        let p = c.as_ptr();
+        self.strings.push(c);
+        p
+    }
+
+    fn c_opt(&mut self, s: Option<&str>) -> *const std::os::raw::c_char {
+        s.map_or(std::ptr::null(), |s| self.c(s))
+    }
+
+    /// The args as a NULL-name-terminated array Redis reads.
+    fn args(&mut self, args: &[Arg]) -> *mut raw::RedisModuleCommandArg {
+        if args.is_empty() {
+            return std::ptr::null_mut();
+        }
+        let mut out: Vec<raw::RedisModuleCommandArg> = Vec::with_capacity(args.len() + 1);
+        for a in args {
+            let (kind, sub) = match &a.kind {
+                Kind::String => (
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                    &[][..],
+                ),
+                Kind::Integer => (
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                    &[][..],
+                ),
+                Kind::Double => (
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_DOUBLE,
+                    &[][..],
+                ),
+                Kind::UnixTime => (
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_UNIX_TIME,
+                    &[][..],
+                ),
+                Kind::PureToken => (
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
+                    &[][..],
+                ),
+                Kind::OneOf(s) => (
+                    raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_ONEOF,
+                    *s,
+                ),
+            };
+            let mut flags = 0;
+            if a.optional {
+                flags |= raw::REDISMODULE_CMD_ARG_OPTIONAL;
+            }
+            if a.multiple {
+                flags |= raw::REDISMODULE_CMD_ARG_MULTIPLE;
+            }
+            let subargs = self.args(sub);
+            out.push(raw::RedisModuleCommandArg {
+                name: self.c(a.name),
+                type_: kind,
+                key_spec_index: -1,
+                token: self.c_opt(a.token),
+                summary: std::ptr::null(),
+                since: std::ptr::null(),
+                flags: flags as c_int,
+                deprecated_since: std::ptr::null(),
+                subargs,
+                display_text: std::ptr::null(),
+            });
+        }
+        // SAFETY: an all-zero arg (NULL name) ends the array, as Redis expects.
+        out.push(unsafe { std::mem::zeroed() });
+        let p = out.as_mut_ptr();
+        self.arrays.push(out);
+        p
+    }
+}
+
+/// Sets the `COMMAND DOCS`/`COMMAND INFO` of the command named `name`
+/// (`parent|sub` for a subcommand).
+fn set_info(ctx: &Context, name: &str, docs: &Docs) -> Status {
+    let Ok(c_name) = CString::new(name) else {
+        return Status::Err;
+    };
+    let mut keep = Keep::default();
+    let mut info = raw::RedisModuleCommandInfo {
+        version: &INFO_VERSION,
+        summary: keep.c(docs.summary),
+        complexity: keep.c(docs.complexity),
+        since: keep.c(docs.since),
+        history: std::ptr::null_mut(),
+        tips: std::ptr::null(),
+        arity: docs.arity,
+        key_specs: std::ptr::null_mut(),
+        args: keep.args(docs.args),
+    };
+    // SAFETY: OnLoad, the command exists; every pointer in `info` lives in
+    // `keep` until after the call, and Redis copies what it keeps.
+    let ok = unsafe {
+        let command = api!(RedisModule_GetCommand)(ctx.ctx, c_name.as_ptr());
+        !command.is_null()
+            && api!(RedisModule_SetCommandInfo)(command, &mut info) == raw::REDISMODULE_OK as c_int
+    };
+    drop(keep);
+    if ok {
+        Status::Ok
+    } else {
+        ctx.log_warning(&format!(
+            "listingstats: could not set the command info of {name}"
+        ));
+        Status::Err
+    }
+}
+
+/// The arity of a subcommand form (one more word: the subcommand's name).
+const fn sub_arity(arity: i32) -> i32 {
+    if arity < 0 {
+        arity - 1
+    } else {
+        arity + 1
+    }
+}
+
+/// Registers the container `name` (e.g. `listingstats.metric`), whose
+/// subcommands [`register_sub`] adds.
+pub fn register_container(ctx: &Context, name: &str, summary: &'static str) -> Status {
+    let Ok(c_name) = CString::new(name) else {
+        return Status::Err;
+    };
+    // SAFETY: OnLoad; a NULL handler makes a container command.
+    let created = unsafe {
+        api!(RedisModule_CreateCommand)(ctx.ctx, c_name.as_ptr(), None, c"".as_ptr(), 0, 0, 0)
+    };
+    if created != raw::REDISMODULE_OK as c_int {
+        ctx.log_warning(&format!("listingstats: could not register {name}"));
+        return Status::Err;
+    }
+    let docs = Docs {
+        summary,
+        complexity: "Depends on subcommand.",
+        since: "0.1.0",
+        arity: -2,
+        args: &[],
+    };
+    set_info(ctx, name, &docs)
+}
+
+/// Registers `C` as subcommand `sub` of `parent` (its `NAME` stays a
+/// top-level alias, registered by [`register`]).
+pub fn register_sub<C: Command>(ctx: &Context, parent: &str, sub: &str) -> Status {
+    let (Ok(c_parent), Ok(c_sub), Ok(flags)) = (
+        CString::new(parent),
+        CString::new(sub),
+        CString::new(C::FLAGS),
+    ) else {
+        return Status::Err;
+    };
+    // SAFETY: OnLoad; the parent container exists; Redis copies the strings.
+    let created = unsafe {
+        let parent_cmd = api!(RedisModule_GetCommand)(ctx.ctx, c_parent.as_ptr());
+        !parent_cmd.is_null()
+            && api!(RedisModule_CreateSubcommand)(
+                parent_cmd,
+                c_sub.as_ptr(),
+                Some(dispatch::<C, 2>),
+                flags.as_ptr(),
+                0,
+                0,
+                0,
+            ) == raw::REDISMODULE_OK as c_int
+    };
+    let full = format!("{parent}|{sub}");
+    if !created {
+        ctx.log_warning(&format!("listingstats: could not register {full}"));
+        return Status::Err;
+    }
+    let Ok(c_full) = CString::new(full.as_str()) else {
+        return Status::Err;
+    };
+    let docs = Docs {
+        arity: sub_arity(C::DOCS.arity),
+        ..C::DOCS
+    };
+    if set_acl_categories(ctx, &c_full, C::ACL) == Status::Err {
+        return Status::Err;
+    }
+    set_info(ctx, &full, &docs)
 }
