@@ -1,11 +1,9 @@
 //! The command table Redis reads: COMMAND DOCS, COMMAND INFO, and the
 //! METRIC subcommands beside their dotted aliases.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 
 const ALL: [&str; 11] = [
     "listingstats.incr",

@@ -1,10 +1,8 @@
 //! LISTINGSTATS.INCR and LISTINGSTATS.GET against a real server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const CLICK: &str = "cart::checkoutNow:click";
 

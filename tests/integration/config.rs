@@ -1,10 +1,8 @@
 //! Configuration: module arguments at load, CONFIG SET/GET at run time.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 
 fn config_get(c: &mut Connection, name: &str) -> String {
     let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();

@@ -1,9 +1,7 @@
 //! No input may crash or hang the server: random argument vectors, odd
 //! bytes and huge values against every command.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 const COMMANDS: &[&str] = &[
     "LISTINGSTATS.INCR",

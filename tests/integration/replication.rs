@@ -1,9 +1,7 @@
 //! Replicas and the AOF receive effects, not commands: the data on a replica
 //! and after an AOF reload equals the master's, dedup markers included.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 /// A few hundred INCRs mixing every way of choosing the day and ids,
 /// including retries of the same id.

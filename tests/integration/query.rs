@@ -1,11 +1,9 @@
 //! LISTINGSTATS.QUERY, TOP and METRIC.* against a real server, on data
 //! written with plain HSET as a restored production RDB holds it.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 
 const ATC_CLICK: &str = "ldp:sellPanel:addToCart:click";
 const ATC_IMP: &str = "ldp:sellPanel:addToCart:impression";

@@ -2,13 +2,11 @@
 //! results equal the simple path (one keyspace scan) whatever wrote the
 //! data, and other clients are served while a long query runs.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const CLICK: &str = "cart::checkoutNow:click";
 const IMP: &str = "cart::checkoutNow:impression";

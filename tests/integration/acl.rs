@@ -1,9 +1,7 @@
 //! ACL: every key a command computes is checked against the caller's key
 //! permissions, before anything is read or written.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[test]
 fn a_user_limited_to_december_2015_touches_nothing_else() {

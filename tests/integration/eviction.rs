@@ -1,8 +1,6 @@
 //! Eviction: dedup state must not be what `maxmemory` takes first.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn events(n: usize) -> Vec<String> {
     (0..n)

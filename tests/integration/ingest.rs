@@ -1,12 +1,10 @@
 //! LISTINGSTATS.INGEST: events and stream-consumer envelopes, counting
 //! rules, pre-aggregation, exactly-once effect under redelivery.
 
-mod common;
-
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use common::*;
+use crate::common::*;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)

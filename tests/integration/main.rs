@@ -1,0 +1,15 @@
+//! The integration tests: one binary (one link step), a module per area.
+//! Each test starts real servers with the freshly built module (`common`).
+
+mod common;
+
+mod acl;
+mod command_table;
+mod config;
+mod eviction;
+mod incr;
+mod ingest;
+mod query;
+mod replication;
+mod robustness;
+mod scale;
