@@ -7,12 +7,12 @@ use std::ptr;
 use redis_module::{raw, Context, RedisString};
 use smallvec::SmallVec;
 
-use super::context::caller_name;
 use listingstats_core::{Error, Result};
 
 /// The native command a module action stands for, on one key: the module
 /// may do to a key only what the caller could do with that command.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
 pub enum Native {
     /// Reading some fields (QUERY, TOP, the registry).
     Hmget,
@@ -44,6 +44,29 @@ impl Native {
     }
 }
 
+thread_local! {
+    /// The argv words of each [`Native`] command (all but the key), made
+    /// once: a check runs for every key a command touches. Main thread only.
+    static WORDS: Vec<(RedisString, Vec<RedisString>)> = [
+        Native::Hmget,
+        Native::Hgetall,
+        Native::Hincrby,
+        Native::Hset,
+        Native::Hdel,
+    ]
+    .iter()
+    .map(|n| {
+        let (command, rest) = n.argv();
+        (
+            RedisString::create_from_slice(ptr::null_mut(), command),
+            rest.iter()
+                .map(|w| RedisString::create_from_slice(ptr::null_mut(), w))
+                .collect(),
+        )
+    })
+    .collect();
+}
+
 /// The calling user, for permission checks.
 ///
 /// Redis checks ACLs only for keys at declared argument positions; ours are
@@ -69,9 +92,16 @@ impl Acl {
     }
 
     pub fn of_caller(ctx: &Context) -> Acl {
-        match caller_name(ctx) {
-            Some(name) => Acl::of_name(ctx.ctx, &name).unwrap_or_else(|_| Acl::unchecked(ctx.ctx)),
-            None => Acl::unchecked(ctx.ctx),
+        // SAFETY: live context; the name string is ours and freed here; the
+        // user is freed in Drop.
+        unsafe {
+            let name = api!(RedisModule_GetCurrentUserName)(ctx.ctx);
+            if name.is_null() {
+                return Acl::unchecked(ctx.ctx);
+            }
+            let user = api!(RedisModule_GetModuleUserFromUserName)(name);
+            api!(RedisModule_FreeString)(ctx.ctx, name);
+            Acl { ctx: ctx.ctx, user }
         }
     }
 
@@ -95,26 +125,22 @@ impl Acl {
         if self.user.is_null() {
             return true;
         }
-        let (command, rest) = native.argv();
-        let mut words: SmallVec<[RedisString; 3]> = SmallVec::new();
-        words.push(RedisString::create_from_slice(self.ctx, command));
-        words.extend(
-            rest.iter()
-                .map(|w| RedisString::create_from_slice(self.ctx, w)),
-        );
-        let mut argv: SmallVec<[*mut raw::RedisModuleString; 4]> = SmallVec::new();
-        argv.push(words[0].inner);
-        argv.push(key);
-        argv.extend(words[1..].iter().map(|w| w.inner));
-        // SAFETY: user and every string are live; Redis only reads argv.
-        let status = unsafe {
-            api!(RedisModule_ACLCheckCommandPermissions)(
-                self.user,
-                argv.as_mut_ptr(),
-                argv.len() as c_int,
-            )
-        };
-        status == raw::REDISMODULE_OK as c_int
+        WORDS.with(|words| {
+            let (command, rest) = &words[native as usize];
+            let mut argv: SmallVec<[*mut raw::RedisModuleString; 4]> = SmallVec::new();
+            argv.push(command.inner);
+            argv.push(key);
+            argv.extend(rest.iter().map(|w| w.inner));
+            // SAFETY: user and every string are live; Redis only reads argv.
+            let status = unsafe {
+                api!(RedisModule_ACLCheckCommandPermissions)(
+                    self.user,
+                    argv.as_mut_ptr(),
+                    argv.len() as c_int,
+                )
+            };
+            status == raw::REDISMODULE_OK as c_int
+        })
     }
 
     pub(super) fn allows(&self, key: &RedisString, native: Native) -> bool {

@@ -60,9 +60,11 @@ fn add<T: PartialEq + Copy>(list: &RwLock<Vec<T>>, handler: T) -> bool {
     first
 }
 
+/// Calls `f` with each handler, under the read lock (no copy: this runs
+/// on every notification). Handlers are added only at load, and none
+/// subscribes from inside a handler, so the lock is never contended.
 fn each<T: Copy>(list: &RwLock<Vec<T>>, mut f: impl FnMut(T)) {
-    let handlers: Vec<T> = list.read().unwrap_or_else(|p| p.into_inner()).clone();
-    for h in handlers {
+    for &h in list.read().unwrap_or_else(|p| p.into_inner()).iter() {
         f(h);
     }
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use crate::common::*;
+use base64::Engine;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
