@@ -38,7 +38,7 @@ use crate::stats;
 use listingstats_core::date::{days_between, push_day};
 use listingstats_core::query::{
     check_cells, json_row, json_tail, legacy_line, order_cells, top, Aggregator, FieldPlan, Format,
-    GroupBy, Listings, Row, JSON_HEAD,
+    GroupBy, Listings, Rank, Ranked, Row, JSON_HEAD,
 };
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
@@ -51,7 +51,11 @@ const AT_ONCE: usize = 2000;
 /// What the reply is.
 pub enum Finish {
     Query(Format),
-    Top { n: usize, min_denominator: i64 },
+    Top {
+        n: usize,
+        min_denominator: i64,
+        rank: Rank,
+    },
 }
 
 /// The days and listings a query covers.
@@ -89,7 +93,7 @@ pub struct Job {
     agg: Aggregator,
     /// Groups in output order, once reading is done (TOP: its rows).
     order: Option<Vec<usize>>,
-    top_rows: Vec<Row>,
+    top_rows: Vec<Ranked>,
     /// Whether the client speaks RESP3 (real doubles) or RESP2.
     resp3: bool,
     /// Groups rendered so far, rows written so far, the JSON text so far.
@@ -263,9 +267,23 @@ impl Job {
         if self.order.is_none() {
             stats::KEYS_EXAMINED.add(self.examined);
             let order = self.agg.order();
-            if let Finish::Top { n, min_denominator } = self.finish {
+            if let Finish::Top {
+                n,
+                min_denominator,
+                rank,
+            } = self.finish
+            {
                 debug_assert_eq!(self.group, GroupBy::Listing);
-                self.top_rows = top(self.agg.rows(&self.plan), n, min_denominator);
+                let scale = self.plan.metrics[0].scale;
+                match top(self.agg.rows(&self.plan), n, min_denominator, rank, scale) {
+                    Ok(rows) => self.top_rows = rows,
+                    Err(e) => {
+                        // Nothing is written yet: the reply is the error.
+                        stats::ERRORS.add(1);
+                        out.error(&e.reply_text());
+                        return true;
+                    }
+                }
             }
             self.order = Some(order);
             match self.finish {
@@ -286,11 +304,14 @@ impl Job {
         let groups = self.order.as_deref().unwrap_or_default();
         let mut rows = Vec::new();
         if let Finish::Top { .. } = self.finish {
-            for row in &self.top_rows {
-                // [listing, numerator, denominator, value]
-                out.out.array(4);
-                out.listing(row.listing.as_deref());
-                out.counts_and_value(row);
+            for ranked in &self.top_rows {
+                // [listing, numerator, denominator, value(, wilson bound)]
+                out.out.array(if ranked.bound.is_some() { 5 } else { 4 });
+                out.listing(ranked.row.listing.as_deref());
+                out.counts_and_value(&ranked.row);
+                if let Some(bound) = ranked.bound {
+                    out.value(Some(bound));
+                }
             }
             self.rendered = self.top_rows.len();
             self.next_group = groups.len();
@@ -491,10 +512,15 @@ impl RowWriter<'_> {
     /// the shortest text that reads back as the same double, which costs a
     /// tenth of the time.
     pub fn counts_and_value(&mut self, row: &Row) {
-        use std::fmt::Write;
         self.out.int(row.numerator);
         self.out.int(row.denominator);
-        match row.value {
+        self.value(row.value);
+    }
+
+    /// A value: a double, or null when undefined.
+    pub fn value(&mut self, value: Option<f64>) {
+        use std::fmt::Write;
+        match value {
             Some(v) if self.resp3 => self.out.double(v),
             Some(v) => {
                 self.text.clear();

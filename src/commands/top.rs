@@ -5,7 +5,7 @@ use redis_module::{Context, RedisValue};
 use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
 use crate::config;
-use crate::redis::command::{Arg, Command, Docs};
+use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::store::Reader;
 use listingstats_core::metrics::resolve;
 use listingstats_core::query::{parse_top, FieldPlan, GroupBy};
@@ -29,6 +29,15 @@ impl Command for Top {
             Arg::integer("n"),
             Arg::string("listings").token("LISTINGS").optional(),
             Arg::integer("k").token("MINDENOM").optional(),
+            Arg::new(
+                "rank",
+                Kind::OneOf(&[
+                    Arg::flag("VALUE"),
+                    Arg::new("confidence", Kind::Double).token("WILSON"),
+                ]),
+            )
+            .token("RANK")
+            .optional(),
         ],
     };
 
@@ -48,6 +57,7 @@ impl Command for Top {
         let finish = Finish::Top {
             n: args.n,
             min_denominator: args.min_denominator,
+            rank: args.rank,
         };
         let job = Job::plan(
             ctx,

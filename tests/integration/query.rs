@@ -1118,3 +1118,82 @@ fn metric_scales_are_shown_as_given_and_bounded() {
     assert!(e.starts_with("ERR SCALE must be"), "{e}");
     assert_eq!(digest(&mut c), d);
 }
+
+/// TOP ... RANK WILSON ranks by the Wilson lower bound (scaled like the
+/// metric) and returns it as a fifth element; a row that is not a
+/// proportion is refused.
+#[test]
+fn top_ranks_by_wilson_lower_bound() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let imp = "cart::checkoutNow:impression";
+    let click = "cart::checkoutNow:click";
+    for (listing, clicks, imps) in [("lucky", 1, 1), ("steady", 90, 100), ("cold", 0, 40)] {
+        let key = format!("2015-12-31_{listing}");
+        int(
+            &mut c,
+            &[
+                "HSET",
+                &key,
+                imp,
+                &imps.to_string(),
+                click,
+                &clicks.to_string(),
+            ],
+        );
+    }
+    let q = [
+        "LISTINGSTATS.TOP",
+        "cart_to_checkout_ctr",
+        "2015-12-31",
+        "2015-12-31",
+        "3",
+    ];
+    let rows = |reply: Value| -> Vec<Vec<Value>> {
+        let Value::Array(rows) = reply else {
+            panic!("{reply:?}")
+        };
+        rows.into_iter()
+            .map(|r| match r {
+                Value::Array(f) => f,
+                o => panic!("{o:?}"),
+            })
+            .collect()
+    };
+    let by_value = rows(call(&mut c, &q).unwrap());
+    assert_eq!(text(&by_value[0][0]), "lucky");
+    assert_eq!(by_value[0].len(), 4);
+
+    let mut wilson: Vec<&str> = q.to_vec();
+    wilson.extend(["RANK", "WILSON"]);
+    let ranked = rows(call(&mut c, &wilson).unwrap());
+    let names: Vec<String> = ranked.iter().map(|r| text(&r[0])).collect();
+    assert_eq!(names, ["steady", "lucky", "cold"]);
+    let bound = |r: &Vec<Value>| double(&r[4]).unwrap();
+    assert!((bound(&ranked[0]) - 82.56).abs() < 0.005, "{:?}", ranked[0]);
+    assert!((bound(&ranked[1]) - 20.65).abs() < 0.005, "{:?}", ranked[1]);
+    assert_eq!(bound(&ranked[2]), 0.0);
+    // RESP3: the bound is a double.
+    let mut c3 = server.conn_resp3();
+    let ranked3 = rows(call(&mut c3, &wilson).unwrap());
+    assert!(
+        matches!(ranked3[0][4], Value::Double(_)),
+        "{:?}",
+        ranked3[0]
+    );
+    // A stricter confidence lowers every bound.
+    let mut strict = wilson.clone();
+    strict.push("0.99");
+    let stricter = rows(call(&mut c, &strict).unwrap());
+    assert!(bound(&stricter[0]) < bound(&ranked[0]));
+
+    // More clicks than impressions is no proportion: an error, nothing changed.
+    int(&mut c, &["HSET", "2015-12-31_odd", imp, "3", click, "5"]);
+    let d = digest(&mut c);
+    let e = err(&mut c, &wilson);
+    assert!(e.starts_with("ERR RANK WILSON needs a proportion"), "{e}");
+    assert!(e.contains("'odd' has 5/3"), "{e}");
+    assert_eq!(digest(&mut c), d);
+    let e = err(&mut c, &[q.as_slice(), &["RANK", "WILSON", "1.5"]].concat());
+    assert!(e.contains("confidence must be between 0 and 1"), "{e}");
+}

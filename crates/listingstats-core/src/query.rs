@@ -193,7 +193,7 @@ pub fn parse_query<'a>(args: &[&'a [u8]]) -> Result<QueryArgs<'a>> {
     })
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopArgs<'a> {
     pub metric: &'a str,
     pub start: NaiveDate,
@@ -201,6 +201,96 @@ pub struct TopArgs<'a> {
     pub n: usize,
     pub listings: Listings<'a>,
     pub min_denominator: i64,
+    pub rank: Rank,
+}
+
+/// How TOP orders listings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rank {
+    /// By the metric's value (numerator / denominator × scale).
+    Value,
+    /// By the lower bound of the Wilson score interval of numerator /
+    /// denominator at the normal quantile `z`, scaled like the metric: a
+    /// listing with 1 click in 1 impression no longer beats 90 in 100.
+    Wilson { z: f64 },
+}
+
+/// The default confidence of `RANK WILSON`.
+pub const WILSON_CONFIDENCE: f64 = 0.95;
+
+/// The two-sided normal quantile for `confidence` (0.95 -> 1.959964).
+pub fn wilson_z(confidence: f64) -> Result<f64> {
+    use statrs::distribution::{ContinuousCDF, Normal};
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(Error::invalid(format!(
+            "RANK WILSON confidence must be between 0 and 1 (e.g. 0.95), got {confidence}"
+        )));
+    }
+    let normal = Normal::standard();
+    Ok(normal.inverse_cdf(1.0 - (1.0 - confidence) / 2.0))
+}
+
+/// The lower bound of the Wilson score interval for `numerator` successes
+/// in `denominator` trials at quantile `z`, in 0..=1; `None` when the pair
+/// is not a proportion (numerator above denominator, or negative).
+pub fn wilson_lower(numerator: i64, denominator: i64, z: f64) -> Option<f64> {
+    if denominator <= 0 || numerator < 0 || numerator > denominator {
+        return None;
+    }
+    if numerator == 0 {
+        return Some(0.0); // Exactly; the formula leaves rounding residue.
+    }
+    let n = denominator as f64;
+    let p = numerator as f64 / n;
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    Some(((centre - spread) / (1.0 + z2 / n)).max(0.0))
+}
+
+/// Takes `RANK VALUE | RANK WILSON [confidence]` out of TOP's options.
+fn take_rank<'a>(options: &[&'a [u8]]) -> Result<(Rank, Vec<&'a [u8]>)> {
+    let mut rank = None;
+    let mut rest = Vec::with_capacity(options.len());
+    let mut i = 0;
+    while i < options.len() {
+        if !options[i].eq_ignore_ascii_case(b"RANK") {
+            rest.push(options[i]);
+            if let Some(&value) = options.get(i + 1) {
+                rest.push(value);
+            }
+            i += 2;
+            continue;
+        }
+        if rank.is_some() {
+            return Err(Error::syntax("RANK given more than once"));
+        }
+        let how = options
+            .get(i + 1)
+            .ok_or_else(|| Error::syntax("option RANK needs VALUE or WILSON"))?;
+        i += 2;
+        rank = Some(if how.eq_ignore_ascii_case(b"VALUE") {
+            Rank::Value
+        } else if how.eq_ignore_ascii_case(b"WILSON") {
+            // An optional confidence: the next word, when it is a number.
+            let confidence = options
+                .get(i)
+                .and_then(|w| std::str::from_utf8(w).ok())
+                .and_then(|w| w.parse::<f64>().ok());
+            if confidence.is_some() {
+                i += 1;
+            }
+            Rank::Wilson {
+                z: wilson_z(confidence.unwrap_or(WILSON_CONFIDENCE))?,
+            }
+        } else {
+            return Err(Error::syntax(format!(
+                "RANK must be VALUE or WILSON, got {}",
+                crate::error::quote(how)
+            )));
+        });
+    }
+    Ok((rank.unwrap_or(Rank::Value), rest))
 }
 
 /// `LISTINGSTATS.TOP metric start end n [LISTINGS ids|*] [MINDENOM k]`
@@ -215,7 +305,8 @@ pub fn parse_top<'a>(args: &[&'a [u8]]) -> Result<TopArgs<'a>> {
         usize::try_from(n).map_err(|_| Error::invalid(format!("n must be 0 or more, got {n}")))?;
     let mut listings = Listings::All;
     let mut min_denominator = 1;
-    parse_options(options, |name, value| {
+    let (rank, options) = take_rank(options)?;
+    parse_options(&options, |name, value| {
         match name {
             "LISTINGS" => listings = parse_listings(value)?,
             "MINDENOM" => {
@@ -237,6 +328,7 @@ pub fn parse_top<'a>(args: &[&'a [u8]]) -> Result<TopArgs<'a>> {
         n,
         listings,
         min_denominator,
+        rank,
     })
 }
 
@@ -435,22 +527,54 @@ impl Aggregator {
 /// TOP: the `n` listings with the highest value, among those whose
 /// denominator is at least `min_denominator`; ties by listing order.
 /// Rows must come from a GROUPBY LISTING aggregation of one metric.
-pub fn top(mut rows: Vec<Row>, n: usize, min_denominator: i64) -> Vec<Row> {
-    rows.retain(|r| r.denominator >= min_denominator && r.value.is_some());
-    rows.sort_by(|a, b| {
-        let (va, vb) = (
-            a.value.unwrap_or(f64::NEG_INFINITY),
-            b.value.unwrap_or(f64::NEG_INFINITY),
-        );
-        vb.total_cmp(&va).then_with(|| {
+/// A row of TOP: the metric's row and, with `RANK WILSON`, its bound
+/// (scaled like the metric).
+pub struct Ranked {
+    pub row: Row,
+    pub bound: Option<f64>,
+}
+
+/// The best `n` rows by `rank`, ties by listing order. With `RANK WILSON`
+/// every row must be a proportion (numerator <= denominator): one that is
+/// not makes the whole ranking an error, naming it.
+pub fn top(
+    rows: Vec<Row>,
+    n: usize,
+    min_denominator: i64,
+    rank: Rank,
+    scale: f64,
+) -> Result<Vec<Ranked>> {
+    let mut ranked: Vec<Ranked> = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.denominator < min_denominator || row.value.is_none() {
+            continue;
+        }
+        let bound = match rank {
+            Rank::Value => None,
+            Rank::Wilson { z } => Some(
+                wilson_lower(row.numerator, row.denominator, z).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "RANK WILSON needs a proportion (0 <= numerator <= denominator); listing {} has {}/{}",
+                        crate::error::quote(row.listing.as_deref().unwrap_or_default()),
+                        row.numerator,
+                        row.denominator
+                    ))
+                })? * scale,
+            ),
+        };
+        ranked.push(Ranked { row, bound });
+    }
+    ranked.sort_by(|a, b| {
+        let key = |r: &Ranked| r.bound.or(r.row.value).unwrap_or(f64::NEG_INFINITY);
+        key(b).total_cmp(&key(a)).then_with(|| {
             listing_cmp(
-                a.listing.as_deref().unwrap_or_default(),
-                b.listing.as_deref().unwrap_or_default(),
+                a.row.listing.as_deref().unwrap_or_default(),
+                b.row.listing.as_deref().unwrap_or_default(),
             )
         })
     });
-    rows.truncate(n);
-    rows
+    ranked.truncate(n);
+    Ok(ranked)
 }
 
 /// The Lua script's line for a row, `metric=>key : 33.33%`; `None` for a
@@ -833,10 +957,10 @@ mod tests {
         ] {
             agg.add(day("2015-12-31"), l.as_bytes(), &v).unwrap();
         }
-        let ranked = top(agg.rows(&p), 3, 2);
+        let ranked = top(agg.rows(&p), 3, 2, Rank::Value, 100.0).unwrap();
         let ids: Vec<_> = ranked
             .iter()
-            .map(|r| String::from_utf8(r.listing.clone().unwrap()).unwrap())
+            .map(|r| String::from_utf8(r.row.listing.clone().unwrap()).unwrap())
             .collect();
         assert_eq!(
             ids,
@@ -889,5 +1013,73 @@ mod tests {
             v.sort_by(|a, b| listing_cmp(a.as_bytes(), b.as_bytes()));
             v
         });
+    }
+
+    #[test]
+    fn wilson_bounds_match_the_issue_and_rank_confidently() {
+        let z = wilson_z(0.95).unwrap();
+        assert!((z - 1.959964).abs() < 1e-6, "{z}");
+        let b = |num, den| (wilson_lower(num, den, z).unwrap() * 100.0 * 100.0).round() / 100.0;
+        assert_eq!(b(90, 100), 82.56);
+        assert_eq!(b(1, 1), 20.65);
+        assert_eq!(wilson_lower(0, 10, z), Some(0.0));
+        assert_eq!(wilson_lower(5, 3, z), None);
+        assert_eq!(wilson_lower(-1, 3, z), None);
+        assert!(wilson_z(1.0).is_err() && wilson_z(0.0).is_err());
+        assert!(wilson_z(0.99).unwrap() > z);
+
+        let row = |l: &str, num: i64, den: i64| Row {
+            metric: 0,
+            date: None,
+            listing: Some(l.as_bytes().into()),
+            numerator: num,
+            denominator: den,
+            value: Some(num as f64 / den as f64 * 100.0),
+        };
+        let rows = || vec![row("lucky", 1, 1), row("steady", 90, 100), row("new", 0, 3)];
+        let by_value: Vec<_> = top(rows(), 3, 1, Rank::Value, 100.0).unwrap();
+        assert_eq!(by_value[0].row.listing.as_deref(), Some(&b"lucky"[..]));
+        assert!(by_value[0].bound.is_none());
+        let by_wilson = top(rows(), 2, 1, Rank::Wilson { z }, 100.0).unwrap();
+        let names: Vec<_> = by_wilson
+            .iter()
+            .map(|r| r.row.listing.as_deref().unwrap().to_vec())
+            .collect();
+        assert_eq!(names, [b"steady".to_vec(), b"lucky".to_vec()]);
+        assert!((by_wilson[0].bound.unwrap() - 82.56).abs() < 0.01);
+        let e = top(vec![row("over", 5, 3)], 1, 1, Rank::Wilson { z }, 100.0)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("listing 'over' has 5/3"), "{e}");
+    }
+
+    #[test]
+    fn rank_is_parsed_with_an_optional_confidence() {
+        let p = |words: &[&str]| {
+            let mut args: Vec<&[u8]> = vec![b"m", b"2015-12-01", b"2015-12-31", b"5"];
+            args.extend(words.iter().map(|w| w.as_bytes()));
+            parse_top(&args).map(|t| (t.rank, t.min_denominator))
+        };
+        assert_eq!(p(&[]).unwrap(), (Rank::Value, 1));
+        assert_eq!(
+            p(&["rank", "value", "MINDENOM", "3"]).unwrap(),
+            (Rank::Value, 3)
+        );
+        let Rank::Wilson { z } = p(&["RANK", "WILSON"]).unwrap().0 else {
+            panic!()
+        };
+        assert!((z - 1.959964).abs() < 1e-6);
+        let (Rank::Wilson { z }, 2) = p(&["RANK", "WILSON", "0.99", "MINDENOM", "2"]).unwrap()
+        else {
+            panic!()
+        };
+        assert!((z - 2.575829).abs() < 1e-6);
+        let (Rank::Wilson { .. }, 4) = p(&["MINDENOM", "4", "RANK", "WILSON"]).unwrap() else {
+            panic!()
+        };
+        assert!(p(&["RANK", "WILSON", "1.5"]).is_err());
+        assert!(p(&["RANK", "BEST"]).is_err());
+        assert!(p(&["RANK"]).is_err());
+        assert!(p(&["RANK", "VALUE", "RANK", "WILSON"]).is_err());
     }
 }
