@@ -132,7 +132,7 @@ impl Job {
             Listings::All => {}
         }
         order_cells(&names, &mut cells);
-        let values = vec![0; plan.fields.len()];
+        let values = vec![0; plan.width()];
         let agg = Aggregator::new(&plan, group);
         let from_index =
             matches!(span.listings, Listings::All) && settings.star_source == StarSource::Index;
@@ -236,7 +236,7 @@ impl Job {
 
     /// The simple path for `*`: one scan of the whole keyspace.
     fn scan(&mut self, reader: &Reader<'_>, span: &Span<'_>) -> Result<()> {
-        let fields = reader.field_names(&self.plan.fields);
+        let fields = reader.field_names(&self.plan);
         let scheme = &self.settings.keys;
         let max = u64::try_from(self.settings.max_query_cells).unwrap_or(0);
         let in_range = |name: &[u8]| matches!(scheme.parse_day_key(name), Some((d, _)) if d >= span.start && d <= span.end);
@@ -378,7 +378,7 @@ pub fn run(
     } else if job.phase == Phase::AwaitingIndex {
         return start_slices(ctx, job);
     } else if job.cells.len() <= AT_ONCE || !can_block(ctx) {
-        let fields = reader.field_names(&job.plan.fields);
+        let fields = reader.field_names(&job.plan);
         job.step(reader, &fields, None)?;
     } else {
         return start_slices(ctx, job);
@@ -423,7 +423,7 @@ impl Running {
             }
             Phase::Reading => {
                 let reader = Reader::for_user(ctx, self.user.as_deref())?;
-                let fields = reader.field_names(&job.plan.fields);
+                let fields = reader.field_names(&job.plan);
                 if job.step(&reader, &fields, Some(deadline))? {
                     // Rows are made in the next slice, rendering after them.
                     job.phase = Phase::Rendering;

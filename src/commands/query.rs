@@ -54,7 +54,7 @@ impl Command for Query {
         let plan = FieldPlan::new(resolve(
             &current_registry(&reader, &settings.keys)?,
             &args.metrics,
-        )?);
+        )?)?;
         let span = Span {
             start: args.start,
             end: args.end,

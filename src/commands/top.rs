@@ -48,7 +48,7 @@ impl Command for Top {
         let plan = FieldPlan::new(resolve(
             &current_registry(&reader, &settings.keys)?,
             &[args.metric],
-        )?);
+        )?)?;
         let span = Span {
             start: args.start,
             end: args.end,

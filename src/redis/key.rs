@@ -13,7 +13,19 @@ use listingstats_core::number::parse_counter;
 use listingstats_core::{Error, Result};
 
 /// Field names of a query, as Redis strings made once per command.
-pub struct FieldNames(pub(super) Vec<(Vec<u8>, RedisString)>);
+pub struct FieldNames {
+    /// Exact event names, read one by one (`HashGet`).
+    pub(super) exact: Vec<(Vec<u8>, RedisString)>,
+    /// Patterns, each summing the matching fields of one pass over the hash.
+    pub(super) patterns: Vec<regex::bytes::Regex>,
+}
+
+impl FieldNames {
+    /// How many values a day hash gives: exact names, then patterns.
+    pub fn width(&self) -> usize {
+        self.exact.len() + self.patterns.len()
+    }
+}
 
 /// A key handle: opened by us ([`OpenKey`]) or lent by a keyspace scan.
 pub(super) struct KeyRef {
@@ -64,13 +76,105 @@ impl KeyRef {
         if !self.is_hash() {
             return Ok(false);
         }
-        for ((bytes, name), slot) in fields.0.iter().zip(out.iter_mut()) {
+        for ((bytes, name), slot) in fields.exact.iter().zip(out.iter_mut()) {
             *slot = match self.hash_get_int(name.inner) {
                 Ok(v) => v.unwrap_or(0),
                 Err(bad) => return Err(bad_counter(key, bytes, &bad)),
             };
         }
+        if !fields.patterns.is_empty() {
+            let tail = &mut out[fields.exact.len()..];
+            self.sum_matching(key, &fields.patterns, tail)?;
+        }
         Ok(true)
+    }
+
+    /// One pass over the hash's fields: `out[i]` becomes the sum of the
+    /// fields that `patterns[i]` matches (a field may count for several).
+    fn sum_matching(
+        &self,
+        key: &[u8],
+        patterns: &[regex::bytes::Regex],
+        out: &mut [i64],
+    ) -> Result<()> {
+        struct Sums<'a> {
+            key: &'a [u8],
+            patterns: &'a [regex::bytes::Regex],
+            out: &'a mut [i64],
+            error: Option<Error>,
+        }
+        extern "C" fn each(
+            _key: *mut raw::RedisModuleKey,
+            field: *mut raw::RedisModuleString,
+            value: *mut raw::RedisModuleString,
+            privdata: *mut std::os::raw::c_void,
+        ) {
+            // SAFETY: privdata is the Sums below, alive during ScanKey;
+            // field and value are live for this callback.
+            let st = unsafe { &mut *privdata.cast::<Sums<'_>>() };
+            if st.error.is_some() {
+                return;
+            }
+            let name = unsafe { lent_bytes(field) };
+            let mut parsed: Option<i64> = None;
+            for (re, sum) in st.patterns.iter().zip(st.out.iter_mut()) {
+                if !re.is_match(name) {
+                    continue;
+                }
+                let v = match parsed {
+                    Some(v) => v,
+                    None => {
+                        let mut n: c_longlong = 0;
+                        // SAFETY: live value string.
+                        if unsafe { api!(RedisModule_StringToLongLong)(value, &mut n) }
+                            != raw::REDISMODULE_OK as c_int
+                        {
+                            let bad = unsafe { lent_bytes(value) }.to_vec();
+                            st.error = Some(bad_counter(st.key, name, &bad));
+                            return;
+                        }
+                        parsed = Some(n);
+                        n
+                    }
+                };
+                match sum.checked_add(v) {
+                    Some(total) => *sum = total,
+                    None => {
+                        st.error =
+                            Some(Error::invalid(format!(
+                            "the sum of the fields matching /{}/ in {} overflows a 64-bit integer",
+                            re.as_str().trim_start_matches("^(?:").trim_end_matches(")$"),
+                            listingstats_core::error::quote(st.key)
+                        )));
+                        return;
+                    }
+                }
+            }
+        }
+        out.fill(0);
+        let mut sums = Sums {
+            key,
+            patterns,
+            out,
+            error: None,
+        };
+        // SAFETY: a live hash key; the cursor is destroyed here; the
+        // callback runs only inside ScanKey, while `sums` lives.
+        unsafe {
+            let cursor = api!(RedisModule_ScanCursorCreate)();
+            while api!(RedisModule_ScanKey)(
+                self.key,
+                cursor,
+                Some(each),
+                (&mut sums as *mut Sums<'_>).cast(),
+            ) != 0
+            {}
+            api!(RedisModule_ScanCursorDestroy)(cursor);
+        }
+        match sums.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     pub(super) fn kind(&self) -> c_int {

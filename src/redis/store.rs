@@ -23,6 +23,7 @@ use super::scan::Cursor;
 use super::string::lent_bytes;
 use listingstats_core::dedup::{stale_generations, Marker, SHARDS};
 use listingstats_core::keys::KeyScheme;
+use listingstats_core::query::FieldPlan;
 use listingstats_core::write::CounterStore;
 use listingstats_core::{Error, Result};
 
@@ -328,13 +329,16 @@ impl<'c> Reader<'c> {
         Ok(Reader { ctx, acl })
     }
 
-    pub fn field_names(&self, fields: &[Vec<u8>]) -> FieldNames {
-        FieldNames(
-            fields
+    /// The plan's terms, made once per command (or slice).
+    pub fn field_names(&self, plan: &FieldPlan) -> FieldNames {
+        FieldNames {
+            exact: plan
+                .fields
                 .iter()
                 .map(|f| (f.clone(), RedisString::create_from_slice(self.ctx.ctx, f)))
                 .collect(),
-        )
+            patterns: plan.patterns.clone(),
+        }
     }
 
     /// Reads `fields` of the day hash `key` into `out`. `Ok(false)` when
@@ -380,7 +384,7 @@ impl<'c> Reader<'c> {
         mut wanted: impl FnMut(&[u8]) -> bool,
         mut visit: impl FnMut(&[u8], &[i64]) -> Result<()>,
     ) -> Result<u64> {
-        let mut values = vec![0; fields.0.len()];
+        let mut values = vec![0; fields.width()];
         let mut scanned = 0u64;
         let mut error: Option<Error> = None;
         let mut cursor = Cursor::new();

@@ -1197,3 +1197,116 @@ fn top_ranks_by_wilson_lower_bound() {
     let e = err(&mut c, &[q.as_slice(), &["RANK", "WILSON", "1.5"]].concat());
     assert!(e.contains("confidence must be between 0 and 1"), "{e}");
 }
+
+/// A metric whose terms are patterns sums every matching field (the whole
+/// name must match); exact-name metrics in the same query are unchanged;
+/// a bad pattern is refused at SET with nothing changed.
+#[test]
+fn pattern_metrics_sum_matching_fields() {
+    let server = Server::start();
+    let mut c = server.conn();
+    let ok: String = redis::cmd("LISTINGSTATS.METRIC")
+        .arg(&[
+            "SET",
+            "ldp_clicks_per_impression",
+            "/ldp:.*:click/",
+            "/ldp:.*:impression/",
+        ])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    for (listing, fields) in [
+        (
+            "1",
+            &[
+                ("ldp:a:click", "2"),
+                ("ldp:b:click", "3"),
+                ("ldp:a:impression", "10"),
+                ("ldp:b:impression", "10"),
+                ("ldp:a:click:extra", "50"),
+                ("cart::checkoutNow:click", "4"),
+                ("cart::checkoutNow:impression", "8"),
+            ][..],
+        ),
+        ("2", &[("ldp:z:impression", "5")][..]),
+    ] {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(format!("2015-12-31_{listing}"));
+        for (f, v) in fields {
+            cmd.arg(*f).arg(*v);
+        }
+        let _: i64 = cmd.query(&mut c).unwrap();
+    }
+    for listings in ["1,2", "*"] {
+        let reply = call(
+            &mut c,
+            &[
+                "LISTINGSTATS.QUERY",
+                "ldp_clicks_per_impression,cart_to_checkout_ctr",
+                "2015-12-31",
+                "2015-12-31",
+                listings,
+                "FORMAT",
+                "JSON",
+            ],
+        )
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text(&reply)).unwrap();
+        let rows: Vec<(String, String, i64, i64)> = doc["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["metric"].as_str().unwrap().to_string(),
+                    r["listing"].as_str().unwrap().to_string(),
+                    r["numerator"].as_i64().unwrap(),
+                    r["denominator"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let expect = |m: &str, l: &str, n: i64, d: i64| (m.to_string(), l.to_string(), n, d);
+        assert_eq!(
+            rows,
+            [
+                expect("ldp_clicks_per_impression", "1", 5, 20),
+                expect("cart_to_checkout_ctr", "1", 4, 8),
+                expect("ldp_clicks_per_impression", "2", 0, 5),
+            ],
+            "{listings}"
+        );
+    }
+    // METRIC LIST shows the pattern as given.
+    let Value::Array(all) = call(&mut c, &["LISTINGSTATS.METRIC", "LIST"]).unwrap() else {
+        panic!()
+    };
+    let listed = all
+        .iter()
+        .find_map(|m| match m {
+            Value::Array(f) if text(&f[0]) == "ldp_clicks_per_impression" => Some(text(&f[1])),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(listed, "/ldp:.*:click/");
+
+    let d = digest(&mut c);
+    let e = err(
+        &mut c,
+        &["LISTINGSTATS.METRIC", "SET", "bad", "/ldp:(/", "x"],
+    );
+    assert!(e.starts_with("ERR invalid pattern 'ldp:('"), "{e}");
+    assert_eq!(digest(&mut c), d);
+    // A matched field that is not an integer is an error, as for exact names.
+    int(&mut c, &["HSET", "2015-12-31_3", "ldp:q:click", "many"]);
+    let e = err(
+        &mut c,
+        &[
+            "LISTINGSTATS.QUERY",
+            "ldp_clicks_per_impression",
+            "2015-12-31",
+            "2015-12-31",
+            "3",
+        ],
+    );
+    assert!(e.contains("not an integer"), "{e}");
+}

@@ -80,6 +80,47 @@ pub fn parse_scale(text: &[u8]) -> Result<f64> {
         })
 }
 
+/// The largest compiled size of a pattern (the regex crate's own limit is
+/// 10 MB): enough for any reasonable alternation of event names.
+const MAX_PATTERN_BYTES: usize = 1 << 16;
+
+/// The inside of a pattern term `/.../`; `None` for an event name.
+pub fn pattern_of(term: &[u8]) -> Option<&[u8]> {
+    (term.len() >= 3 && term.starts_with(b"/") && term.ends_with(b"/"))
+        .then(|| &term[1..term.len() - 1])
+}
+
+/// Compiles a pattern's inside, matched against the whole event name
+/// (implicitly anchored). The regex crate matches in time linear in the
+/// name, and the compiled size is bounded, so no pattern can hang the
+/// server.
+pub fn compile_pattern(inner: &[u8]) -> Result<regex::bytes::Regex> {
+    let text = std::str::from_utf8(inner).map_err(|_| Error::invalid("a pattern must be ASCII"))?;
+    regex::bytes::RegexBuilder::new(&format!("^(?:{text})$"))
+        .size_limit(MAX_PATTERN_BYTES)
+        .dfa_size_limit(MAX_PATTERN_BYTES)
+        .build()
+        .map_err(|e| {
+            let last = e
+                .to_string()
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            Error::invalid(format!("invalid pattern {}: {last}", quote(inner)))
+        })
+}
+
+/// A numerator or denominator: an event name, or a pattern `/.../`.
+pub fn check_term(term: &[u8]) -> Result<()> {
+    check_event(term)?;
+    if let Some(inner) = pattern_of(term) {
+        compile_pattern(inner)?;
+    }
+    Ok(())
+}
+
 /// `LISTINGSTATS.METRIC.SET name numerator-event denominator-event [SCALE s]`
 pub fn parse_set(args: &[&[u8]]) -> Result<Metric> {
     let (name, numerator, denominator, rest) = match args {
@@ -87,8 +128,8 @@ pub fn parse_set(args: &[&[u8]]) -> Result<Metric> {
         _ => return Err(Error::wrong_arity("LISTINGSTATS.METRIC.SET")),
     };
     let name = check_name(name)?.to_string();
-    check_event(numerator)?;
-    check_event(denominator)?;
+    check_term(numerator)?;
+    check_term(denominator)?;
     let scale = match rest {
         [] => DEFAULT_SCALE,
         [opt, value] if opt.eq_ignore_ascii_case(b"SCALE") => parse_scale(value)?,
@@ -123,8 +164,8 @@ impl Metric {
         let v: serde_json::Value = serde_json::from_slice(text).ok()?;
         let field = |k: &str| v.get(k)?.as_str().map(|s| s.as_bytes().to_vec());
         let (numerator, denominator) = (field("numerator")?, field("denominator")?);
-        check_event(&numerator).ok()?;
-        check_event(&denominator).ok()?;
+        check_term(&numerator).ok()?;
+        check_term(&denominator).ok()?;
         let scale = v
             .get("scale")
             .map_or(Some(DEFAULT_SCALE), serde_json::Value::as_f64)?;
@@ -256,5 +297,35 @@ mod tests {
                 .scale,
             0.5
         );
+    }
+
+    #[test]
+    fn pattern_terms_compile_anchored_and_bounded() {
+        assert_eq!(pattern_of(b"/ldp:.*:click/"), Some(&b"ldp:.*:click"[..]));
+        assert_eq!(pattern_of(b"ldp:::click"), None);
+        assert_eq!(pattern_of(b"//"), None);
+        let re = compile_pattern(b"ldp:.*:click").unwrap();
+        assert!(re.is_match(b"ldp:sellPanel:addToCart:click"));
+        assert!(
+            !re.is_match(b"ldp:sellPanel:addToCart:click:x"),
+            "anchored at the end"
+        );
+        assert!(!re.is_match(b"x:ldp::click"), "anchored at the start");
+        assert!(compile_pattern(b"a|b").unwrap().is_match(b"b"));
+        let e = compile_pattern(b"ldp:(").unwrap_err().to_string();
+        assert!(e.starts_with("ERR invalid pattern 'ldp:('"), "{e}");
+        // A pattern whose compiled form exceeds the bound is refused.
+        let e = compile_pattern(b"\\w{1000}\\w{1000}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid pattern"), "{e}");
+        let m = parse_set(&[b"p", b"/ldp:.*:click/", b"/ldp:.*:impression/"]).unwrap();
+        assert_eq!(m.numerator, b"/ldp:.*:click/");
+        assert!(parse_set(&[b"p", b"/(/", b"x"]).is_err());
+        let stored = [(
+            b"bad".to_vec(),
+            br#"{"numerator":"/(/","denominator":"b"}"#.to_vec(),
+        )];
+        assert!(registry(&stored).iter().all(|m| m.name != "bad"));
     }
 }

@@ -17,8 +17,9 @@ use chrono::{Datelike, NaiveDate};
 use super::date::{day_count, day_string, parse_day_arg};
 use super::error::{quote, Error, Result};
 use super::keys::{check_listing, KeyScheme};
-use super::metrics::{check_name, Metric};
+use super::metrics::{check_name, compile_pattern, pattern_of, Metric};
 use super::number::parse_i64_arg;
+use regex::bytes::Regex;
 
 /// Listing order: numeric ids by number, then the others byte-wise.
 pub fn listing_cmp(a: &[u8], b: &[u8]) -> Ordering {
@@ -349,31 +350,61 @@ pub fn check_cells(start: NaiveDate, end: NaiveDate, listings: usize, max: i64) 
 #[derive(Debug, Clone)]
 pub struct FieldPlan {
     pub metrics: Vec<Metric>,
-    /// Distinct event names, in first-use order.
+    /// Distinct event names, in first-use order: read one by one.
     pub fields: Vec<Vec<u8>>,
-    /// For each metric, the index of its numerator and denominator field.
+    /// Distinct patterns (`/.../` terms), in first-use order: each sums
+    /// every field of a day hash whose name it matches, in one pass over
+    /// the hash, only for queries that have any.
+    pub patterns: Vec<Regex>,
+    /// The terms, as given: `fields` then the patterns' `/.../` text.
+    names: Vec<Vec<u8>>,
+    /// For each metric, the slot of its numerator and denominator: an
+    /// index into the values a day hash gives, `fields` first, then
+    /// `patterns`.
     slots: Vec<(usize, usize)>,
 }
 
 impl FieldPlan {
-    pub fn new(metrics: Vec<Metric>) -> FieldPlan {
+    pub fn new(metrics: Vec<Metric>) -> Result<FieldPlan> {
         let mut fields: Vec<Vec<u8>> = Vec::new();
-        let mut slot = |event: &[u8]| match fields.iter().position(|f| f == event) {
-            Some(i) => i,
-            None => {
-                fields.push(event.to_vec());
-                fields.len() - 1
+        let mut pattern_texts: Vec<Vec<u8>> = Vec::new();
+        for m in &metrics {
+            for term in [&m.numerator, &m.denominator] {
+                let list = if pattern_of(term).is_some() {
+                    &mut pattern_texts
+                } else {
+                    &mut fields
+                };
+                if !list.contains(term) {
+                    list.push(term.clone());
+                }
             }
+        }
+        let slot = |term: &[u8]| match fields.iter().position(|f| f == term) {
+            Some(i) => i,
+            None => fields.len() + pattern_texts.iter().position(|p| p == term).unwrap_or(0),
         };
         let slots = metrics
             .iter()
             .map(|m| (slot(&m.numerator), slot(&m.denominator)))
             .collect();
-        FieldPlan {
+        let patterns = pattern_texts
+            .iter()
+            .map(|t| compile_pattern(pattern_of(t).unwrap_or_default()))
+            .collect::<Result<Vec<_>>>()?;
+        let names = fields.iter().chain(&pattern_texts).cloned().collect();
+        Ok(FieldPlan {
             metrics,
             fields,
+            patterns,
+            names,
             slots,
-        }
+        })
+    }
+
+    /// How many values a day hash gives: fields, then patterns.
+    pub fn width(&self) -> usize {
+        self.names.len()
     }
 }
 
@@ -412,13 +443,13 @@ impl Aggregator {
     pub fn new(plan: &FieldPlan, group: GroupBy) -> Aggregator {
         Aggregator {
             group,
-            width: plan.fields.len(),
+            width: plan.width(),
             listing_ids: FxHashMap::default(),
             listings: Vec::new(),
             groups: FxHashMap::default(),
             keys: Vec::new(),
             sums: Vec::new(),
-            fields: plan.fields.clone(),
+            fields: plan.names.clone(),
             in_order: true,
         }
     }
@@ -668,7 +699,7 @@ mod tests {
     }
 
     fn plan(names: &[&str]) -> FieldPlan {
-        FieldPlan::new(resolve(&builtins(), names).unwrap())
+        FieldPlan::new(resolve(&builtins(), names).unwrap()).unwrap()
     }
 
     #[test]
@@ -1081,5 +1112,35 @@ mod tests {
         assert!(p(&["RANK", "BEST"]).is_err());
         assert!(p(&["RANK"]).is_err());
         assert!(p(&["RANK", "VALUE", "RANK", "WILSON"]).is_err());
+    }
+
+    #[test]
+    fn plans_put_patterns_after_exact_fields() {
+        let m = |name: &str, n: &str, d: &str| Metric {
+            name: name.into(),
+            numerator: n.as_bytes().to_vec(),
+            denominator: d.as_bytes().to_vec(),
+            scale: 100.0,
+        };
+        let plan = FieldPlan::new(vec![
+            m("p", "/a:.*/", "imp"),
+            m("q", "click", "/a:.*/"),
+            m("r", "/b/", "imp"),
+        ])
+        .unwrap();
+        assert_eq!(plan.fields, [b"imp".to_vec(), b"click".to_vec()]);
+        assert_eq!(plan.patterns.len(), 2, "each distinct pattern once");
+        assert_eq!(plan.width(), 4);
+        assert_eq!(plan.slots, [(2, 0), (1, 2), (3, 0)]);
+        let mut agg = Aggregator::new(&plan, GroupBy::Total);
+        let day = crate::date::parse_day(b"2015-12-31").unwrap();
+        agg.add(day, b"1", &[10, 1, 4, 2]).unwrap();
+        let rows = agg.rows(&plan);
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.numerator, r.denominator))
+                .collect::<Vec<_>>(),
+            [(4, 10), (1, 4), (2, 10)]
+        );
     }
 }
