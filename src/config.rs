@@ -58,7 +58,7 @@ pub fn on_key_scheme_change(hook: fn()) {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 7] = [
+static HANDLES: [Setting; 8] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
@@ -66,6 +66,7 @@ static HANDLES: [Setting; 7] = [
     Setting(Name::MaxBatch),
     Setting(Name::MaxQueryCells),
     Setting(Name::StarSource),
+    Setting(Name::RetentionDays),
 ];
 
 impl ConfigurationValue<RedisString> for Setting {

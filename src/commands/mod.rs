@@ -12,7 +12,10 @@ pub mod incr;
 pub mod ingest;
 pub mod job;
 pub mod metric;
+pub mod migrate;
 pub mod query;
+pub mod retain;
+pub mod sweep;
 pub mod top;
 
 /// Every command of the module.
@@ -27,6 +30,8 @@ pub fn register_all(ctx: &Context) -> Status {
         register::<metric::MetricSet>,
         register::<metric::MetricDel>,
         register::<metric::MetricList>,
+        register::<retain::Retain>,
+        register::<migrate::Migrate>,
     ];
     // METRIC SET/DEL/LIST as subcommands of LISTINGSTATS.METRIC (as Redis
     // has CONFIG GET, CLIENT LIST); the dotted names above stay as aliases.

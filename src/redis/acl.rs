@@ -24,6 +24,12 @@ pub enum Native {
     Hset,
     /// Removing a field (METRIC DEL).
     Hdel,
+    /// Setting an expiry (retention, RETAIN).
+    Pexpireat,
+    /// Deleting a key (RETAIN of an expired day, MIGRATE of a flat key).
+    Del,
+    /// Reading a string (MIGRATE of a flat key).
+    Get,
 }
 
 impl Native {
@@ -36,11 +42,17 @@ impl Native {
             Native::Hincrby => (b"HINCRBY", &[b"f", b"1"]),
             Native::Hset => (b"HSET", &[b"f", b"1"]),
             Native::Hdel => (b"HDEL", &[b"f"]),
+            Native::Pexpireat => (b"PEXPIREAT", &[b"0"]),
+            Native::Del => (b"DEL", &[]),
+            Native::Get => (b"GET", &[]),
         }
     }
 
     fn is_write(self) -> bool {
-        matches!(self, Native::Hincrby | Native::Hset | Native::Hdel)
+        matches!(
+            self,
+            Native::Hincrby | Native::Hset | Native::Hdel | Native::Pexpireat | Native::Del
+        )
     }
 }
 
@@ -53,6 +65,9 @@ thread_local! {
         Native::Hincrby,
         Native::Hset,
         Native::Hdel,
+        Native::Pexpireat,
+        Native::Del,
+        Native::Get,
     ]
     .iter()
     .map(|n| {

@@ -273,6 +273,64 @@ impl KeyRef {
         exists != 0
     }
 
+    /// The key's absolute expiry in unix ms; `None` without one.
+    pub(super) fn expire_at_ms(&self) -> Option<i64> {
+        // SAFETY: live key handle. GetAbsExpire exists from Redis 7.2;
+        // before that the relative TTL is re-based on the clock.
+        unsafe {
+            if let Some(get_abs) = *ptr::addr_of!(raw::RedisModule_GetAbsExpire) {
+                let at = get_abs(self.key);
+                return (at >= 0).then_some(at);
+            }
+            let ttl = api!(RedisModule_GetExpire)(self.key);
+            (ttl >= 0).then(|| api!(RedisModule_Milliseconds)() + ttl)
+        }
+    }
+
+    /// Sets the key's expiry to the absolute unix time `at_ms`, exactly
+    /// the instant replicas receive in `PEXPIREAT` (the caller replicates
+    /// it). A relative expiry (RM_SetExpire) would be re-based on the
+    /// server's clock a moment later and land a millisecond or so away.
+    pub(super) fn set_expire_at(&self, name: &RedisString, at_ms: i64) {
+        // SAFETY: live writable key that exists. SetAbsExpire exists from
+        // Redis 7.2; before that, PEXPIREAT through RM_Call (not
+        // replicated: no "!" flag) sets the same absolute time; its reply
+        // is freed at once.
+        unsafe {
+            if let Some(set_abs) = *ptr::addr_of!(raw::RedisModule_SetAbsExpire) {
+                set_abs(self.key, at_ms);
+                return;
+            }
+            let reply = api!(RedisModule_Call)(
+                self.ctx,
+                c"PEXPIREAT".as_ptr(),
+                c"sl".as_ptr(),
+                name.inner,
+                at_ms as c_longlong,
+            );
+            if !reply.is_null() {
+                api!(RedisModule_FreeCallReply)(reply);
+            }
+        }
+    }
+
+    /// A string key's bytes; `None` for another type or an absent key.
+    pub(super) fn read_string(&self) -> Option<Vec<u8>> {
+        if self.key.is_null() || self.kind() != raw::REDISMODULE_KEYTYPE_STRING as c_int {
+            return None;
+        }
+        let mut len = 0usize;
+        // SAFETY: a live string key opened for reading; the bytes are
+        // copied before the key is touched again.
+        unsafe {
+            let p = api!(RedisModule_StringDMA)(self.key, &mut len, raw::REDISMODULE_READ as c_int);
+            if p.is_null() {
+                return None;
+            }
+            Some(std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec())
+        }
+    }
+
     /// Deletes the key; true when it existed.
     pub(super) fn delete(&self) -> bool {
         // SAFETY: live writable key.

@@ -23,6 +23,12 @@ impl Scanned<'_> {
     pub fn is_hash(&self) -> bool {
         !self.key.key.is_null() && self.key.is_hash()
     }
+
+    pub fn is_string(&self) -> bool {
+        !self.key.key.is_null()
+            && self.key.kind()
+                == redis_module::raw::REDISMODULE_KEYTYPE_STRING as std::os::raw::c_int
+    }
 }
 
 /// A position in a scan of the selected database.

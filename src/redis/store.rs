@@ -23,6 +23,8 @@ use super::scan::Cursor;
 use super::string::lent_bytes;
 use listingstats_core::dedup::{stale_generations, Marker, SHARDS};
 use listingstats_core::keys::KeyScheme;
+use listingstats_core::migrate::flat_value;
+use listingstats_core::number::add_counter;
 use listingstats_core::query::FieldPlan;
 use listingstats_core::write::CounterStore;
 use listingstats_core::{Error, Result};
@@ -59,6 +61,114 @@ impl<'c> RedisStore<'c> {
             keys: FxHashMap::default(),
             fields: FxHashMap::default(),
         }
+    }
+
+    /// A store acting for the user named `user` (None: no checks), for
+    /// work that runs from a timer, where there is no client.
+    pub fn for_user(ctx: &'c Context, scheme: &'c KeyScheme, user: Option<&[u8]>) -> Result<Self> {
+        let acl = match user {
+            Some(name) => Acl::of_name(ctx.ctx, name)?,
+            None => Acl::unchecked(ctx.ctx),
+        };
+        Ok(RedisStore {
+            ctx,
+            scheme,
+            acl,
+            keys: FxHashMap::default(),
+            fields: FxHashMap::default(),
+        })
+    }
+
+    /// `PEXPIREAT key at_ms`, applied exactly and replicated, unless the
+    /// key has that expiry already (within a second).
+    fn set_expiry(ctx: &Context, current: &CurrentKey, at_ms: i64) {
+        if current.open.is_empty() {
+            return;
+        }
+        if current
+            .open
+            .expire_at_ms()
+            .is_some_and(|t| (t - at_ms).abs() < 1000)
+        {
+            return;
+        }
+        current.open.set_expire_at(&current.name, at_ms);
+        let at = RedisString::create_from_slice(ctx.ctx, at_ms.to_string().as_bytes());
+        replicate(ctx, c"PEXPIREAT", &mut [current.name.inner, at.inner]);
+        notify(
+            ctx,
+            raw::REDISMODULE_NOTIFY_GENERIC,
+            c"expire",
+            current.name.inner,
+        );
+    }
+
+    /// RETAIN of one day hash: one without an expiry gets `at_ms`, or is
+    /// deleted when that is already past (`DEL`, replicated). Keys the user
+    /// could not `PEXPIREAT`/`DEL` are left alone.
+    pub fn retain(&mut self, key: &[u8], at_ms: i64, now_ms: i64) -> Retained {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        let open = OpenKey::open(self.ctx, &name, true);
+        if !open.is_hash() || open.expire_at_ms().is_some() {
+            return Retained::Untouched;
+        }
+        let native = if at_ms <= now_ms {
+            Native::Del
+        } else {
+            Native::Pexpireat
+        };
+        if !self.acl.allows(&name, native) {
+            return Retained::Denied;
+        }
+        if at_ms <= now_ms {
+            if open.delete() {
+                self.replicate_argv(c"DEL", &mut [name.inner]);
+                self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
+            }
+            return Retained::Deleted;
+        }
+        RedisStore::set_expiry(self.ctx, &CurrentKey { name, open }, at_ms);
+        Retained::Set
+    }
+
+    /// MIGRATE of one flat counter: adds its value to `field` of the day
+    /// hash `day_key` and deletes it, in one step (replicated as `HINCRBY`
+    /// and `DEL`); with `dry_run`, only checks that it could. Fails, having
+    /// changed nothing, when the user may not `GET`/`DEL` the flat key or
+    /// `HINCRBY` the day hash, the value is not an integer, the day hash is
+    /// not a hash, or the sum would overflow.
+    pub fn migrate_flat(
+        &mut self,
+        flat: &[u8],
+        day_key: &[u8],
+        field: &[u8],
+        expire_at: Option<i64>,
+        dry_run: bool,
+    ) -> Result<()> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, flat);
+        for native in [Native::Get, Native::Del] {
+            self.acl.check(&name, native)?;
+        }
+        let open = OpenKey::open(self.ctx, &name, true);
+        let text = open
+            .read_string()
+            .ok_or_else(|| Error::invalid("not a string any more"))?;
+        let value = flat_value(&text)?;
+        let current = self.counter(day_key, field)?.unwrap_or(0);
+        let total = add_counter(current, value)?;
+        if dry_run {
+            return Ok(());
+        }
+        self.set_counter(day_key, field, total, value);
+        if let Some(at) = expire_at {
+            self.expire_at(day_key, at);
+        }
+        if open.delete() {
+            self.replicate_argv(c"DEL", &mut [name.inner]);
+            self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
+        }
+        // A later flat key of the same day hash must see this write.
+        Ok(())
     }
 
     /// The key, opened for writing on first use, after checking that the
@@ -104,22 +214,11 @@ impl<'c> RedisStore<'c> {
 
     /// Replicates `command` with these arguments (Redis strings).
     fn replicate_argv(&self, command: &std::ffi::CStr, argv: &mut [*mut raw::RedisModuleString]) {
-        // SAFETY: "v" takes an array of strings and its length; Redis
-        // takes its own references.
-        unsafe {
-            api!(RedisModule_Replicate)(
-                self.ctx.ctx,
-                command.as_ptr(),
-                c"v".as_ptr(),
-                argv.as_mut_ptr(),
-                argv.len(),
-            );
-        }
+        replicate(self.ctx, command, argv);
     }
 
     fn notify(&self, class: i32, event: &std::ffi::CStr, name: *mut raw::RedisModuleString) {
-        // SAFETY: live context and key name.
-        unsafe { api!(RedisModule_NotifyKeyspaceEvent)(self.ctx.ctx, class, event.as_ptr(), name) };
+        notify(self.ctx, class, event, name);
     }
 
     fn create_string(&self, bytes: &[u8]) -> RedisString {
@@ -176,6 +275,13 @@ impl CounterStore for RedisStore<'_> {
         let key_name = current.name.inner;
         self.replicate_hincrby(key, field, delta);
         self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
+    }
+
+    fn expire_at(&mut self, key: &[u8], at_ms: i64) {
+        let ctx = self.ctx;
+        if let Ok(current) = self.key(key, Native::Hincrby) {
+            RedisStore::set_expiry(ctx, current, at_ms);
+        }
     }
 
     fn is_remembered(&mut self, marker: &Marker) -> Result<bool> {
@@ -303,6 +409,37 @@ thread_local! {
     /// database -> registry key -> the generation whose sweep is done.
     /// Main-thread state only; a restart forgets it and sweeps once more.
     static SWEPT: std::cell::RefCell<FxHashMap<i32, FxHashMap<Vec<u8>, i64>>> = Default::default();
+}
+
+/// Replicates `command` with these arguments (Redis strings).
+fn replicate(ctx: &Context, command: &std::ffi::CStr, argv: &mut [*mut raw::RedisModuleString]) {
+    // SAFETY: "v" takes an array of strings and its length; Redis takes its
+    // own references.
+    unsafe {
+        api!(RedisModule_Replicate)(
+            ctx.ctx,
+            command.as_ptr(),
+            c"v".as_ptr(),
+            argv.as_mut_ptr(),
+            argv.len(),
+        );
+    }
+}
+
+/// Fires a keyspace notification for `name`, as the native command would.
+fn notify(ctx: &Context, class: i32, event: &std::ffi::CStr, name: *mut raw::RedisModuleString) {
+    // SAFETY: live context and key name.
+    unsafe { api!(RedisModule_NotifyKeyspaceEvent)(ctx.ctx, class, event.as_ptr(), name) };
+}
+
+/// What RETAIN did to one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retained {
+    Set,
+    Deleted,
+    /// Not a hash, or it has an expiry already.
+    Untouched,
+    Denied,
 }
 
 /// Read access for GET and QUERY: one caller, many keys.

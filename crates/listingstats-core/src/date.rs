@@ -79,6 +79,40 @@ pub fn day_of(unix_seconds: i64, tz: Tz) -> Result<NaiveDate> {
     }
 }
 
+/// When a day hash of `day` expires under `retention_days` (0: never):
+/// the local midnight (in `tz`) that ends the day, `retention_days` days
+/// later, as unix milliseconds. Counted in calendar days, so a DST change
+/// in between does not shift it by an hour.
+pub fn retention_expiry_ms(day: NaiveDate, tz: Tz, retention_days: i64) -> Option<i64> {
+    if retention_days <= 0 {
+        return None;
+    }
+    let end = day.checked_add_days(chrono::Days::new(retention_days as u64 + 1))?;
+    let midnight = end.and_hms_opt(0, 0, 0)?;
+    // A midnight that a DST jump skips takes the first instant after it.
+    let instant = tz.from_local_datetime(&midnight).earliest().or_else(|| {
+        tz.from_local_datetime(&(midnight + chrono::Duration::hours(1)))
+            .earliest()
+    })?;
+    Some(instant.timestamp_millis())
+}
+
+/// Refuses a write for `day` when its day hash would already be expired.
+pub fn check_retained(
+    day: NaiveDate,
+    tz: Tz,
+    retention_days: i64,
+    now_ms: i64,
+) -> Result<Option<i64>> {
+    match retention_expiry_ms(day, tz, retention_days) {
+        Some(at) if at <= now_ms => Err(Error::invalid(format!(
+            "day {} is past retention (retention-days {retention_days}): nothing written",
+            day_string(day)
+        ))),
+        at => Ok(at),
+    }
+}
+
 /// An IANA time zone name such as `UTC` or `Europe/London`.
 pub fn parse_timezone(name: &str) -> Result<Tz> {
     name.parse::<Tz>().map_err(|_| {
@@ -167,5 +201,37 @@ mod tests {
         assert_eq!(day_count(d(2015, 12, 30), d(2016, 1, 2)), 4);
         assert_eq!(day_count(d(2016, 1, 2), d(2015, 12, 30)), 0);
         assert_eq!(days[3], d(2016, 1, 2));
+    }
+
+    #[test]
+    fn retention_ends_at_local_midnight_n_days_after_the_day() {
+        let d = |t: &str| parse_day(t.as_bytes()).unwrap();
+        let utc = parse_timezone("UTC").unwrap();
+        // 2015-12-22 + 30 days: the day ends 2015-12-23T00:00Z, expiry 2016-01-22T00:00Z.
+        assert_eq!(
+            retention_expiry_ms(d("2015-12-22"), utc, 30),
+            Some(1_453_420_800_000)
+        );
+        assert_eq!(retention_expiry_ms(d("2015-12-22"), utc, 0), None);
+        let london = parse_timezone("Europe/London").unwrap();
+        // Across the March DST change: still local midnight (23:00Z in summer).
+        let at = retention_expiry_ms(d("2016-03-20"), london, 10).unwrap();
+        assert_eq!(
+            at, 1_459_378_800_000,
+            "2016-03-30T23:00:00Z = 2016-03-31 00:00 BST"
+        );
+        assert!(check_retained(d("2015-12-22"), utc, 30, 1_453_420_800_000).is_err());
+        let e = check_retained(d("2015-12-22"), utc, 30, 1_453_420_800_000)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("day 2015-12-22 is past retention"), "{e}");
+        assert_eq!(
+            check_retained(d("2015-12-22"), utc, 30, 1_453_420_799_999).unwrap(),
+            Some(1_453_420_800_000)
+        );
+        assert_eq!(
+            check_retained(d("2015-12-22"), utc, 0, i64::MAX).unwrap(),
+            None
+        );
     }
 }

@@ -4,7 +4,7 @@
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
-use super::date::{day_of, parse_day_arg};
+use super::date::{check_retained, day_of, parse_day_arg};
 use super::dedup::{marker, Marker};
 use super::error::{Error, Result};
 use super::keys::{check_event, check_event_id, check_listing};
@@ -106,12 +106,14 @@ pub struct IncrPlan {
 /// Resolves the day and key names. `now_ms` is the server clock.
 pub fn plan(args: &IncrArgs<'_>, settings: &Settings, now_ms: i64) -> Result<IncrPlan> {
     let day = args.when.day(settings.timezone, now_ms.div_euclid(1000))?;
+    let expire_at = check_retained(day, settings.timezone, settings.retention_days, now_ms)?;
     let dedup_on = settings.dedup_window > 0;
     Ok(IncrPlan {
         increment: Increment {
             key: settings.keys.day_key(day, args.listing),
             field: args.event.to_vec(),
             delta: args.by,
+            expire_at,
         },
         marker: args
             .id

@@ -17,7 +17,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::date::day_of;
+use super::date::{check_retained, day_of, retention_expiry_ms};
 use super::dedup::{Generations, Marker};
 use super::error::{Error, Result};
 use super::keys::{check_event, check_event_id, check_listing};
@@ -287,6 +287,12 @@ pub fn run<S: CounterStore>(
     let mut report = Report::default();
     let mut events = Vec::with_capacity(parsed.len());
     for (index, event) in parsed.into_iter().enumerate() {
+        // A day already past retention is an invalid event like any other.
+        let event = event.and_then(|e| {
+            check_retained(e.day, settings.timezone, settings.retention_days, now_ms)
+                .map(|_| e)
+                .map_err(|why| why.to_string().trim_start_matches("ERR ").to_string())
+        });
         match event {
             Ok(e) => events.push(e),
             Err(why) if strict => {
@@ -348,6 +354,7 @@ fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
             key: settings.keys.day_key(day, listing),
             field: field.to_vec(),
             delta,
+            expire_at: retention_expiry_ms(day, settings.timezone, settings.retention_days),
         })
         .collect();
     increments.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| a.field.cmp(&b.field)));

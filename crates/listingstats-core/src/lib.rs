@@ -10,6 +10,7 @@ pub mod incr;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod migrate;
 pub mod number;
 pub mod query;
 pub mod settings;

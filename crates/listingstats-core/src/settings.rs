@@ -21,6 +21,7 @@ pub enum Name {
     MaxBatch,
     MaxQueryCells,
     StarSource,
+    RetentionDays,
 }
 
 /// Where a `*` query finds its listings.
@@ -43,7 +44,7 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 7] = [
+    pub const ALL: [Name; 8] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
@@ -51,6 +52,7 @@ impl Name {
         Name::MaxBatch,
         Name::MaxQueryCells,
         Name::StarSource,
+        Name::RetentionDays,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Name {
             Name::MaxBatch => "max-batch",
             Name::MaxQueryCells => "max-query-cells",
             Name::StarSource => "star-source",
+            Name::RetentionDays => "retention-days",
         }
     }
 
@@ -87,6 +90,11 @@ impl Name {
                 min: 1,
                 max: 1_000_000_000,
             }),
+            // A hundred years; 0 keeps day hashes forever.
+            Name::RetentionDays => Some(Bounds {
+                min: 0,
+                max: 36_500,
+            }),
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => None,
         }
     }
@@ -101,6 +109,8 @@ pub struct Settings {
     pub max_batch: i64,
     pub max_query_cells: i64,
     pub star_source: StarSource,
+    /// Days a day hash is kept after its day ends; 0 keeps it forever.
+    pub retention_days: i64,
 }
 
 impl Default for Settings {
@@ -112,6 +122,7 @@ impl Default for Settings {
             max_batch: 10_000,
             max_query_cells: 1_000_000,
             star_source: StarSource::Index,
+            retention_days: 0,
         }
     }
 }
@@ -126,6 +137,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window.to_string(),
             Name::MaxBatch => self.max_batch.to_string(),
             Name::MaxQueryCells => self.max_query_cells.to_string(),
+            Name::RetentionDays => self.retention_days.to_string(),
             Name::StarSource => match self.star_source {
                 StarSource::Index => "index".into(),
                 StarSource::Scan => "scan".into(),
@@ -138,6 +150,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window,
             Name::MaxBatch => self.max_batch,
             Name::MaxQueryCells => self.max_query_cells,
+            Name::RetentionDays => self.retention_days,
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => 0,
         }
     }
@@ -175,7 +188,7 @@ impl Settings {
                     }
                 }
             }
-            Name::DedupWindow | Name::MaxBatch | Name::MaxQueryCells => {}
+            Name::DedupWindow | Name::MaxBatch | Name::MaxQueryCells | Name::RetentionDays => {}
         }
         Ok(())
     }
@@ -193,6 +206,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window = n,
             Name::MaxBatch => self.max_batch = n,
             Name::MaxQueryCells => self.max_query_cells = n,
+            Name::RetentionDays => self.retention_days = n,
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => {}
         }
         Ok(())
@@ -250,6 +264,7 @@ mod tests {
                 ("max-batch", "10000".into()),
                 ("max-query-cells", "1000000".into()),
                 ("star-source", "index".into()),
+                ("retention-days", "0".into()),
             ]
         );
     }

@@ -16,6 +16,8 @@ pub struct Increment {
     pub key: Vec<u8>,
     pub field: Vec<u8>,
     pub delta: i64,
+    /// The day hash's absolute expiry (unix ms) under `retention-days`.
+    pub expire_at: Option<i64>,
 }
 
 /// What the write path needs from Redis (or from a map, in tests).
@@ -30,9 +32,11 @@ pub trait CounterStore {
     /// Fails when the caller may not write the shard keys, or one is not a
     /// hash.
     fn is_remembered(&mut self, marker: &Marker) -> Result<bool>;
-    /// Remembers ids, each in its current shard; a shard hash created here
-    /// gets its absolute expiry.
+    /// Remembers ids, each in its current shard.
     fn remember(&mut self, markers: &[Marker]);
+    /// Gives the day hash `key` the absolute expiry `at_ms` (retention),
+    /// unless it has it already.
+    fn expire_at(&mut self, key: &[u8], at_ms: i64);
 }
 
 /// Validates all `increments`, then writes them and the `markers`.
@@ -50,6 +54,9 @@ pub fn apply<S: CounterStore>(
     }
     for (inc, &value) in increments.iter().zip(&values) {
         store.set_counter(&inc.key, &inc.field, value, inc.delta);
+        if let Some(at) = inc.expire_at {
+            store.expire_at(&inc.key, at);
+        }
     }
     if !markers.is_empty() {
         store.remember(markers);
@@ -72,6 +79,8 @@ pub mod memory {
         pub strings: BTreeSet<Vec<u8>>,
         /// (shard key, id) -> expiry of the shard.
         pub markers: BTreeMap<(Vec<u8>, Vec<u8>), i64>,
+        /// Day hash -> absolute expiry (retention).
+        pub expiries: BTreeMap<Vec<u8>, i64>,
         pub writes: usize,
     }
 
@@ -95,6 +104,9 @@ pub mod memory {
             };
             Ok(has(&marker.current) || has(&marker.previous))
         }
+        fn expire_at(&mut self, key: &[u8], at_ms: i64) {
+            self.expiries.insert(key.to_vec(), at_ms);
+        }
         fn remember(&mut self, markers: &[Marker]) {
             for m in markers {
                 self.markers
@@ -114,6 +126,7 @@ mod tests {
             key: key.into(),
             field: field.into(),
             delta,
+            expire_at: None,
         }
     }
 

@@ -1,0 +1,83 @@
+//! `LISTINGSTATS.RETAIN`: gives every day hash without an expiry the one
+//! `retention-days` implies, and deletes those already past it.
+
+use redis_module::{Context, RedisValue};
+
+use super::sweep::{self, Visit};
+use crate::config;
+use crate::redis::command::{Command, Docs};
+use crate::redis::reply::Reply;
+use crate::redis::scan::Scanned;
+use crate::redis::store::{RedisStore, Retained};
+use listingstats_core::date::retention_expiry_ms;
+use listingstats_core::settings::Settings;
+use listingstats_core::{Error, Result};
+
+pub struct Retain;
+
+impl Command for Retain {
+    const NAME: &'static str = "listingstats.retain";
+    const FLAGS: &'static str = "write";
+    const ACL: &'static str = "write keyspace slow";
+    const DOCS: Docs = Docs {
+        summary: "Gives every day hash without an expiry the one retention-days implies; deletes those already past it. Replies set, deleted and denied.",
+        complexity: "O(N): every key of the database, in slices",
+        since: "0.1.0",
+        arity: 1,
+        args: &[],
+    };
+
+    fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
+        if !args.is_empty() {
+            return Err(Error::wrong_arity(Self::NAME));
+        }
+        if config::current().retention_days == 0 {
+            return Err(Error::invalid(
+                "retention-days is 0 (day hashes are kept forever): set it first, e.g. CONFIG SET listingstats.retention-days 90",
+            ));
+        }
+        sweep::run(ctx, Retaining::default())
+    }
+}
+
+#[derive(Default)]
+struct Retaining {
+    set: u64,
+    deleted: u64,
+    denied: u64,
+}
+
+impl Visit for Retaining {
+    const WHAT: &'static str = "RETAIN";
+
+    fn wants(&self, key: &Scanned<'_>, settings: &Settings) -> bool {
+        key.is_hash() && settings.keys.parse_day_key(key.name).is_some()
+    }
+
+    fn visit(&mut self, store: &mut RedisStore<'_>, key: &[u8], settings: &Settings, now_ms: i64) {
+        let Some((day, _)) = settings.keys.parse_day_key(key) else {
+            return;
+        };
+        let Some(at) = retention_expiry_ms(day, settings.timezone, settings.retention_days) else {
+            return;
+        };
+        match store.retain(key, at, now_ms) {
+            Retained::Set => self.set += 1,
+            Retained::Deleted => self.deleted += 1,
+            Retained::Denied => self.denied += 1,
+            Retained::Untouched => {}
+        }
+    }
+
+    fn reply(&self, out: &mut Reply) {
+        out.map(3);
+        for (name, n) in [
+            ("set", self.set),
+            ("deleted", self.deleted),
+            ("denied", self.denied),
+        ] {
+            out.bulk(name.as_bytes());
+            out.int(n as i64);
+        }
+    }
+}
