@@ -1,7 +1,11 @@
 """The README demo: a week of storefront events from the load generator,
 written through LISTINGSTATS.INGEST in batches (5% of them redelivered, as a
 stream consumer does after a failed acknowledgement), then read back with
-GET, QUERY (also in the old Lua script's format) and TOP."""
+GET, QUERY (also in the old Lua script's format) and TOP, and drawn as a
+chart of daily click-through rates per listing (target/demo/ctr.png).
+
+    python3 scripts/demo.py          the demo; its server is removed at the end
+    python3 scripts/demo.py --keep   leaves the server running to explore"""
 
 import datetime
 import os
@@ -9,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loadgen  # noqa: E402
-from redislab import Server  # noqa: E402
+from redislab import ROOT, Server  # noqa: E402
 
 DAY0 = 1451260800  # 2015-12-28T00:00:00Z
 DAYS = 7
@@ -23,10 +27,38 @@ def date(i):
     return datetime.datetime.fromtimestamp(DAY0 + i * 86400, datetime.timezone.utc).strftime("%Y-%m-%d")
 
 
+def chart(c, listings, path):
+    """Daily CTR per listing over the week, one panel per built-in metric."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [("ldp_add_to_cart_ctr", "listing page: add-to-cart click-through rate"),
+               ("cart_to_checkout_ctr", "cart: checkout click-through rate")]
+    rows = c.call("LISTINGSTATS.QUERY", ",".join(m for m, _ in metrics), date(0), date(DAYS - 1),
+                  ",".join(listings), "GROUPBY", "DAY")
+    days = [date(i) for i in range(DAYS)]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+    for ax, (metric, title) in zip(axes, metrics):
+        for listing in listings:
+            by_day = {d: float(v) for m, d, l, _n, _den, v in rows if m == metric and l == listing and v is not None}
+            ax.plot([d[5:] for d in days], [by_day.get(d) for d in days], marker="o", label=listing)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("day (%s .. %s)" % (days[0], days[-1]))
+        ax.set_ylabel("% (clicks / impressions x 100)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(title="listing", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("LISTINGSTATS.QUERY ... GROUPBY DAY over the demo week")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=100)
+
+
 def main():
+    keep = "--keep" in sys.argv[1:]
     step = DAYS * 86400 // EVENTS
     stream = loadgen.events(EVENTS, listings=LISTINGS, start=DAY0 + 60, step=step, dup_share=0.05, seed=2015)
-    with Server(module_args=["timezone", "UTC"]) as srv:
+    with Server(module_args=["timezone", "UTC"], keep=keep) as srv:
         c = srv.client()
         totals = {"applied": 0, "duplicates": 0, "rejected": 0}
         for args in loadgen.batches(stream, 500):
@@ -65,12 +97,25 @@ def main():
         print("top 3 listings by add-to-cart rate over the week, at least 100 impressions (LISTINGSTATS.TOP):")
         for listing, num, den, value in c.call("LISTINGSTATS.TOP", "ldp_add_to_cart_ctr", first, last, 3, "MINDENOM", 100):
             print("  %-6s %3d / %3d = %.2f%%" % (listing, num, den, float(value)))
+        print("and ranked by the 95% Wilson lower bound instead (RANK WILSON: confident rates first):")
+        for listing, num, den, value, bound in c.call("LISTINGSTATS.TOP", "ldp_add_to_cart_ctr", first, last, 3,
+                                                      "RANK", "WILSON"):
+            print("  %-6s %3d / %3d = %.2f%%, at least %.2f%%" % (listing, num, den, float(value), float(bound)))
         print()
         print("the same data, as any Redis client sees it:")
         print("  HGETALL %s_2155 ->" % date(3), c.call("HGETALL", "%s_2155" % date(3)))
         print()
         info = c.call("INFO", "listingstats")
         print("\n".join("  " + l for l in info.splitlines() if l and not l.startswith("#")))
+        path = os.path.join(ROOT, "target", "demo", "ctr.png")
+        chart(c, listings, path)
+        print()
+        print("chart of the daily click-through rates: %s" % path)
+        if keep:
+            print()
+            print("the server keeps running with the demo data (pid %d):" % srv.proc.pid)
+            print("  redis-cli -p %d" % srv.port)
+            print("  stop it with: redis-cli -p %d shutdown nosave" % srv.port)
 
 
 if __name__ == "__main__":

@@ -112,8 +112,11 @@ def free_port():
 class Server:
     """A redis-server with the module, for `with Server() as srv:`."""
 
-    def __init__(self, module_args=(), server_args=(), module=MODULE, cpu=None):
+    def __init__(self, module_args=(), server_args=(), module=MODULE, cpu=None, keep=False):
         self.module_args = list(module_args)
+        # keep: leave the server running after the `with` block (its own
+        # session, so the caller's Ctrl-C does not reach it).
+        self.keep = keep
         self.server_args = list(server_args)
         self.module = module
         # Pinning the server to one core (benchmarks) keeps it from sharing
@@ -129,7 +132,8 @@ class Server:
         cmd = [*self.pin, "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
                "--logfile", self.log, "--save", "", "--appendonly", "no",
                "--loadmodule", self.module, *self.module_args, *self.server_args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=self.keep)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -146,6 +150,8 @@ class Server:
         return Client(self.port)
 
     def __exit__(self, *exc):
+        if self.keep and exc[0] is None:
+            return
         self.proc.kill()
         self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
