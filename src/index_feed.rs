@@ -131,7 +131,7 @@ fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
                 start_rebuild(ctx, config::current().keys.clone());
             }
         }
-        ServerEvent::ConfigChanged(_) => {}
+        ServerEvent::ConfigChanged(_) | ServerEvent::BecameMaster => {}
     }
 }
 

@@ -1,7 +1,7 @@
 //! What `INFO listingstats` shows: the counters of `stats`, the index's
 //! size, and whether dedup state is safe from eviction.
 
-use crate::{eviction, index_feed, stats};
+use crate::{commands, eviction, index_feed, stats};
 
 pub fn fields() -> Vec<(&'static str, u64)> {
     let (entries, bytes, building) = index_feed::size();
@@ -13,6 +13,10 @@ pub fn fields() -> Vec<(&'static str, u64)> {
         (
             "dedup_safe_under_eviction",
             u64::from(eviction::dedup_safe()),
+        ),
+        (
+            "followed_streams",
+            commands::follow::followed_streams() as u64,
         ),
     ]);
     all

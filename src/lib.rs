@@ -42,7 +42,16 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     config::on_key_scheme_change(index_feed::invalidate);
     eviction::init(ctx);
     redis::info::register(ctx, info::fields);
-    commands::register_all(ctx)
+    if commands::register_all(ctx) == Status::Err {
+        return Status::Err;
+    }
+    match commands::follow::init(ctx) {
+        Ok(()) => Status::Ok,
+        Err(reason) => {
+            ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
+            Status::Err
+        }
+    }
 }
 
 redis_module! {

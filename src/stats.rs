@@ -38,8 +38,9 @@ pub static SCANS: Stat = Stat::new("scans");
 pub static INDEX_REBUILDS: Stat = Stat::new("index_rebuilds");
 pub static SLICED_QUERIES: Stat = Stat::new("sliced_queries");
 pub static SLICES: Stat = Stat::new("slices");
+pub static FOLLOWED_ENTRIES: Stat = Stat::new("followed_entries");
 
-static ALL: [&Stat; 11] = [
+static ALL: [&Stat; 12] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -51,6 +52,7 @@ static ALL: [&Stat; 11] = [
     &INDEX_REBUILDS,
     &SLICED_QUERIES,
     &SLICES,
+    &FOLLOWED_ENTRIES,
 ];
 
 /// Every counter: `(name, value)`, for INFO.

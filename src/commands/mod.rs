@@ -7,6 +7,7 @@ use redis_module::{Context, Status};
 
 use crate::redis::command::{add_own_category, register, register_container, register_sub};
 
+pub mod follow;
 pub mod get;
 pub mod incr;
 pub mod ingest;
@@ -32,6 +33,9 @@ pub fn register_all(ctx: &Context) -> Status {
         register::<metric::MetricList>,
         register::<retain::Retain>,
         register::<migrate::Migrate>,
+        register::<follow::Follow>,
+        register::<follow::Unfollow>,
+        register::<follow::Following>,
     ];
     // METRIC SET/DEL/LIST as subcommands of LISTINGSTATS.METRIC (as Redis
     // has CONFIG GET, CLIENT LIST); the dotted names above stay as aliases.

@@ -30,6 +30,8 @@ pub enum Native {
     Del,
     /// Reading a string (MIGRATE of a flat key).
     Get,
+    /// Reading a stream (FOLLOW).
+    Xrange,
 }
 
 impl Native {
@@ -45,6 +47,7 @@ impl Native {
             Native::Pexpireat => (b"PEXPIREAT", &[b"0"]),
             Native::Del => (b"DEL", &[]),
             Native::Get => (b"GET", &[]),
+            Native::Xrange => (b"XRANGE", &[b"-", b"+"]),
         }
     }
 
@@ -68,6 +71,7 @@ thread_local! {
         Native::Pexpireat,
         Native::Del,
         Native::Get,
+        Native::Xrange,
     ]
     .iter()
     .map(|n| {

@@ -25,6 +25,11 @@ pub fn can_block(ctx: &Context) -> bool {
         == 0
 }
 
+/// Whether this server is a replica (it applies what its master sends).
+pub fn is_replica(ctx: &Context) -> bool {
+    flags(ctx) & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
+}
+
 /// The database the context has selected.
 pub fn selected_db(ctx: &Context) -> i32 {
     // SAFETY: live context.

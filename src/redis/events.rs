@@ -20,6 +20,10 @@ pub mod class {
     pub const GENERIC: i32 = raw::REDISMODULE_NOTIFY_GENERIC;
     pub const EXPIRED: i32 = raw::REDISMODULE_NOTIFY_EXPIRED;
     pub const EVICTED: i32 = raw::REDISMODULE_NOTIFY_EVICTED;
+    pub const STREAM: i32 = raw::REDISMODULE_NOTIFY_STREAM;
+    pub const STRING: i32 = raw::REDISMODULE_NOTIFY_STRING;
+    /// Every class any handler wants: the one subscription's mask.
+    pub const ALL: i32 = HASH | GENERIC | EXPIRED | EVICTED | STREAM | STRING;
 }
 
 /// One keyspace notification.
@@ -43,9 +47,12 @@ pub enum ServerEvent<'a> {
     },
     /// `CONFIG SET` changed these settings.
     ConfigChanged(&'a [&'a [u8]]),
+    /// This server became a master (failover, REPLICAOF NO ONE).
+    BecameMaster,
 }
 
-type KeyHandler = fn(&Context, &KeyEvent<'_>);
+/// A handler and the notification classes it wants.
+type KeyHandler = (i32, fn(&Context, &KeyEvent<'_>));
 type ServerHandler = fn(&Context, &ServerEvent<'_>);
 
 static KEY_HANDLERS: RwLock<Vec<KeyHandler>> = RwLock::new(Vec::new());
@@ -85,20 +92,28 @@ unsafe extern "C" fn on_key(
         event,
         key,
     };
-    each(&KEY_HANDLERS, |h| {
-        let _ = catch_unwind(AssertUnwindSafe(|| h(&context, &e)));
+    each(&KEY_HANDLERS, |(classes, h)| {
+        if classes & class != 0 {
+            let _ = catch_unwind(AssertUnwindSafe(|| h(&context, &e)));
+        }
     });
     raw::REDISMODULE_OK as c_int
 }
 
 /// Calls `handler` for every notification of `classes` (every key; the
 /// handler filters).
-pub fn on_keyspace(ctx: &Context, classes: i32, handler: KeyHandler) -> Result<(), String> {
-    add(&KEY_HANDLERS, handler);
-    // SAFETY: OnLoad; the trampoline lives as long as the module. Redis
-    // keeps one subscription per (module, callback), so subscribing again
-    // with other classes widens it.
-    let ok = unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, classes, Some(on_key)) };
+pub fn on_keyspace(
+    ctx: &Context,
+    classes: i32,
+    handler: fn(&Context, &KeyEvent<'_>),
+) -> Result<(), String> {
+    if !add(&KEY_HANDLERS, (classes, handler)) {
+        return Ok(()); // Subscribed already, for every class in `class::ALL`.
+    }
+    // SAFETY: OnLoad; the trampoline lives as long as the module. One
+    // subscription for all handlers: each call would add another.
+    let ok =
+        unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, class::ALL, Some(on_key)) };
     if ok == raw::REDISMODULE_OK as c_int {
         Ok(())
     } else {
@@ -144,6 +159,11 @@ unsafe extern "C" fn on_server(
                 }
                 ServerEvent::ConfigChanged(&names)
             }
+            raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED
+                if sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER =>
+            {
+                ServerEvent::BecameMaster
+            }
             _ => return,
         }
     };
@@ -162,6 +182,7 @@ pub fn on_server_events(ctx: &Context, handler: ServerHandler) {
         raw::REDISMODULE_EVENT_SWAPDB,
         raw::REDISMODULE_EVENT_LOADING,
         raw::REDISMODULE_EVENT_CONFIG,
+        raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED,
     ] {
         // SAFETY: OnLoad; the trampoline lives as long as the module. An
         // event this server does not know is refused, harmlessly.

@@ -13,6 +13,7 @@
 //! | `acl.rs` | permission checks as the equivalent native command |
 //! | `store.rs` | the core's `CounterStore`, and the readers QUERY/GET use |
 //! | `scan.rs` | a keyspace scan cursor |
+//! | `stream.rs` | reading a stream after a position |
 //! | `reply.rs` | writing a reply piece by piece |
 //! | `blocked.rs` | a blocked client and the reply it collects |
 //! | `slices.rs` | work run in slices on a timer (queries, index rebuilds) |
@@ -63,4 +64,5 @@ pub mod reply;
 pub mod scan;
 pub mod slices;
 pub mod store;
+pub mod stream;
 pub mod string;

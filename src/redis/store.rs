@@ -376,7 +376,7 @@ impl RedisStore<'_> {
         if swept {
             return;
         }
-        let Ok(fields) = Reader::new(self.ctx).hash_all_of(&registry) else {
+        let Ok(fields) = Reader::unchecked(self.ctx).hash_all_of(&registry) else {
             return;
         };
         let stale = stale_generations(fields.iter().map(|(f, _)| f.as_slice()), marker.generation);
@@ -456,6 +456,15 @@ impl<'c> Reader<'c> {
         }
     }
 
+    /// A reader for the module's own state, with no caller (load, timers,
+    /// events): no permission checks.
+    pub fn unchecked(ctx: &'c Context) -> Self {
+        Reader {
+            ctx,
+            acl: Acl::unchecked(ctx.ctx),
+        }
+    }
+
     /// A reader for the user named `user` (None: no checks), for slices of
     /// a query that run from a timer, where there is no client.
     pub fn for_user(ctx: &'c Context, user: Option<&[u8]>) -> Result<Self> {
@@ -485,6 +494,12 @@ impl<'c> Reader<'c> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         self.acl.check(&name, Native::Hmget)?;
         OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
+    }
+
+    /// Whether the caller could run `native` on `key` (no ACL LOG entry).
+    pub fn may(&self, key: &[u8], native: Native) -> bool {
+        self.acl
+            .allows(&RedisString::create_from_slice(self.ctx.ctx, key), native)
     }
 
     /// Whether the caller may read the day hash `key` (no ACL LOG entry).

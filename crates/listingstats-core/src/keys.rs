@@ -148,6 +148,11 @@ impl KeyScheme {
         format!("{}listingstats:seen:{generation}:{shard}", self.prefix).into_bytes()
     }
 
+    /// The hash holding each followed stream's position and counts.
+    pub fn following_key(&self) -> Vec<u8> {
+        [self.prefix.as_bytes(), b"listingstats:following"].concat()
+    }
+
     /// The hash whose fields are the dedup generations that have shards
     /// (see `dedup`); under the same `listingstats:seen:` prefix, so one ACL
     /// pattern covers all dedup state.

@@ -6,6 +6,7 @@ pub mod date;
 pub mod day_index;
 pub mod dedup;
 pub mod error;
+pub mod follow;
 pub mod incr;
 pub mod ingest;
 pub mod keys;

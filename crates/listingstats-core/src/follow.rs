@@ -1,0 +1,179 @@
+//! Following a Redis Stream: entry ids, and the state kept per followed
+//! stream (its position and counts) in the hash
+//! `<prefix>listingstats:following`, one field per stream, so the position
+//! is data: replicated, persisted, and written in the same atomic step as
+//! the counters of the entries it covers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{quote, Error, Result};
+
+/// A stream entry id, `ms-seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    /// `ms-seq` or `ms` (seq 0); `0` is the start of every stream.
+    pub fn parse(text: &[u8]) -> Option<StreamId> {
+        let text = std::str::from_utf8(text).ok()?;
+        let (ms, seq) = match text.split_once('-') {
+            Some((ms, seq)) => (ms.parse().ok()?, seq.parse().ok()?),
+            None => (text.parse().ok()?, 0),
+        };
+        Some(StreamId { ms, seq })
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Where FOLLOW starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum From {
+    /// After this id (`0`: the whole stream).
+    After(StreamId),
+    /// After the stream's last entry now (`$`): only new entries.
+    End,
+}
+
+/// `LISTINGSTATS.FOLLOW stream [FROM id|0|$]`: the stream and where to start.
+pub fn parse_follow(args: &[&[u8]]) -> Result<(Vec<u8>, From)> {
+    match args {
+        [stream] => Ok((stream.to_vec(), From::After(StreamId::default()))),
+        [stream, kw, at] if kw.eq_ignore_ascii_case(b"FROM") => {
+            let from = if *at == b"$" {
+                From::End
+            } else {
+                From::After(StreamId::parse(at).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "FROM must be a stream id, 0 or $, got {}",
+                        quote(at)
+                    ))
+                })?)
+            };
+            Ok((stream.to_vec(), from))
+        }
+        [_, other, ..] if !other.eq_ignore_ascii_case(b"FROM") => {
+            Err(Error::syntax(format!("unknown option {}", quote(other))))
+        }
+        _ => Err(Error::wrong_arity("LISTINGSTATS.FOLLOW")),
+    }
+}
+
+/// One followed stream's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct FollowState {
+    /// The last entry applied (or rejected): the position.
+    pub last: String,
+    /// Events applied, duplicates skipped, entries rejected.
+    pub applied: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// Why the last rejected entry was rejected.
+    pub last_reason: String,
+    /// Entries after the position were deleted (XTRIM/XDEL) before they
+    /// were applied: they are lost to the counters.
+    pub trimmed: bool,
+}
+
+impl FollowState {
+    pub fn starting_after(id: StreamId) -> FollowState {
+        FollowState {
+            last: id.to_string(),
+            ..FollowState::default()
+        }
+    }
+
+    pub fn position(&self) -> StreamId {
+        StreamId::parse(self.last.as_bytes()).unwrap_or_default()
+    }
+
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// `None` for a value that does not parse (another tool wrote it).
+    pub fn from_stored(text: &[u8]) -> Option<FollowState> {
+        serde_json::from_slice(text).ok()
+    }
+
+    /// Records a rejected entry and why.
+    pub fn reject(&mut self, id: StreamId, why: &str) {
+        self.rejected += 1;
+        self.last_reason = format!("entry {id}: {why}");
+    }
+}
+
+/// The event JSON of an entry: its field `event`.
+pub fn entry_event<'a>(
+    fields: &'a [(Vec<u8>, Vec<u8>)],
+) -> std::result::Result<&'a [u8], &'static str> {
+    fields
+        .iter()
+        .find(|(f, _)| f == b"event")
+        .map(|(_, v)| v.as_slice())
+        .ok_or("no field 'event'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_and_order() {
+        assert_eq!(
+            StreamId::parse(b"1526919030474-55"),
+            Some(StreamId {
+                ms: 1_526_919_030_474,
+                seq: 55
+            })
+        );
+        assert_eq!(StreamId::parse(b"0"), Some(StreamId::default()));
+        assert_eq!(StreamId::parse(b"17"), Some(StreamId { ms: 17, seq: 0 }));
+        assert_eq!(StreamId::parse(b"x-1"), None);
+        assert_eq!(StreamId::parse(b"1-"), None);
+        assert!(StreamId { ms: 1, seq: 9 } < StreamId { ms: 2, seq: 0 });
+        assert_eq!(StreamId { ms: 3, seq: 4 }.to_string(), "3-4");
+    }
+
+    #[test]
+    fn follow_arguments() {
+        assert_eq!(
+            parse_follow(&[b"s"]).unwrap(),
+            (b"s".to_vec(), From::After(StreamId::default()))
+        );
+        assert_eq!(parse_follow(&[b"s", b"from", b"$"]).unwrap().1, From::End);
+        assert_eq!(
+            parse_follow(&[b"s", b"FROM", b"5-1"]).unwrap().1,
+            From::After(StreamId { ms: 5, seq: 1 })
+        );
+        assert!(parse_follow(&[b"s", b"FROM", b"soon"]).is_err());
+        assert!(parse_follow(&[b"s", b"AFTER", b"0"]).is_err());
+        assert!(parse_follow(&[]).is_err());
+    }
+
+    #[test]
+    fn state_round_trips_and_entries_need_an_event() {
+        let mut s = FollowState::starting_after(StreamId { ms: 5, seq: 0 });
+        s.reject(StreamId { ms: 6, seq: 1 }, "bad JSON");
+        let back = FollowState::from_stored(s.to_stored().as_bytes()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.position(), StreamId { ms: 5, seq: 0 });
+        assert_eq!(back.last_reason, "entry 6-1: bad JSON");
+        assert!(FollowState::from_stored(b"nope").is_none());
+        let fields = vec![
+            (b"x".to_vec(), b"1".to_vec()),
+            (b"event".to_vec(), b"{}".to_vec()),
+        ];
+        assert_eq!(entry_event(&fields), Ok(&b"{}"[..]));
+        assert_eq!(entry_event(&fields[..1]), Err("no field 'event'"));
+    }
+}
