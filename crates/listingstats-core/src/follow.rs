@@ -113,9 +113,7 @@ impl FollowState {
 }
 
 /// The event JSON of an entry: its field `event`.
-pub fn entry_event<'a>(
-    fields: &'a [(Vec<u8>, Vec<u8>)],
-) -> std::result::Result<&'a [u8], &'static str> {
+pub fn entry_event(fields: &[(Vec<u8>, Vec<u8>)]) -> std::result::Result<&[u8], &'static str> {
     fields
         .iter()
         .find(|(f, _)| f == b"event")
