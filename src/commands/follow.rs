@@ -31,7 +31,9 @@ use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::{Reader, RedisStore};
 use crate::redis::stream::{self, Read};
 use crate::stats;
-use listingstats_core::follow::{entry_event, parse_follow, FollowState, From, StreamId};
+use listingstats_core::follow::{
+    detect_loss, entry_event, parse_follow, FollowState, From, StreamId,
+};
 use listingstats_core::ingest;
 use listingstats_core::settings::Settings;
 use listingstats_core::{Error, Result};
@@ -233,18 +235,23 @@ fn apply_batch(ctx: &Context, settings: &Settings, db: i32, stream: &[u8]) -> bo
     if entries.is_empty() {
         return false;
     }
-    if !state.trimmed && stream::deleted_after(ctx, stream, position) {
-        state.trimmed = true;
-        ctx.log_warning(&format!(
-            "listingstats: entries of '{}' after {position} were deleted before they were applied",
-            String::from_utf8_lossy(stream)
-        ));
+    if let Some(info) = stream::info(ctx, stream) {
+        let (lost, read) = detect_loss(position, state.read, &info);
+        state.read = read;
+        if lost && !state.trimmed {
+            state.trimmed = true;
+            ctx.log_warning(&format!(
+                "listingstats: entries of '{}' after {position} were deleted before they were applied",
+                String::from_utf8_lossy(stream)
+            ));
+        }
     }
     let now = now_ms();
     let full = entries.len() == BATCH;
     for entry in &entries {
         apply_entry(&mut store, settings, &mut state, entry, now);
         state.last = entry.id.to_string();
+        state.read += 1;
         stats::FOLLOWED_ENTRIES.add(1);
     }
     // The position, in the same unit as the counters above.
@@ -339,11 +346,22 @@ impl Command for Follow {
                 From::End => stream::last_id(ctx, &stream).unwrap_or_default(),
             },
         };
+        // Entries up to the start count as accounted for (see detect_loss).
+        let info = stream::info(ctx, &stream);
+        let added = info.map_or(0, |i| i.entries_added);
+        let after = match from {
+            From::End => 0,
+            From::After(id) if id == StreamId::default() => info.map_or(0, |i| i.length),
+            // An explicit id: count once what follows it (O(entries after)).
+            From::After(_) => stream::count_after(ctx, &stream, start, usize::MAX) as u64,
+        };
+        let mut state = FollowState::starting_after(start);
+        state.read = added.saturating_sub(after);
         let mut store = RedisStore::for_user(ctx, &settings.keys, None)?;
         store.hash_set(
             &settings.keys.following_key(),
             &stream,
-            FollowState::starting_after(start).to_stored().as_bytes(),
+            state.to_stored().as_bytes(),
         )?;
         let db = selected_db(ctx);
         with_pump(|p| {

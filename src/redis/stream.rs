@@ -3,7 +3,7 @@
 use redis_module::key::RedisKey;
 use redis_module::{raw, Context, RedisString, RedisValue};
 
-use listingstats_core::follow::StreamId;
+use listingstats_core::follow::{StreamId, StreamInfo};
 
 /// One entry: its id and fields.
 pub struct Entry {
@@ -84,28 +84,40 @@ pub fn last_id(ctx: &Context, key: &[u8]) -> Option<StreamId> {
     })
 }
 
-/// Whether entries after `after` were deleted (XTRIM, XDEL) from the
-/// stream: `max-deleted-entry-id` of `XINFO STREAM` (Redis 7.0+) is past
-/// it. Streams named with non-UTF-8 bytes are not checked.
-pub fn deleted_after(ctx: &Context, key: &[u8], after: StreamId) -> bool {
-    let Ok(name) = std::str::from_utf8(key) else {
-        return false;
-    };
+/// `XINFO STREAM key` (Redis 7.0+): entries ever added, length, first
+/// entry, the largest deleted id. `None` for a missing key, another type,
+/// or a name that is not UTF-8.
+pub fn info(ctx: &Context, key: &[u8]) -> Option<StreamInfo> {
+    let name = std::str::from_utf8(key).ok()?;
     let Ok(RedisValue::Array(info)) = ctx.call("XINFO", &["STREAM", name]) else {
-        return false;
+        return None;
     };
-    let text = |v: &RedisValue| match v {
-        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
-        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
-        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        _ => None,
+    fn text(v: &RedisValue) -> Option<String> {
+        match v {
+            RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
+            RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
+            RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+    let id = |v: &RedisValue| text(v).and_then(|t| StreamId::parse(t.as_bytes()));
+    let mut out = StreamInfo {
+        entries_added: 0,
+        length: 0,
+        first: None,
+        max_deleted: StreamId::default(),
     };
-    info.chunks(2).any(|pair| {
-        text(&pair[0]).as_deref() == Some("max-deleted-entry-id")
-            && pair
-                .get(1)
-                .and_then(text)
-                .and_then(|t| StreamId::parse(t.as_bytes()))
-                .is_some_and(|deleted| deleted > after)
-    })
+    for pair in info.chunks(2) {
+        let (Some(name), Some(value)) = (text(&pair[0]), pair.get(1)) else {
+            continue;
+        };
+        match (name.as_str(), value) {
+            ("entries-added", RedisValue::Integer(n)) => out.entries_added = *n as u64,
+            ("length", RedisValue::Integer(n)) => out.length = *n as u64,
+            ("max-deleted-entry-id", v) => out.max_deleted = id(v).unwrap_or_default(),
+            ("first-entry", RedisValue::Array(entry)) => out.first = entry.first().and_then(id),
+            _ => {}
+        }
+    }
+    Some(out)
 }

@@ -223,6 +223,17 @@ impl Server {
 }
 
 impl Server {
+    /// Kills the server with SIGKILL (no shutdown, no last AOF flush) and
+    /// starts it again in the same directory with the same options.
+    pub fn kill9_and_restart(mut self) -> Server {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = Arc::clone(&self.dir);
+        let options = self.options.clone();
+        drop(self);
+        Server::start_in(dir, options).unwrap_or_else(|log| panic!("restart failed:\n{log}"))
+    }
+
     /// Makes this server a replica of `master` and waits for the link.
     pub fn replicate(&self, master: &Server) {
         let mut c = self.conn();
@@ -298,6 +309,18 @@ pub fn module_names(conn: &mut Connection) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// Polls `check` every 10 ms until it holds or `secs` pass; whether it held.
+pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    check()
 }
 
 /// A small deterministic generator (xorshift), so a failure replays exactly.

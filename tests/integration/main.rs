@@ -7,6 +7,7 @@ mod acl;
 mod command_table;
 mod config;
 mod eviction;
+mod follow;
 mod incr;
 mod ingest;
 mod migrate;

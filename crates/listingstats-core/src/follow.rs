@@ -82,6 +82,35 @@ pub struct FollowState {
     /// Entries after the position were deleted (XTRIM/XDEL) before they
     /// were applied: they are lost to the counters.
     pub trimmed: bool,
+    /// How many of the stream's entries ever added (`entries-added`) are
+    /// accounted for: applied, rejected, before the start, or lost.
+    #[serde(default)]
+    pub read: u64,
+}
+
+/// What `XINFO STREAM` tells about a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub entries_added: u64,
+    pub length: u64,
+    pub first: Option<StreamId>,
+    pub max_deleted: StreamId,
+}
+
+/// Whether entries after `position` were deleted before being applied,
+/// and how many entries are accounted for then. Trimming removes the
+/// oldest entries: if the stream's first entry is past the position, every
+/// entry in it is unapplied, so any more unaccounted entries were lost.
+/// XDEL moves `max-deleted-entry-id` past the position.
+pub fn detect_loss(position: StreamId, read: u64, info: &StreamInfo) -> (bool, u64) {
+    let unaccounted = info.entries_added.saturating_sub(read);
+    let trimmed = info.first.is_some_and(|first| first > position) && unaccounted > info.length;
+    let deleted = info.max_deleted > position;
+    if trimmed {
+        (true, info.entries_added - info.length)
+    } else {
+        (deleted, read)
+    }
 }
 
 impl FollowState {
@@ -140,6 +169,44 @@ mod tests {
         assert_eq!(StreamId::parse(b"1-"), None);
         assert!(StreamId { ms: 1, seq: 9 } < StreamId { ms: 2, seq: 0 });
         assert_eq!(StreamId { ms: 3, seq: 4 }.to_string(), "3-4");
+    }
+
+    #[test]
+    fn losses_are_detected_by_counting() {
+        let id = |ms| StreamId { ms, seq: 0 };
+        let info = |added, length, first, deleted| StreamInfo {
+            entries_added: added,
+            length,
+            first,
+            max_deleted: id(deleted),
+        };
+        // 10 added, 3 read (position 3), 7 still there from id 4: nothing lost.
+        assert_eq!(
+            detect_loss(id(3), 3, &info(10, 7, Some(id(4)), 0)),
+            (false, 3)
+        );
+        // Trimmed to the last 2: 5 unapplied entries are gone.
+        assert_eq!(
+            detect_loss(id(3), 3, &info(10, 2, Some(id(9)), 0)),
+            (true, 8)
+        );
+        // Trimmed, but only entries already applied: nothing lost.
+        assert_eq!(
+            detect_loss(id(8), 8, &info(10, 2, Some(id(9)), 0)),
+            (false, 8)
+        );
+        // An XDEL past the position: detected, and the lost entry counted.
+        assert_eq!(
+            detect_loss(id(3), 3, &info(10, 6, Some(id(4)), 6)),
+            (true, 4)
+        );
+        // An XDEL past the position, the oldest entries still there.
+        assert_eq!(
+            detect_loss(id(5), 5, &info(10, 9, Some(id(1)), 7)),
+            (true, 5)
+        );
+        // An empty stream after trimming everything.
+        assert_eq!(detect_loss(id(3), 3, &info(10, 0, None, 0)), (false, 3));
     }
 
     #[test]
