@@ -11,6 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
+import follow  # noqa: E402
 import growth  # noqa: E402
 import incr  # noqa: E402
 import ingest  # noqa: E402
@@ -29,6 +30,7 @@ SECTIONS = {
     "star": star.section_star,
     "growth": growth.section_growth,
     "memory": memory.section_memory,
+    "follow": follow.section_follow,
 }
 
 
