@@ -1,6 +1,6 @@
 """The README demo: a week of storefront events from the load generator,
-written through LISTINGSTATS.INGEST in batches (5% of them redelivered, as a
-stream consumer does after a failed acknowledgement), then read back with
+XADDed to a Redis Stream that the module follows (5% of them redelivered,
+as a producer does after a failed acknowledgement), then read back with
 GET, QUERY (also in the old Lua script's format) and TOP, and drawn as a
 chart of daily click-through rates per listing (target/demo/ctr.png).
 
@@ -8,8 +8,10 @@ chart of daily click-through rates per listing (target/demo/ctr.png).
     python3 scripts/demo.py --keep   leaves the server running to explore"""
 
 import datetime
+import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loadgen  # noqa: E402
@@ -60,14 +62,17 @@ def main():
     stream = loadgen.events(EVENTS, listings=LISTINGS, start=DAY0 + 60, step=step, dup_share=0.05, seed=2015)
     with Server(module_args=["timezone", "UTC"], keep=keep) as srv:
         c = srv.client()
-        totals = {"applied": 0, "duplicates": 0, "rejected": 0}
-        for args in loadgen.batches(stream, 500):
-            reply = c.call("LISTINGSTATS.INGEST", *args)
-            for k, v in zip(reply[::2], reply[1::2]):
-                if k in totals:
-                    totals[k] += v
-        print("LISTINGSTATS.INGEST of %d loadgen events in batches of 500: %s"
-              % (EVENTS, ", ".join("%s %d" % kv for kv in totals.items())))
+        # Producers only XADD; the module follows the stream.
+        c.send_all(("XADD", "events", "*", "event", json.dumps(e, separators=(",", ":"))) for e in stream)
+        c.call("LISTINGSTATS.FOLLOW", "events")
+        while True:
+            state = dict(zip(*[iter(c.call("LISTINGSTATS.FOLLOWING")[0])] * 2))
+            if state["lag"] == 0:
+                break
+            time.sleep(0.02)
+        print("XADD of %d loadgen events to the stream 'events', then LISTINGSTATS.FOLLOW events:" % EVENTS)
+        print("  LISTINGSTATS.FOLLOWING -> last-id %s, lag %d, applied %d, duplicates %d, rejected %d"
+              % (state["last-id"], state["lag"], state["applied"], state["duplicates"], state["rejected"]))
         print("and one more click the old way:  LISTINGSTATS.INCR 2155 cart::checkoutNow:click DATE %s -> %s"
               % (date(DAYS - 1), c.call("LISTINGSTATS.INCR", "2155", "cart::checkoutNow:click", "DATE", date(DAYS - 1))))
         print()

@@ -363,6 +363,7 @@ impl Command for Follow {
     const NAME: &'static str = "listingstats.follow";
     const FLAGS: &'static str = "write deny-oom";
     const ACL: &'static str = "write stream slow";
+    const KEYS: (i32, i32, i32) = (1, 1, 1);
     const DOCS: Docs = Docs {
         summary: "Applies every entry of a stream (its field 'event', as INGEST takes) as it arrives, exactly once; FROM 0 (default) starts at the beginning, $ at the end.",
         complexity: "O(1); the entries are applied in the background, in slices",
@@ -440,6 +441,7 @@ impl Command for Unfollow {
     const NAME: &'static str = "listingstats.unfollow";
     const FLAGS: &'static str = "write";
     const ACL: &'static str = "write stream fast";
+    const KEYS: (i32, i32, i32) = (1, 1, 1);
     const DOCS: Docs = Docs {
         summary: "Stops following a stream; what was applied stays.",
         complexity: "O(1)",

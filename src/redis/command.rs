@@ -32,6 +32,10 @@ pub trait Command {
     const ACL: &'static str;
     /// What COMMAND DOCS and COMMAND INFO show.
     const DOCS: Docs;
+    /// Key positions `(first, last, step)` of keys given as arguments
+    /// (FOLLOW's stream), so Redis Cluster routes by them and ACL checks
+    /// them; `(0, 0, 0)` for commands whose keys are all computed.
+    const KEYS: (i32, i32, i32) = (0, 0, 0);
     /// Runs on the arguments after the command name.
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue>;
 }
@@ -99,9 +103,9 @@ pub fn register<C: Command>(ctx: &Context) -> Status {
             name.as_ptr(),
             Some(dispatch::<C, 1>),
             flags.as_ptr(),
-            0,
-            0,
-            0,
+            C::KEYS.0,
+            C::KEYS.1,
+            C::KEYS.2,
         )
     };
     if created != raw::REDISMODULE_OK as c_int {
