@@ -276,6 +276,21 @@ fn position_and_counters_persist_together() {
         eventually(5, || total(&mut c, 2) == 3),
         "not followed after DEBUG RELOAD"
     );
+    // An AOF rewrite, then a restart from the rewritten file.
+    let _: String = redis::cmd("BGREWRITEAOF").query(&mut c).unwrap();
+    assert!(eventually(20, || {
+        info_field(&mut c, "persistence", "aof_rewrite_in_progress").as_deref() == Some("0")
+            && info_field(&mut c, "persistence", "aof_rewrite_scheduled").as_deref() == Some("0")
+    }));
+    let server = server.restart();
+    let mut c = server.conn();
+    assert_eq!(total(&mut c, 2), 3);
+    xadd(&mut c, "events", &[("event", &event(1, None))]);
+    assert!(
+        eventually(5, || total(&mut c, 2) == 4),
+        "not followed after an AOF rewrite"
+    );
+    assert_eq!(num(&following(&mut c)[0], "applied"), 4);
 }
 
 /// kill -9 at random moments while entries arrive (appendfsync always):
