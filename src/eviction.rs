@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use redis_module::{Context, RedisValue};
 
+use crate::redis::context::reply_text;
 use crate::redis::events::{self, ServerEvent};
 use listingstats_core::dedup::safe_under_policy;
 
@@ -34,18 +35,9 @@ fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
         }
     }
 }
-fn text(v: &RedisValue) -> Option<String> {
-    match v {
-        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
-        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
-        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        _ => None,
-    }
-}
-
 fn refresh(ctx: &Context) {
     let policy = match ctx.call("CONFIG", &["GET", "maxmemory-policy"]) {
-        Ok(RedisValue::Array(pair)) => pair.get(1).and_then(text),
+        Ok(RedisValue::Array(pair)) => pair.get(1).and_then(reply_text),
         _ => None,
     };
     let Some(policy) = policy else {

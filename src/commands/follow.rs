@@ -95,6 +95,16 @@ fn reload(ctx: &Context) {
     kick(ctx);
 }
 
+/// Stops tracking `stream` of database `db` (unfollowed or gone).
+fn forget(db: i32, stream: &[u8]) {
+    with_pump(|p| {
+        if let Some(s) = p.followed.get_mut(&db) {
+            s.remove(stream);
+        }
+        p.dirty.remove(&(db, stream.to_vec()));
+    });
+}
+
 /// Starts the pump if it is not running and there is work.
 fn kick(ctx: &Context) {
     let start = with_pump(|p| {
@@ -198,11 +208,7 @@ fn apply_batch(ctx: &Context, settings: &Settings, db: i32, stream: &[u8]) -> bo
         return false;
     };
     let Some(mut state) = all.into_iter().find(|(s, _)| s == stream).map(|(_, s)| s) else {
-        with_pump(|p| {
-            if let Some(s) = p.followed.get_mut(&db) {
-                s.remove(stream);
-            }
-        });
+        forget(db, stream);
         return false; // Unfollowed meanwhile.
     };
     let Ok(mut store) = RedisStore::for_user(ctx, &settings.keys, None) else {
@@ -222,11 +228,7 @@ fn apply_batch(ctx: &Context, settings: &Settings, db: i32, stream: &[u8]) -> bo
                 String::from_utf8_lossy(stream)
             ));
             let _ = store.hash_del(&key, stream);
-            with_pump(|p| {
-                if let Some(s) = p.followed.get_mut(&db) {
-                    s.remove(stream);
-                }
-            });
+            forget(db, stream);
             return false;
         }
     };
@@ -463,12 +465,7 @@ impl Command for Unfollow {
             )));
         }
         let db = selected_db(ctx);
-        with_pump(|p| {
-            if let Some(s) = p.followed.get_mut(&db) {
-                s.remove(*stream);
-            }
-            p.dirty.remove(&(db, stream.to_vec()));
-        });
+        forget(db, stream);
         Ok(RedisValue::SimpleStringStatic("OK"))
     }
 }

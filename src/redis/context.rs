@@ -1,7 +1,7 @@
 //! What a context tells: flags, databases, the clock, the caller, and which
 //! API functions this server has.
 
-use redis_module::{raw, Context};
+use redis_module::{raw, Context, RedisValue};
 
 use super::string::lent_bytes;
 
@@ -92,4 +92,14 @@ pub fn missing_7_0_api() -> Vec<&'static str> {
 pub fn load_configs(ctx: &Context) -> bool {
     // SAFETY: called from OnLoad, as the API requires.
     unsafe { api!(RedisModule_LoadConfigs)(ctx.ctx) == raw::REDISMODULE_OK as i32 }
+}
+
+/// The text of a string reply from `Context::call`.
+pub fn reply_text(v: &RedisValue) -> Option<String> {
+    match v {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
+        RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
+        RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
 }

@@ -3,6 +3,7 @@
 use redis_module::key::RedisKey;
 use redis_module::{raw, Context, RedisString, RedisValue};
 
+use super::context::reply_text;
 use listingstats_core::follow::{StreamId, StreamInfo};
 
 /// One entry: its id and fields.
@@ -92,15 +93,7 @@ pub fn info(ctx: &Context, key: &[u8]) -> Option<StreamInfo> {
     let Ok(RedisValue::Array(info)) = ctx.call("XINFO", &["STREAM", name]) else {
         return None;
     };
-    fn text(v: &RedisValue) -> Option<String> {
-        match v {
-            RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.clone()),
-            RedisValue::BulkRedisString(s) => Some(s.to_string_lossy()),
-            RedisValue::StringBuffer(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }
-    }
-    let id = |v: &RedisValue| text(v).and_then(|t| StreamId::parse(t.as_bytes()));
+    let id = |v: &RedisValue| reply_text(v).and_then(|t| StreamId::parse(t.as_bytes()));
     let mut out = StreamInfo {
         entries_added: 0,
         length: 0,
@@ -108,7 +101,7 @@ pub fn info(ctx: &Context, key: &[u8]) -> Option<StreamInfo> {
         max_deleted: StreamId::default(),
     };
     for pair in info.chunks(2) {
-        let (Some(name), Some(value)) = (text(&pair[0]), pair.get(1)) else {
+        let (Some(name), Some(value)) = (reply_text(&pair[0]), pair.get(1)) else {
             continue;
         };
         match (name.as_str(), value) {
