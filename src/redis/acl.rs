@@ -7,6 +7,8 @@ use std::ptr;
 use redis_module::{raw, Context, RedisString};
 use smallvec::SmallVec;
 
+use super::string::lent_bytes;
+
 use listingstats_core::{Error, Result};
 
 /// The native command a module action stands for, on one key: the module
@@ -99,15 +101,55 @@ thread_local! {
 pub struct Acl {
     ctx: *mut raw::RedisModuleCtx,
     user: *mut raw::RedisModuleUser,
+    /// The user's name, for the unrestricted look-up below.
+    name: Vec<u8>,
+    /// Checks made so far, and whether the user's root selector is exactly
+    /// `+@all ~*` (every command on every key: no check can fail), looked
+    /// up once a reader has made [`Acl::LOOKUP_AFTER`] checks.
+    checks: std::cell::Cell<u32>,
+    unrestricted: std::cell::Cell<Option<bool>>,
 }
 
 impl Acl {
     /// No checks: no client (AOF loading, replication, the module itself).
     pub(super) fn unchecked(ctx: *mut raw::RedisModuleCtx) -> Acl {
+        Acl::new(ctx, ptr::null_mut(), Vec::new())
+    }
+
+    fn new(ctx: *mut raw::RedisModuleCtx, user: *mut raw::RedisModuleUser, name: Vec<u8>) -> Acl {
         Acl {
             ctx,
-            user: ptr::null_mut(),
+            user,
+            name,
+            checks: std::cell::Cell::new(0),
+            unrestricted: std::cell::Cell::new(None),
         }
+    }
+
+    /// A query checks thousands of keys; a command a few. Past this many
+    /// checks, one `ACL GETUSER` tells whether any check could fail.
+    const LOOKUP_AFTER: u32 = 32;
+
+    /// Whether the user's root selector allows every command on every key
+    /// (`+@all` and `~*` exactly): then every check passes, whatever the
+    /// selectors (they only add permissions). Anything else, even a user
+    /// as broad in effect, keeps the per-key checks.
+    fn lookup_unrestricted(&self) -> bool {
+        let Ok(name) = std::str::from_utf8(&self.name) else {
+            return false;
+        };
+        let ctx = Context::new(self.ctx);
+        let Ok(redis_module::RedisValue::Array(info)) = ctx.call("ACL", &["GETUSER", name]) else {
+            return false;
+        };
+        let field = |want: &str| {
+            info.chunks(2).find_map(|pair| {
+                (super::context::reply_text(&pair[0]).as_deref() == Some(want))
+                    .then(|| pair.get(1).and_then(super::context::reply_text))
+                    .flatten()
+            })
+        };
+        field("commands").as_deref() == Some("+@all") && field("keys").as_deref() == Some("~*")
     }
 
     pub fn of_caller(ctx: &Context) -> Acl {
@@ -119,8 +161,9 @@ impl Acl {
                 return Acl::unchecked(ctx.ctx);
             }
             let user = api!(RedisModule_GetModuleUserFromUserName)(name);
+            let bytes = lent_bytes(name).to_vec();
             api!(RedisModule_FreeString)(ctx.ctx, name);
-            Acl { ctx: ctx.ctx, user }
+            Acl::new(ctx.ctx, user, bytes)
         }
     }
 
@@ -136,13 +179,28 @@ impl Acl {
                 listingstats_core::error::quote(name)
             )));
         }
-        Ok(Acl { ctx, user })
+        Ok(Acl::new(ctx, user, name.to_vec()))
     }
 
     /// Whether the user could run `native` on `key` (no ACL LOG entry).
     pub(super) fn allows_raw(&self, key: *mut raw::RedisModuleString, native: Native) -> bool {
         if self.user.is_null() {
             return true;
+        }
+        match self.unrestricted.get() {
+            Some(true) => return true,
+            Some(false) => {}
+            None => {
+                let n = self.checks.get() + 1;
+                self.checks.set(n);
+                if n > Acl::LOOKUP_AFTER {
+                    let unrestricted = self.lookup_unrestricted();
+                    self.unrestricted.set(Some(unrestricted));
+                    if unrestricted {
+                        return true;
+                    }
+                }
+            }
         }
         WORDS.with(|words| {
             let (command, rest) = &words[native as usize];

@@ -275,3 +275,67 @@ fn star_queries_do_not_count_unreadable_keys() {
     };
     assert_eq!(top.len(), 1, "{top:?}");
 }
+
+/// Past 32 checks a reader looks the user up once: an unrestricted user
+/// skips the per-key checks, a restricted one keeps them.
+#[test]
+fn large_star_queries_filter_exactly_for_restricted_users() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    for l in 0..50 {
+        int(
+            &mut admin,
+            &[
+                "HSET",
+                &format!("2016-01-01_{l}"),
+                "cart::checkoutNow:impression",
+                "1",
+            ],
+        );
+    }
+    for l in 0..40 {
+        int(
+            &mut admin,
+            &[
+                "HSET",
+                &format!("2015-12-31_{l}"),
+                "cart::checkoutNow:impression",
+                "1",
+            ],
+        );
+    }
+    let rows = |c: &mut Connection| -> usize {
+        match call(
+            c,
+            &[
+                "LISTINGSTATS.QUERY",
+                "cart_to_checkout_ctr",
+                "2015-12-01",
+                "2016-01-31",
+                "*",
+            ],
+        )
+        .unwrap()
+        {
+            Value::Array(r) => r.len(),
+            o => panic!("{o:?}"),
+        }
+    };
+    assert_eq!(rows(&mut admin), 90);
+    let mut dec = server.user("dec", &["~2015-12-*"]);
+    assert_eq!(rows(&mut dec), 40);
+    // Broad in effect but not literally `+@all ~*`: still checked per key.
+    let mut broad = user_with(&server, "broad", &["+@all", "-hmget", "~*"]);
+    let e = err(
+        &mut broad,
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2015-12-31",
+            "2015-12-31",
+            "1",
+        ],
+    );
+    assert!(e.contains("NOPERM"), "{e}");
+    assert_eq!(rows(&mut broad), 0);
+}
