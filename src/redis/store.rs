@@ -504,10 +504,7 @@ impl<'c> Reader<'c> {
 
     /// Whether the caller may read the day hash `key` (no ACL LOG entry).
     pub fn may_read(&self, key: &[u8]) -> bool {
-        self.acl.allows(
-            &RedisString::create_from_slice(self.ctx.ctx, key),
-            Native::Hmget,
-        )
+        self.may(key, Native::Hmget)
     }
 
     /// Like [`Reader::counters`], but a key the caller may not read is
