@@ -64,15 +64,6 @@ fn read_only_key_access_allows_get_not_incr() {
     );
 }
 
-/// Runs `ACL SETUSER name on >pw rules...` and logs in as `name`.
-fn user_with(server: &Server, name: &str, rules: &[&str]) -> Connection {
-    let mut admin = server.conn();
-    let mut cmd = redis::cmd("ACL");
-    cmd.arg("SETUSER").arg(name).arg("on").arg(">pw").arg(rules);
-    let _: () = cmd.query(&mut admin).unwrap();
-    server.conn_as(name, "pw")
-}
-
 fn acl_log_len(admin: &mut Connection) -> usize {
     let log: Vec<Value> = redis::cmd("ACL").arg("LOG").query(admin).unwrap();
     log.len()
@@ -87,7 +78,7 @@ fn selectors_do_not_widen_what_the_module_may_touch() {
     let server = Server::start();
     let mut admin = server.conn();
     int(&mut admin, &["HSET", "2016-01-01_1", "e", "5"]);
-    let mut sel = user_with(&server, "sel", &["+@all", "~2015-12-*", "(+exists ~*)"]);
+    let mut sel = server.user("sel", &["~2015-12-*", "(+exists ~*)"]);
     // The native commands are refused, and so are the module's.
     assert!(err(&mut sel, &["HGETALL", "2016-01-01_1"]).starts_with("NOPERM"));
     let d = digest(&mut admin);
@@ -137,7 +128,7 @@ fn denied_categories_stop_module_commands() {
         &["HSET", "2015-12-22_1", "cart::checkoutNow:impression", "5"],
     );
     let d = digest(&mut admin);
-    let mut nowrite = user_with(&server, "nowrite", &["+@all", "-@write", "~*"]);
+    let mut nowrite = server.user("nowrite", &["-@write", "~*"]);
     assert!(err(&mut nowrite, &["HINCRBY", "2015-12-22_1", "e", "1"]).starts_with("NOPERM"));
     for args in [
         &["LISTINGSTATS.INCR", "1", "e", "DATE", "2015-12-22"][..],
@@ -155,7 +146,7 @@ fn denied_categories_stop_module_commands() {
     // Reads stay allowed for the write-denied user.
     call(&mut nowrite, &["LISTINGSTATS.GET", "1", "2015-12-22"]).unwrap();
 
-    let mut noread = user_with(&server, "noread", &["+@all", "-@read", "~*"]);
+    let mut noread = server.user("noread", &["-@read", "~*"]);
     assert!(err(&mut noread, &["HMGET", "2015-12-22_1", "e"]).starts_with("NOPERM"));
     for args in [
         &["LISTINGSTATS.GET", "1", "2015-12-22"][..],
@@ -325,7 +316,7 @@ fn large_star_queries_filter_exactly_for_restricted_users() {
     let mut dec = server.user("dec", &["~2015-12-*"]);
     assert_eq!(rows(&mut dec), 40);
     // Broad in effect but not literally `+@all ~*`: still checked per key.
-    let mut broad = user_with(&server, "broad", &["+@all", "-hmget", "~*"]);
+    let mut broad = server.user("broad", &["-hmget", "~*"]);
     let e = err(
         &mut broad,
         &[

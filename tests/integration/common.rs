@@ -268,17 +268,18 @@ impl Server {
         aof
     }
 
-    /// Creates user `name` (password `pw`, every command) with these key
-    /// rules, and returns a connection logged in as that user.
-    pub fn user(&self, name: &str, key_rules: &[&str]) -> Connection {
+    /// Creates user `name` (password `pw`) with every command, then these
+    /// rules (key patterns, `-@write`, selectors: applied after `+@all`, so
+    /// they narrow it), and returns a connection logged in as that user.
+    pub fn user(&self, name: &str, rules: &[&str]) -> Connection {
         let mut admin = self.conn();
         let mut cmd = redis::cmd("ACL");
         cmd.arg("SETUSER")
             .arg(name)
             .arg("on")
             .arg(">pw")
-            .arg(key_rules)
-            .arg("+@all");
+            .arg("+@all")
+            .arg(rules);
         let _: () = cmd.query(&mut admin).unwrap();
         self.conn_as(name, "pw")
     }
