@@ -62,7 +62,7 @@ fn with_pump<R>(f: impl FnOnce(&mut Pump) -> R) -> R {
 
 /// The registry of the selected database: stream -> state.
 fn registry(ctx: &Context, settings: &Settings) -> Result<Vec<(Vec<u8>, FollowState)>> {
-    let pairs = Reader::unchecked(ctx).hash_all_unchecked(&settings.keys.following_key())?;
+    let pairs = Reader::unchecked(ctx).hash_all(&settings.keys.following_key())?;
     Ok(pairs
         .into_iter()
         .filter_map(|(stream, state)| FollowState::from_stored(&state).map(|s| (stream, s)))

@@ -11,13 +11,15 @@ use listingstats_core::keys::KeyScheme;
 use listingstats_core::metrics::{check_name, is_builtin, parse_set, registry, Metric};
 use listingstats_core::{Error, Result};
 
-/// The registry in force: built-ins, overridden or extended by the hash.
-/// The metrics a query may name. The definitions are read as module
-/// metadata, without the caller's key permissions: a query returns only
-/// day-hash data, and every day hash it reads is checked. METRIC LIST,
-/// which returns the definitions themselves, checks (`listed_registry`).
-pub fn current_registry(reader: &Reader<'_>, keys: &KeyScheme) -> Result<Vec<Metric>> {
-    Ok(registry(&reader.hash_all_unchecked(&keys.metrics_key())?))
+/// The metrics a query may name: built-ins, overridden or extended by the
+/// metrics hash. The definitions are read as module metadata, without the
+/// caller's key permissions: a query returns only day-hash data, and every
+/// day hash it reads is checked. METRIC LIST, which returns the definitions
+/// themselves, checks (`listed_registry`).
+pub fn current_registry(ctx: &Context, keys: &KeyScheme) -> Result<Vec<Metric>> {
+    Ok(registry(
+        &Reader::unchecked(ctx).hash_all(&keys.metrics_key())?,
+    ))
 }
 
 /// The registry as METRIC LIST returns it: the caller must be allowed to

@@ -10,7 +10,7 @@ use crate::config;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::reply::Reply;
 use crate::redis::scan::Scanned;
-use crate::redis::store::{Reader, RedisStore};
+use crate::redis::store::RedisStore;
 use listingstats_core::date::check_retained;
 use listingstats_core::metrics::Metric;
 use listingstats_core::migrate::{field_for, parse_flat_key};
@@ -44,7 +44,7 @@ impl Command for Migrate {
             _ => return Err(Error::wrong_arity(Self::NAME)),
         };
         let settings = config::current();
-        let metrics = current_registry(&Reader::new(ctx), &settings.keys)?;
+        let metrics = current_registry(ctx, &settings.keys)?;
         sweep::run(
             ctx,
             Migrating {

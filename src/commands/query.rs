@@ -52,7 +52,7 @@ impl Command for Query {
         let settings = config::current();
         let reader = Reader::new(ctx);
         let plan = FieldPlan::new(resolve(
-            &current_registry(&reader, &settings.keys)?,
+            &current_registry(ctx, &settings.keys)?,
             &args.metrics,
         )?)?;
         let span = Span {

@@ -46,7 +46,7 @@ impl Command for Top {
         let settings = config::current();
         let reader = Reader::new(ctx);
         let plan = FieldPlan::new(resolve(
-            &current_registry(&reader, &settings.keys)?,
+            &current_registry(ctx, &settings.keys)?,
             &[args.metric],
         )?)?;
         let span = Span {

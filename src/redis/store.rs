@@ -573,12 +573,6 @@ impl<'c> Reader<'c> {
         self.hash_all_of(&name)
     }
 
-    /// [`Reader::hash_all`] without the caller's permission check, for the
-    /// module's own metadata (see `commands::metric::current_registry`).
-    pub fn hash_all_unchecked(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.hash_all_of(&RedisString::create_from_slice(self.ctx.ctx, key))
-    }
-
     pub(super) fn hash_all_of(&self, name: &RedisString) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let open = OpenKey::open(self.ctx, name, false);
         open.expect_hash()?;
