@@ -65,7 +65,6 @@ pub fn run<V: Visit>(ctx: &Context, visitor: V) -> Result<RedisValue> {
                 .ok_or_else(|| Error::invalid("cannot block the client for a sweep"))?,
         );
         slices::start(ctx, sweep);
-        stats::SLICED_QUERIES.add(1);
         return Ok(RedisValue::NoReply);
     }
     // Inside MULTI/EXEC or a script: the whole database now.
