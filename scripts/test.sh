@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the dependency-detection check,
-# unit tests of the pure core, then the integration tests against real
-# servers with the module, once per server.
+# unit tests of the pure core and of the Python client, then the
+# integration tests against real servers with the module and the Redis
+# Cluster tests (Python, tests/cluster), once per server.
 #
 #   scripts/test.sh                Redis 7.0 and Valkey 9.1 (what CI runs)
 #   scripts/test.sh --all-servers  Redis 7.0, Redis 8.2, Valkey 8.1, Valkey 9.1
@@ -34,15 +35,23 @@ scripts/check-fresh.sh | tee -a "$log" || failed_runs+=(check-fresh)
 # The pure core's unit tests: no server, no bindgen needed for them alone
 # (cargo test -p listingstats-core).
 cargo test --workspace --lib 2>&1 | tee -a "$log" || failed_runs+=(unit)
+# The Python client's unit tests (splitting and merging; no server).
+py=$(scripts/pyenv.sh)
+"$py" -m pytest -q -p no:cacheprovider clients/python/tests 2>&1 | tee -a "$log" || failed_runs+=(client)
+cargo build  # the cluster tests load target/debug/liblistingstats.so
 for s in "${servers[@]}"; do
   echo "== integration tests on $s: $("${path[$s]}" --version)" | tee -a "$log"
   # --no-fail-fast: every binary runs, so the total counts every failure.
   REDIS_SERVER=${path[$s]} cargo test --no-fail-fast --test '*' 2>&1 | tee -a "$log" || failed_runs+=("$s")
+  # A real 3-master + 3-replica cluster against one node (tests/cluster).
+  echo "== cluster tests on $s" | tee -a "$log"
+  REDIS_SERVER=${path[$s]} LISTINGSTATS_MODULE=$PWD/target/debug/liblistingstats.so \
+    "$py" -m pytest -q -p no:cacheprovider tests/cluster 2>&1 | tee -a "$log" || failed_runs+=("$s-cluster")
 done
 ((${#failed_runs[@]} == 0)) || echo "failed runs: ${failed_runs[*]}"
 # One closing line for the whole suite (check-fresh, unit, and every
 # integration binary on every server).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+awk '/^test result:/ || /^[0-9]+ (passed|failed|error).* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^(failed|error)/) f += $i } }
      /^check-fresh:/ { p += $2; f += $4 }
      END { printf "suite: %d passed, %d failed\n", p, f; if (p == 0 || f > 0) exit 1 }' "$log"
 ((${#failed_runs[@]} == 0))

@@ -15,6 +15,7 @@ use redis_module::{ConfigurationValue, Context, RedisError, RedisString};
 
 use crate::redis::context::load_configs;
 
+use listingstats_core::keys::KeyFormat;
 use listingstats_core::settings::{Name, Settings};
 use listingstats_core::{Error, Result};
 
@@ -107,8 +108,18 @@ impl ConfigurationValue<i64> for Setting {
 /// then applies the module arguments, which win. Errors make the module
 /// refuse to load. (The server has the 7.0 config API: `lib.rs` checked.)
 pub fn init(ctx: &Context, args: &[RedisString]) -> std::result::Result<(), String> {
+    if crate::redis::cluster::enabled() {
+        // On a cluster keys are tagged by listing from the start; another
+        // format, given or set later, is refused (`Settings::set`).
+        update(|s| {
+            s.cluster = true;
+            s.keys.format = KeyFormat::Tagged;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    }
     {
-        let defaults = Settings::default();
+        let defaults = current();
         for handle in &HANDLES {
             let name = handle.0.as_str();
             let flags = ConfigurationFlags::DEFAULT;

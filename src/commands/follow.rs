@@ -23,6 +23,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::config;
 use crate::redis::acl::Native;
+use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::context::{is_replica, now_ms, select_db, selected_db};
 use crate::redis::events::{self, class, KeyEvent, ServerEvent};
@@ -290,7 +291,7 @@ fn apply_entries(
             Err(e) => rejected.push((i, plain(&e))),
         }
     }
-    match ingest::run(store, parsed, false, settings, now) {
+    match ingest::run(store, parsed, false, settings, now, None) {
         Ok(report) => {
             count(state, &report);
             for e in &report.errors {
@@ -341,7 +342,7 @@ fn apply_entry(
         Err(why) => return reject(state, entry.id, why),
     };
     let outcome = ingest::parse_all(&[payload], settings)
-        .and_then(|parsed| ingest::run(store, parsed, false, settings, now));
+        .and_then(|parsed| ingest::run(store, parsed, false, settings, now, None));
     match outcome {
         Ok(report) => {
             count(state, &report);
@@ -379,6 +380,11 @@ impl Command for Follow {
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let (stream, from) = parse_follow(args)?;
+        if cluster::enabled() {
+            return Err(Error::invalid(
+                "FOLLOW is not available on Redis Cluster: a stream lives on one node and its events' listings on all; consume it with the listingstats client (INGEST splits by node)",
+            ));
+        }
         if is_replica(ctx) {
             return Err(Error::invalid(
                 "this server is a replica: FOLLOW on its master",

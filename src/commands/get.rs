@@ -3,6 +3,7 @@
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisValue};
 
+use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::store::Reader;
 use crate::{config, stats};
@@ -25,11 +26,14 @@ impl Command for Get {
         args: &[Arg::string("listing"), Arg::string("date")],
     };
 
+    const ROUTE_BY: Option<i32> = Some(1);
+
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let [listing, date] = args else {
             return Err(Error::wrong_arity(Self::NAME));
         };
         check_listing(listing)?;
+        cluster::check_listing(ctx, listing)?;
         let day = parse_day_arg("date", date)?;
         let key = config::current().keys.day_key(day, listing);
         let pairs = Reader::new(ctx).hash_all(&key)?;

@@ -2,6 +2,7 @@
 
 use redis_module::{Context, RedisValue};
 
+use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::context::now_ms;
 use crate::redis::store::RedisStore;
@@ -35,8 +36,11 @@ impl Command for Incr {
         ],
     };
 
+    const ROUTE_BY: Option<i32> = Some(1);
+
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let args = incr::parse(args)?;
+        cluster::check_listing(ctx, args.listing)?;
         let settings = config::current();
         let plan = incr::plan(&args, &settings, now_ms())?;
         let outcome = incr::run(&mut RedisStore::new(ctx, &settings.keys), &plan)?;

@@ -2,6 +2,7 @@
 
 use redis_module::{Context, RedisValue};
 
+use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::context::now_ms;
 use crate::redis::reply::Reply;
@@ -27,12 +28,16 @@ impl Command for Ingest {
         let settings = config::current();
         let (strict, events) = ingest::split_args(args, &settings)?;
         let parsed = ingest::parse_all(events, &settings)?;
+        // On a cluster every listing must be served here: read now, since
+        // a batch writes keys the server did not route.
+        let view = cluster::view_if_enabled(ctx, true)?;
         let report = ingest::run(
             &mut RedisStore::new(ctx, &settings.keys),
             parsed,
             strict,
             &settings,
             now_ms(),
+            view.as_deref(),
         )?;
         stats::EVENTS.add(report.applied as u64);
         stats::DUPLICATES.add(report.duplicates as u64);

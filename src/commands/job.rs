@@ -30,11 +30,13 @@ use redis_module::{Context, RedisValue};
 
 use crate::index_feed;
 use crate::redis::blocked::BlockedReply;
+use crate::redis::cluster;
 use crate::redis::context::{caller_name, can_block, is_resp3, select_db, selected_db};
 use crate::redis::reply::Reply;
 use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
+use listingstats_core::cluster::key_slot;
 use listingstats_core::date::{days_between, push_day};
 use listingstats_core::query::{
     check_cells, json_row, json_tail, legacy_line, order_cells, top, Aggregator, FieldPlan, Format,
@@ -104,6 +106,31 @@ pub struct Job {
     values: Vec<i64>,
 }
 
+/// On Redis Cluster a node answers for its own listings only: every listing
+/// named must be served here (else the server's own `MOVED`/`TRYAGAIN`),
+/// and `*` (this node's listings) waits while a slot is moving in or out,
+/// since its day hashes are then split between two nodes.
+fn check_cluster(ctx: &Context, span: &Span<'_>) -> Result<()> {
+    let Some(view) = cluster::view_if_enabled(ctx, true)? else {
+        return Ok(());
+    };
+    match span.listings {
+        Listings::Ids(ids) => {
+            for id in ids {
+                let slot = key_slot(id);
+                view.route(slot)
+                    .check(slot, &format!("listing {}", String::from_utf8_lossy(id)))?;
+            }
+            Ok(())
+        }
+        Listings::All if view.resharding() => Err(Error::Cluster(
+            "TRYAGAIN slots are being resharded on this node; '*' answers when they have moved"
+                .into(),
+        )),
+        Listings::All => Ok(()),
+    }
+}
+
 impl Job {
     /// Plans a job: the cells, checked against max-query-cells before any
     /// key is read.
@@ -116,6 +143,7 @@ impl Job {
         group: GroupBy,
         finish: Finish,
     ) -> Result<Job> {
+        check_cluster(ctx, span)?;
         let mut names: Vec<Box<[u8]>> = Vec::new();
         let mut cells = Vec::new();
         let skip_unreadable = matches!(span.listings, Listings::All);

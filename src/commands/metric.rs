@@ -1,11 +1,20 @@
 //! `LISTINGSTATS.METRIC.SET / DEL / LIST` — the metric registry, kept in the
 //! plain hash `<prefix>listingstats:metrics` so it persists and replicates.
+//! On Redis Cluster every slot a node owns holds a copy
+//! (`<prefix>listingstats:metrics:<slot>:{<tag>}`), so the definitions move
+//! with the slots when the cluster is resharded and no node ever writes a
+//! slot it does not own; the client sends METRIC SET/DEL to every master.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redis_module::{Context, RedisValue};
 
 use crate::config;
+use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::context::is_resp3;
+use crate::redis::events::{self, class, ServerEvent};
 use crate::redis::store::{Reader, RedisStore};
 use listingstats_core::keys::KeyScheme;
 use listingstats_core::metrics::{check_name, is_builtin, parse_set, registry, Metric};
@@ -17,15 +26,133 @@ use listingstats_core::{Error, Result};
 /// day hash it reads is checked. METRIC LIST, which returns the definitions
 /// themselves, checks (`listed_registry`).
 pub fn current_registry(ctx: &Context, keys: &KeyScheme) -> Result<Vec<Metric>> {
-    Ok(registry(
-        &Reader::unchecked(ctx).hash_all(&keys.metrics_key())?,
-    ))
+    let Some(key) = registry_key(ctx, keys)? else {
+        return Ok(registry(&[]));
+    };
+    Ok(registry(&Reader::unchecked(ctx).hash_all(&key)?))
 }
 
 /// The registry as METRIC LIST returns it: the caller must be allowed to
 /// `HGETALL` the registry hash.
-fn listed_registry(reader: &Reader<'_>, keys: &KeyScheme) -> Result<Vec<Metric>> {
-    Ok(registry(&reader.hash_all(&keys.metrics_key())?))
+fn listed_registry(ctx: &Context, keys: &KeyScheme) -> Result<Vec<Metric>> {
+    let Some(key) = registry_key(ctx, keys)? else {
+        return Ok(registry(&[]));
+    };
+    Ok(registry(&Reader::new(ctx).hash_all(&key)?))
+}
+
+/// The hash the definitions are read from: the one registry hash, or on
+/// Redis Cluster the copy in the first slot this node owns that has one
+/// (`None`: no copy, built-ins only).
+fn registry_key(ctx: &Context, keys: &KeyScheme) -> Result<Option<Vec<u8>>> {
+    if !cluster::enabled() {
+        return Ok(Some(keys.metrics_key()));
+    }
+    let epoch = (COPIES_EPOCH.load(Ordering::Relaxed), cluster::changes());
+    if let Some((at, slot)) = COPY_SLOT.with(Cell::get) {
+        if at == epoch {
+            return Ok(slot.map(|s| keys.metrics_key_in(s)));
+        }
+    }
+    let view = cluster::view(ctx, false)?;
+    let reader = Reader::unchecked(ctx);
+    let mut found = None;
+    for slot in view.owned() {
+        if !reader.hash_all(&keys.metrics_key_in(slot))?.is_empty() {
+            found = Some(slot);
+            break;
+        }
+    }
+    COPY_SLOT.with(|c| c.set(Some((epoch, found))));
+    Ok(found.map(|s| keys.metrics_key_in(s)))
+}
+
+/// Bumped when a registry copy may have appeared, changed or gone (its key
+/// changed, moved in or out by a reshard, a flush, a load).
+static COPIES_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// (copies epoch, cluster changes): when either moves, look again.
+type Epoch = (u64, u64);
+
+thread_local! {
+    /// The slot whose copy was found, at an epoch (see `registry_key`).
+    static COPY_SLOT: Cell<Option<(Epoch, Option<u16>)>> = const { Cell::new(None) };
+}
+
+/// On a cluster, follows what can move registry copies.
+pub fn init(ctx: &Context) -> std::result::Result<(), String> {
+    if !cluster::enabled() {
+        return Ok(());
+    }
+    events::on_keyspace(ctx, class::ALL, |_, ev| {
+        if ev.key.windows(COPY_MARK.len()).any(|w| w == COPY_MARK) {
+            COPIES_EPOCH.fetch_add(1, Ordering::Relaxed);
+        }
+    })?;
+    events::on_server_events(ctx, |_, ev| {
+        if matches!(
+            ev,
+            ServerEvent::Flush(_) | ServerEvent::SwapDb(..) | ServerEvent::Loading { .. }
+        ) {
+            COPIES_EPOCH.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(())
+}
+
+const COPY_MARK: &[u8] = b"listingstats:metrics";
+/// A field every cluster copy holds, so a copy exists even with no stored
+/// metric; not a valid metric name, so the registry ignores it.
+const COPY_FIELD: &[u8] = b"~copy";
+const COPY_NOTE: &[u8] = b"listingstats metric definitions, one copy per slot";
+
+/// Writes a change to the registry: the one hash, or on a cluster every
+/// copy in the slots this node owns (a copy that is missing gets every
+/// definition). `set`: a new definition; otherwise `name` is removed.
+/// Returns whether `name` had a stored definition before.
+fn change(ctx: &Context, name: &str, set: Option<&[u8]>) -> Result<bool> {
+    let settings = config::current();
+    let keys = &settings.keys;
+    let mut store = RedisStore::new(ctx, keys);
+    if !cluster::enabled() {
+        let key = keys.metrics_key();
+        return match set {
+            // SET's reply does not say, so nothing is read.
+            Some(value) => store.hash_set(&key, name.as_bytes(), value).map(|()| false),
+            None => store.hash_del(&key, name.as_bytes()),
+        };
+    }
+    let view = cluster::view(ctx, true)?;
+    if view.resharding() {
+        return Err(Error::Cluster(
+            "TRYAGAIN slots are being resharded on this node; change metrics when they have moved"
+                .into(),
+        ));
+    }
+    let stored = match registry_key(ctx, keys)? {
+        Some(key) => Reader::unchecked(ctx).hash_all(&key)?,
+        None => Vec::new(),
+    };
+    let had = stored.iter().any(|(f, _)| f == name.as_bytes());
+    let reader = Reader::unchecked(ctx);
+    for slot in view.owned() {
+        let key = keys.metrics_key_in(slot);
+        if reader.hash_all(&key)?.is_empty() {
+            store.hash_set(&key, COPY_FIELD, COPY_NOTE)?;
+            for (f, v) in &stored {
+                if f != name.as_bytes() && f != COPY_FIELD {
+                    store.hash_set(&key, f, v)?;
+                }
+            }
+        }
+        match set {
+            Some(value) => store.hash_set(&key, name.as_bytes(), value)?,
+            None => {
+                store.hash_del(&key, name.as_bytes())?;
+            }
+        }
+    }
+    Ok(had)
 }
 
 pub struct MetricSet;
@@ -50,13 +177,7 @@ impl Command for MetricSet {
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let metric = parse_set(args)?;
-        let settings = config::current();
-        let key = settings.keys.metrics_key();
-        RedisStore::new(ctx, &settings.keys).hash_set(
-            &key,
-            metric.name.as_bytes(),
-            metric.to_stored().as_bytes(),
-        )?;
+        change(ctx, &metric.name, Some(metric.to_stored().as_bytes()))?;
         Ok(RedisValue::SimpleStringStatic("OK"))
     }
 }
@@ -82,9 +203,7 @@ impl Command for MetricDel {
             return Err(Error::wrong_arity(Self::NAME));
         };
         let name = check_name(name)?;
-        let settings = config::current();
-        let key = settings.keys.metrics_key();
-        let removed = RedisStore::new(ctx, &settings.keys).hash_del(&key, name.as_bytes())?;
+        let removed = change(ctx, name, None)?;
         if !removed && !is_builtin(name) {
             return Err(Error::invalid(format!("unknown metric '{name}'")));
         }
@@ -110,7 +229,7 @@ impl Command for MetricList {
         if !args.is_empty() {
             return Err(Error::wrong_arity(Self::NAME));
         }
-        let all = listed_registry(&Reader::new(ctx), &config::current().keys)?;
+        let all = listed_registry(ctx, &config::current().keys)?;
         let resp3 = is_resp3(ctx);
         Ok(RedisValue::Array(
             all.into_iter()

@@ -2,6 +2,8 @@
 //! layout (`YYYY-MM-DD:<event>_<listing>` strings) into day hashes.
 
 use redis_module::{Context, RedisValue};
+
+use crate::redis::cluster;
 use rustc_hash::FxHashSet;
 
 use super::metric::current_registry;
@@ -32,6 +34,11 @@ impl Command for Migrate {
     };
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
+        if cluster::enabled() {
+            return Err(Error::invalid(
+                "MIGRATE is not available on Redis Cluster: a flat key and its listing's day hash are in different slots; migrate on a single node, then load the data into the cluster",
+            ));
+        }
         let dry_run = match args {
             [] => false,
             [flag] if flag.eq_ignore_ascii_case(b"DRYRUN") => true,

@@ -36,6 +36,11 @@ pub trait Command {
     /// (FOLLOW's stream), so Redis Cluster routes by them and ACL checks
     /// them; `(0, 0, 0)` for commands whose keys are all computed.
     const KEYS: (i32, i32, i32) = (0, 0, 0);
+    /// The argument (1 = the first after the name) Redis Cluster routes by
+    /// as if it were a key, declared as a key spec flagged `NOT_KEY`: it is
+    /// not ACL-checked as a key name. INCR and GET route by the listing,
+    /// whose slot every day hash of the listing shares (`tagged` keys).
+    const ROUTE_BY: Option<i32> = None;
     /// Runs on the arguments after the command name.
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue>;
 }
@@ -115,7 +120,7 @@ pub fn register<C: Command>(ctx: &Context) -> Status {
     if set_acl_categories(ctx, &name, C::ACL) == Status::Err {
         return Status::Err;
     }
-    set_info(ctx, C::NAME, &C::DOCS)
+    set_info(ctx, C::NAME, &C::DOCS, C::ROUTE_BY)
 }
 
 /// Whether the server accepted the `listingstats` ACL category.
@@ -240,6 +245,7 @@ static INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleComman
 struct Keep {
     strings: Vec<CString>,
     arrays: Vec<Vec<raw::RedisModuleCommandArg>>,
+    specs: Vec<raw::RedisModuleCommandKeySpec>,
 }
 
 impl Keep {
@@ -252,6 +258,29 @@ impl Keep {
 
     fn c_opt(&mut self, s: Option<&str>) -> *const std::os::raw::c_char {
         s.map_or(std::ptr::null(), |s| self.c(s))
+    }
+
+    /// One key spec, `NOT_KEY` at argument `pos`, and the terminator; NULL
+    /// without a position.
+    fn route_spec(&mut self, pos: Option<i32>) -> *mut raw::RedisModuleCommandKeySpec {
+        let Some(pos) = pos else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: all-zero is a valid spec (and, with begin_search_type 0,
+        // the terminator Redis looks for).
+        let mut spec: raw::RedisModuleCommandKeySpec = unsafe { std::mem::zeroed() };
+        spec.notes = self.c("the listing id: routed by its slot, not a key name");
+        // Redis wants one access flag; the listing itself is never accessed.
+        spec.flags = u64::from(raw::REDISMODULE_CMD_KEY_NOT_KEY | raw::REDISMODULE_CMD_KEY_RO);
+        spec.begin_search_type = raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX;
+        spec.bs.index.pos = pos;
+        spec.find_keys_type = raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE;
+        spec.fk.range.lastkey = 0;
+        spec.fk.range.keystep = 1;
+        spec.fk.range.limit = 0;
+        // SAFETY: as above; the zeroed second entry ends the array.
+        self.specs = vec![spec, unsafe { std::mem::zeroed() }];
+        self.specs.as_mut_ptr()
     }
 
     /// The args as a NULL-name-terminated array Redis reads.
@@ -318,7 +347,7 @@ impl Keep {
 
 /// Sets the `COMMAND DOCS`/`COMMAND INFO` of the command named `name`
 /// (`parent|sub` for a subcommand).
-fn set_info(ctx: &Context, name: &str, docs: &Docs) -> Status {
+fn set_info(ctx: &Context, name: &str, docs: &Docs, route_by: Option<i32>) -> Status {
     let Ok(c_name) = CString::new(name) else {
         return Status::Err;
     };
@@ -331,7 +360,7 @@ fn set_info(ctx: &Context, name: &str, docs: &Docs) -> Status {
         history: std::ptr::null_mut(),
         tips: std::ptr::null(),
         arity: docs.arity,
-        key_specs: std::ptr::null_mut(),
+        key_specs: keep.route_spec(route_by),
         args: keep.args(docs.args),
     };
     // SAFETY: OnLoad, the command exists; every pointer in `info` lives in
@@ -382,7 +411,7 @@ pub fn register_container(ctx: &Context, name: &str, summary: &'static str) -> S
         arity: -2,
         args: &[],
     };
-    set_info(ctx, name, &docs)
+    set_info(ctx, name, &docs, None)
 }
 
 /// Registers `C` as subcommand `sub` of `parent` (its `NAME` stays a
@@ -424,5 +453,5 @@ pub fn register_sub<C: Command>(ctx: &Context, parent: &str, sub: &str) -> Statu
     if set_acl_categories(ctx, &c_full, C::ACL) == Status::Err {
         return Status::Err;
     }
-    set_info(ctx, &full, &docs)
+    set_info(ctx, &full, &docs, None)
 }

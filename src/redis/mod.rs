@@ -18,6 +18,7 @@
 //! | `blocked.rs` | a blocked client and the reply it collects |
 //! | `slices.rs` | work run in slices on a timer (queries, index rebuilds) |
 //! | `events.rs` | keyspace notifications and server events |
+//! | `cluster.rs` | cluster mode, and the slots this node serves |
 //! | `command.rs` | registering commands: dispatch, ACL categories, COMMAND DOCS |
 //! | `info.rs` | the INFO section |
 //!
@@ -55,6 +56,7 @@ macro_rules! has_api {
 
 pub mod acl;
 pub mod blocked;
+pub mod cluster;
 pub mod command;
 pub mod context;
 pub mod events;

@@ -21,7 +21,7 @@ pub use super::key::FieldNames;
 use super::key::{bad_counter, KeyRef, OpenKey};
 use super::scan::Cursor;
 use super::string::lent_bytes;
-use listingstats_core::dedup::{stale_generations, Marker, SHARDS};
+use listingstats_core::dedup::{shard_keys, stale_generations, Marker};
 use listingstats_core::keys::KeyScheme;
 use listingstats_core::migrate::flat_value;
 use listingstats_core::number::add_counter;
@@ -314,7 +314,9 @@ impl CounterStore for RedisStore<'_> {
         // contain spaces, so the field never collides with one.
         let about_field = self.create_string(SHARD_ABOUT_FIELD);
         let about = self.create_string(SHARD_ABOUT);
-        let mut new_generation: Option<&Marker> = None;
+        // Registries that just listed a new shard (one per slot on a
+        // cluster, else the one registry).
+        let mut new_shards: Vec<&Marker> = Vec::new();
         for (shard, ids) in by_shard {
             let names: Vec<*mut raw::RedisModuleString> =
                 ids.iter().map(|m| self.field(&m.id)).collect();
@@ -336,11 +338,18 @@ impl CounterStore for RedisStore<'_> {
             self.replicate_argv(c"HSET", &mut argv);
             self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
             if created {
-                new_generation = Some(ids[0]);
+                new_shards.push(ids[0]);
             }
         }
-        if let Some(m) = new_generation.or(markers.first()) {
-            self.keep_generations(m, new_generation.is_some());
+        // Housekeeping once per registry the batch touched.
+        let mut done: Vec<&[u8]> = Vec::new();
+        for m in new_shards.iter().copied().chain(markers.iter()) {
+            if done.contains(&&*m.registry) {
+                continue;
+            }
+            done.push(&m.registry);
+            let listed_new = new_shards.iter().any(|n| n.registry == m.registry);
+            self.keep_generations(m, listed_new);
         }
     }
 }
@@ -382,8 +391,8 @@ impl RedisStore<'_> {
         let stale = stale_generations(fields.iter().map(|(f, _)| f.as_slice()), marker.generation);
         let scheme = self.scheme;
         for old in stale {
-            for shard in 0..SHARDS {
-                let name = self.create_string(&scheme.seen_key(old, shard));
+            for shard in shard_keys(scheme, old, marker.slot) {
+                let name = self.create_string(&shard);
                 let key = OpenKey::open(self.ctx, &name, true);
                 if !key.is_empty() && key.delete() {
                     self.replicate_argv(c"DEL", &mut [name.inner]);

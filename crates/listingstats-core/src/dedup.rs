@@ -39,6 +39,20 @@ pub struct Marker {
     pub generation: i64,
     /// The hash listing the generations that have shards.
     pub registry: Rc<[u8]>,
+    /// On Redis Cluster, the slot whose shards these are (see
+    /// [`KeyScheme::seen_key_in`]); `None` for the 64 FNV shards.
+    pub slot: Option<u16>,
+}
+
+/// Every shard key of one generation: the 64 FNV shards, or on a cluster
+/// the one shard of `slot`. The sweep of old generations deletes these.
+pub fn shard_keys(scheme: &KeyScheme, generation: i64, slot: Option<u16>) -> Vec<Vec<u8>> {
+    match slot {
+        Some(slot) => vec![scheme.seen_key_in(generation, slot)],
+        None => (0..SHARDS)
+            .map(|s| scheme.seen_key(generation, s))
+            .collect(),
+    }
 }
 
 /// Whether dedup state survives `maxmemory-policy` `policy`: shards have
@@ -108,16 +122,42 @@ impl Generations {
             previous: Rc::clone(&self.previous[shard]),
             generation: self.generation,
             registry: Rc::clone(&self.registry),
+            slot: None,
         }
+    }
+
+    /// On Redis Cluster: the marker of `id` counted for a listing in `slot`.
+    pub fn marker_in(&self, scheme: &KeyScheme, id: &[u8], slot: u16) -> Marker {
+        slot_marker(scheme, self.generation, id, slot)
+    }
+}
+
+fn slot_marker(scheme: &KeyScheme, generation: i64, id: &[u8], slot: u16) -> Marker {
+    Marker {
+        id: id.to_vec(),
+        current: Rc::from(scheme.seen_key_in(generation, slot)),
+        previous: Rc::from(scheme.seen_key_in(generation - 1, slot)),
+        generation,
+        registry: Rc::from(scheme.seen_generations_key_in(slot)),
+        slot: Some(slot),
     }
 }
 
 /// The marker of one `id` at `now_ms`, for a window of `window_secs` (> 0):
 /// names only its own two shards (INCR), where [`Generations`] names all of
-/// them once for a batch.
-pub fn marker(scheme: &KeyScheme, window_secs: i64, now_ms: i64, id: &[u8]) -> Marker {
+/// them once for a batch. `slot`: on Redis Cluster, the listing's slot.
+pub fn marker(
+    scheme: &KeyScheme,
+    window_secs: i64,
+    now_ms: i64,
+    id: &[u8],
+    slot: Option<u16>,
+) -> Marker {
     let window_ms = window_secs.max(1).saturating_mul(1000);
     let generation = now_ms.div_euclid(window_ms);
+    if let Some(slot) = slot {
+        return slot_marker(scheme, generation, id, slot);
+    }
     let shard = shard_of(id);
     Marker {
         id: id.to_vec(),
@@ -125,6 +165,7 @@ pub fn marker(scheme: &KeyScheme, window_secs: i64, now_ms: i64, id: &[u8]) -> M
         previous: Rc::from(scheme.seen_key(generation - 1, shard)),
         generation,
         registry: Rc::from(scheme.seen_generations_key()),
+        slot: None,
     }
 }
 
@@ -137,9 +178,9 @@ mod tests {
         let scheme = KeyScheme::default();
         let window = 60;
         for seen_at in [0i64, 1, 59_999, 60_000, 119_999, 1_449_855_906_000] {
-            let m = marker(&scheme, window, seen_at, b"evt-1");
+            let m = marker(&scheme, window, seen_at, b"evt-1", None);
             let keys_at = |t: i64| {
-                let later = marker(&scheme, window, t, b"evt-1");
+                let later = marker(&scheme, window, t, b"evt-1", None);
                 [later.current.to_vec(), later.previous.to_vec()]
             };
             // Still found a whole window later.
@@ -151,7 +192,7 @@ mod tests {
             // Never looked up past two windows, and then stale.
             let t = seen_at + 2 * window * 1000;
             assert!(!keys_at(t).contains(&m.current.to_vec()));
-            let later = marker(&scheme, window, t, b"evt-1");
+            let later = marker(&scheme, window, t, b"evt-1", None);
             assert_eq!(
                 stale_generations([m.generation.to_string().as_bytes()], later.generation),
                 vec![m.generation]
@@ -195,9 +236,26 @@ mod tests {
         for id in [&b"a"[..], b"evt-17", b"shardId-000000000000:4959"] {
             assert_eq!(
                 batch.marker(id),
-                marker(&scheme, 3600, 1_449_855_906_000, id)
+                marker(&scheme, 3600, 1_449_855_906_000, id, None)
             );
         }
+    }
+
+    #[test]
+    fn cluster_markers_live_in_the_listing_slot() {
+        let scheme = KeyScheme::default();
+        let batch = Generations::at(&scheme, 3600, 7_200_000);
+        let m = batch.marker_in(&scheme, b"e-1", 4242);
+        assert_eq!(m, marker(&scheme, 3600, 7_200_000, b"e-1", Some(4242)));
+        for key in [&m.current, &m.previous, &m.registry] {
+            assert_eq!(crate::cluster::key_slot(key), 4242);
+        }
+        assert_eq!(&*m.current, &scheme.seen_key_in(2, 4242)[..]);
+        assert_eq!(
+            shard_keys(&scheme, 1, Some(4242)),
+            [scheme.seen_key_in(1, 4242)]
+        );
+        assert_eq!(shard_keys(&scheme, 1, None).len(), SHARDS as usize);
     }
 
     #[test]
@@ -230,6 +288,7 @@ mod tests {
             604_800,
             0,
             b"x",
+            None,
         );
         assert!(
             m.current.starts_with(b"ls:listingstats:seen:0:"),

@@ -12,6 +12,9 @@ pub enum Error {
     Invalid(String),
     /// A key exists but is not a hash.
     WrongType,
+    /// Redis Cluster routing: the whole text, with its own code (`MOVED`,
+    /// `TRYAGAIN`, `CLUSTERDOWN`), as the server words its own redirections.
+    Cluster(String),
 }
 
 impl Error {
@@ -58,6 +61,7 @@ impl fmt::Display for Error {
             Error::WrongType => {
                 f.write_str("WRONGTYPE Operation against a key holding the wrong kind of value")
             }
+            Error::Cluster(text) => f.write_str(text),
         }
     }
 }

@@ -4,6 +4,7 @@
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 
+use super::cluster::key_slot;
 use super::date::{check_retained, day_of, parse_day_arg};
 use super::dedup::{marker, Marker};
 use super::error::{Error, Result};
@@ -115,10 +116,11 @@ pub fn plan(args: &IncrArgs<'_>, settings: &Settings, now_ms: i64) -> Result<Inc
             delta: args.by,
             expire_at,
         },
-        marker: args
-            .id
-            .filter(|_| dedup_on)
-            .map(|id| marker(&settings.keys, settings.dedup_window, now_ms, id)),
+        marker: args.id.filter(|_| dedup_on).map(|id| {
+            // On a cluster the id is remembered in the listing's slot.
+            let slot = settings.cluster.then(|| key_slot(args.listing));
+            marker(&settings.keys, settings.dedup_window, now_ms, id, slot)
+        }),
     })
 }
 

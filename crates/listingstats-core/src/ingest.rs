@@ -17,6 +17,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
+use super::cluster::{key_slot, ClusterView};
 use super::date::{check_retained, day_of, retention_expiry_ms};
 use super::dedup::{Generations, Marker};
 use super::error::{Error, Result};
@@ -276,13 +277,17 @@ pub struct Report {
     pub increments: usize,
 }
 
-/// Dedup, aggregate and write a parsed batch.
+/// Dedup, aggregate and write a parsed batch. `view`: on Redis Cluster,
+/// which slots this node serves; an event with a listing served elsewhere
+/// (or being resharded) is rejected with the server's own redirection text
+/// (`MOVED slot host:port`, `TRYAGAIN ...`) and nothing of it is written.
 pub fn run<S: CounterStore>(
     store: &mut S,
     parsed: Parsed,
     strict: bool,
     settings: &Settings,
     now_ms: i64,
+    view: Option<&ClusterView>,
 ) -> Result<Report> {
     let mut report = Report::default();
     let mut events = Vec::with_capacity(parsed.len());
@@ -290,6 +295,10 @@ pub fn run<S: CounterStore>(
         // A day already past retention is an invalid event like any other.
         let event = event.and_then(|e| {
             check_retained(e.day, settings.timezone, settings.retention_days, now_ms)
+                .and_then(|_| match view {
+                    Some(view) => check_served(view, &e),
+                    None => Ok(()),
+                })
                 .map(|_| e)
                 .map_err(|why| why.to_string().trim_start_matches("ERR ").to_string())
         });
@@ -311,27 +320,75 @@ pub fn run<S: CounterStore>(
     let mut markers: Vec<Marker> = Vec::new();
     let generations = dedup.then(|| Generations::at(&settings.keys, settings.dedup_window, now_ms));
     let mut accepted: Vec<&Event> = Vec::with_capacity(events.len());
+    // On a cluster an id is remembered per slot, in the slot of the
+    // listings it counted for, so a retry routed anywhere after a reshard
+    // still finds it. Listings in slots that remember the id are dropped;
+    // an event left with none is a duplicate.
+    let mut batch_slot_ids: FxHashSet<(&[u8], u16)> = FxHashSet::default();
+    let mut narrowed: Vec<Event> = Vec::new();
     for event in &events {
-        if let (Some(generations), Some(id)) = (&generations, event.id.as_deref()) {
-            if !batch_ids.insert(id) {
-                report.duplicates += 1;
-                continue;
+        match (&generations, event.id.as_deref()) {
+            (Some(generations), Some(id)) if settings.cluster => {
+                let mut fresh: Vec<u16> = Vec::new();
+                let mut seen: Vec<u16> = Vec::new();
+                for listing in &event.listings {
+                    let slot = key_slot(listing);
+                    if fresh.contains(&slot) || seen.contains(&slot) {
+                        continue;
+                    }
+                    let m = generations.marker_in(&settings.keys, id, slot);
+                    if !batch_slot_ids.insert((id, slot)) || store.is_remembered(&m)? {
+                        seen.push(slot);
+                    } else {
+                        fresh.push(slot);
+                        markers.push(m);
+                    }
+                }
+                if fresh.is_empty() {
+                    report.duplicates += 1;
+                } else if seen.is_empty() {
+                    accepted.push(event);
+                } else {
+                    let mut part = event.clone();
+                    part.listings.retain(|l| fresh.contains(&key_slot(l)));
+                    narrowed.push(part);
+                }
             }
-            let m = generations.marker(id);
-            if store.is_remembered(&m)? {
-                report.duplicates += 1;
-                continue;
+            (Some(generations), Some(id)) => {
+                if !batch_ids.insert(id) {
+                    report.duplicates += 1;
+                    continue;
+                }
+                let m = generations.marker(id);
+                if store.is_remembered(&m)? {
+                    report.duplicates += 1;
+                    continue;
+                }
+                markers.push(m);
+                accepted.push(event);
             }
-            markers.push(m);
+            _ => accepted.push(event),
         }
-        accepted.push(event);
     }
+    accepted.extend(narrowed.iter());
 
     let increments = aggregate(&accepted, settings)?;
     apply(store, &increments, &markers)?;
     report.applied = accepted.len();
     report.increments = increments.len();
     Ok(report)
+}
+
+/// Whether every listing of `event` is served by this node.
+fn check_served(view: &ClusterView, event: &Event) -> Result<()> {
+    for listing in &event.listings {
+        let slot = key_slot(listing);
+        view.route(slot).check(
+            slot,
+            &format!("listing {}", String::from_utf8_lossy(listing)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Sums equal (key, field) increments; sorted by key so each key is
@@ -492,7 +549,15 @@ mod tests {
             .collect();
         let refs: Vec<&str> = jsons.iter().map(String::as_str).collect();
         let mut store = MemoryStore::default();
-        let report = run(&mut store, batch(&refs), false, &Settings::default(), 0).unwrap();
+        let report = run(
+            &mut store,
+            batch(&refs),
+            false,
+            &Settings::default(),
+            0,
+            None,
+        )
+        .unwrap();
         assert_eq!((report.applied, report.increments), (12, 4));
         let count = |l: &str| {
             store.hashes[format!("2015-12-11_{l}").as_bytes()][&b"cart::impression"[..]].clone()
@@ -510,12 +575,60 @@ mod tests {
         let (a, b) = (e("a"), e("b"));
         let mut store = MemoryStore::default();
         let s = Settings::default();
-        let r = run(&mut store, batch(&[&a, &b, &a, "{}"]), false, &s, 0).unwrap();
+        let r = run(&mut store, batch(&[&a, &b, &a, "{}"]), false, &s, 0, None).unwrap();
         assert_eq!((r.applied, r.duplicates, r.rejected), (2, 1, 1));
         assert_eq!(r.errors, ["3: missing name"]);
-        let r = run(&mut store, batch(&[&b, &e("c")]), false, &s, 0).unwrap();
+        let r = run(&mut store, batch(&[&b, &e("c")]), false, &s, 0, None).unwrap();
         assert_eq!((r.applied, r.duplicates), (1, 1));
         assert_eq!(store.hashes[&b"1970-01-01_1"[..]][&b"a"[..]], b"3");
+    }
+
+    #[test]
+    fn on_a_cluster_ids_are_remembered_per_slot_and_routes_are_checked() {
+        use crate::cluster::{key_slot, slot_tag};
+        let s = Settings {
+            cluster: true,
+            keys: crate::keys::KeyScheme {
+                format: crate::keys::KeyFormat::Tagged,
+                ..Default::default()
+            },
+            ..Settings::default()
+        };
+        // Two listings in different slots; this node owns only a's.
+        let (a, b) = ("1", "2");
+        let (sa, sb) = (key_slot(a.as_bytes()), key_slot(b.as_bytes()));
+        assert_ne!(sa, sb);
+        let nodes = format!(
+            "me 127.0.0.1:7000@17000 myself,master - 0 0 1 connected {sa}\n\
+             other 127.0.0.1:7001@17001 master - 0 0 2 connected {sb}\n"
+        );
+        let view = ClusterView::parse(&nodes).unwrap();
+        let event =
+            |ids: &str| format!(r#"{{"id":"e","name":"n","listingIds":[{ids}],"message_date":0}}"#);
+        let mut store = MemoryStore::default();
+        let both = event(&format!("{a},{b}"));
+        let r = run(&mut store, batch(&[&both]), false, &s, 0, Some(&view)).unwrap();
+        assert_eq!(r.rejected, 1);
+        assert_eq!(r.errors, [format!("0: MOVED {sb} 127.0.0.1:7001")]);
+        assert_eq!(store.writes, 0);
+
+        // Without a view (one node owning both): a's slot remembers the
+        // id first; a retry of the whole event then counts only b.
+        let only_a = event(a);
+        let r = run(&mut store, batch(&[&only_a]), false, &s, 0, None).unwrap();
+        assert_eq!((r.applied, r.duplicates), (1, 0));
+        let r = run(&mut store, batch(&[&both, &both]), false, &s, 0, None).unwrap();
+        assert_eq!((r.applied, r.duplicates), (1, 1));
+        let r = run(&mut store, batch(&[&both]), false, &s, 0, None).unwrap();
+        assert_eq!((r.applied, r.duplicates), (0, 1));
+        for (listing, slot) in [(a, sa), (b, sb)] {
+            let key = format!("1970-01-01_{{{listing}}}");
+            assert_eq!(store.hashes[key.as_bytes()][&b"n"[..]], b"1", "{key}");
+            let seen = format!("listingstats:seen:0:{slot}:{{{}}}", slot_tag(slot));
+            assert!(store
+                .markers
+                .contains_key(&(seen.into_bytes(), b"e".to_vec())));
+        }
     }
 
     #[test]
@@ -528,6 +641,7 @@ mod tests {
             true,
             &Settings::default(),
             0,
+            None,
         )
         .unwrap_err();
         assert!(err

@@ -8,6 +8,7 @@
 
 use chrono::NaiveDate;
 
+use super::cluster::slot_tag;
 use super::date::{parse_day, push_day};
 use super::error::{quote, Error, Result};
 
@@ -148,6 +149,38 @@ impl KeyScheme {
         format!("{}listingstats:seen:{generation}:{shard}", self.prefix).into_bytes()
     }
 
+    /// On Redis Cluster: the copy of the metric registry kept in `slot`
+    /// (every slot a node owns holds one, so definitions move with slots).
+    pub fn metrics_key_in(&self, slot: u16) -> Vec<u8> {
+        format!(
+            "{}listingstats:metrics:{slot}:{{{}}}",
+            self.prefix,
+            slot_tag(slot)
+        )
+        .into_bytes()
+    }
+
+    /// On Redis Cluster: the dedup shard of `slot` in one generation; an id
+    /// is remembered in the slot of each listing it counted for.
+    pub fn seen_key_in(&self, generation: i64, slot: u16) -> Vec<u8> {
+        format!(
+            "{}listingstats:seen:{generation}:{slot}:{{{}}}",
+            self.prefix,
+            slot_tag(slot)
+        )
+        .into_bytes()
+    }
+
+    /// On Redis Cluster: the generations that have a shard in `slot`.
+    pub fn seen_generations_key_in(&self, slot: u16) -> Vec<u8> {
+        format!(
+            "{}listingstats:seen:generations:{slot}:{{{}}}",
+            self.prefix,
+            slot_tag(slot)
+        )
+        .into_bytes()
+    }
+
     /// The hash holding each followed stream's position and counts.
     pub fn following_key(&self) -> Vec<u8> {
         [self.prefix.as_bytes(), b"listingstats:following"].concat()
@@ -186,6 +219,17 @@ mod tests {
         );
         assert_eq!(tagged.metrics_key(), b"ls:listingstats:metrics");
         assert_eq!(tagged.seen_key(20_000, 7), b"ls:listingstats:seen:20000:7");
+        assert_eq!(tagged.metrics_key_in(0), b"ls:listingstats:metrics:0:{1bz}");
+        assert_eq!(
+            tagged.seen_key_in(20_000, 0),
+            b"ls:listingstats:seen:20000:0:{1bz}"
+        );
+        for slot in [0, 777, 16383] {
+            use crate::cluster::key_slot;
+            assert_eq!(key_slot(&tagged.metrics_key_in(slot)), slot);
+            assert_eq!(key_slot(&tagged.seen_key_in(-1, slot)), slot);
+            assert_eq!(key_slot(&tagged.seen_generations_key_in(slot)), slot);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! compiler keeps it that way. Everything here is unit-tested with
 //! `cargo test` and no server.
 
+pub mod cluster;
 pub mod date;
 pub mod day_index;
 pub mod dedup;

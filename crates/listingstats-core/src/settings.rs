@@ -111,6 +111,9 @@ pub struct Settings {
     pub star_source: StarSource,
     /// Days a day hash is kept after its day ends; 0 keeps it forever.
     pub retention_days: i64,
+    /// Running on Redis Cluster: keys are `tagged`, the module's own keys
+    /// are kept per slot (see `cluster`). Set once at load, never by CONFIG.
+    pub cluster: bool,
 }
 
 impl Default for Settings {
@@ -123,6 +126,7 @@ impl Default for Settings {
             max_query_cells: 1_000_000,
             star_source: StarSource::Index,
             retention_days: 0,
+            cluster: false,
         }
     }
 }
@@ -173,9 +177,22 @@ impl Settings {
                         "key-prefix must be at most {MAX_PREFIX_LEN} printable ASCII characters without spaces"
                     )));
                 }
+                if self.cluster && value.bytes().any(|b| b == b'{' || b == b'}') {
+                    return Err(Error::invalid(
+                        "key-prefix cannot hold '{' or '}' on Redis Cluster: keys are hash-tagged by listing",
+                    ));
+                }
                 self.keys.prefix = value.to_string();
             }
-            Name::KeyFormat => self.keys.format = KeyFormat::parse(value)?,
+            Name::KeyFormat => {
+                let format = KeyFormat::parse(value)?;
+                if self.cluster && format != KeyFormat::Tagged {
+                    return Err(Error::invalid(
+                        "key-format must be tagged on Redis Cluster, so every day of a listing is in the listing's slot",
+                    ));
+                }
+                self.keys.format = format;
+            }
             Name::Timezone => self.timezone = parse_timezone(value)?,
             Name::StarSource => {
                 self.star_source = match value.to_ascii_lowercase().as_str() {

@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn writes_all_and_returns_new_values() {
         let mut store = MemoryStore::default();
-        let m = crate::dedup::marker(&Default::default(), 60, 0, b"id");
+        let m = crate::dedup::marker(&Default::default(), 60, 0, b"id", None);
         let values = apply(
             &mut store,
             &[inc("a", "x", 2), inc("b", "x", -3)],
@@ -150,7 +150,7 @@ mod tests {
     fn any_failure_writes_nothing() {
         let mut store = MemoryStore::default();
         apply(&mut store, &[inc("a", "x", i64::MAX)], &[]).unwrap();
-        let m = crate::dedup::marker(&Default::default(), 60, 0, b"id");
+        let m = crate::dedup::marker(&Default::default(), 60, 0, b"id", None);
         store.strings.insert(b"str".to_vec());
         store
             .hashes

@@ -1,0 +1,113 @@
+"""Unit tests of the client's splitting and merging (no server)."""
+
+import base64
+import json
+
+import pytest
+
+from listingstats.merge import (Row, TopRow, error_parts, listing_key, merge_rows, merge_top,
+                                metric_names, parse_ingest_reply, parse_rows, split_events,
+                                unpack, value_of)
+
+
+def node_of(listing):
+    # Two "nodes": even and odd last digit; anything else on "z".
+    return "even" if listing[-1] in "02468" else ("odd" if listing[-1] in "13579" else "z")
+
+
+def test_an_event_on_two_nodes_becomes_two_parts_with_its_id():
+    e = {"id": "e-1", "name": "n", "listingIds": [2156, "2157", 2156], "message_date": 5, "count": 2}
+    parts = split_events([e], node_of, "fallback")
+    assert set(parts) == {"even", "odd"}
+    even = json.loads(parts["even"][0][1])
+    odd = json.loads(parts["odd"][0][1])
+    assert even["listingIds"] == ["2156", "2156"], "each occurrence still counts"
+    assert odd["listingIds"] == ["2157"]
+    for part in (even, odd):
+        assert (part["id"], part["name"], part["message_date"], part["count"]) == ("e-1", "n", 5, 2)
+        assert "listingId" not in part
+    assert parts["even"][0][0] == parts["odd"][0][0] == 0
+
+
+def test_single_listing_forms_and_json_text():
+    parts = split_events(['{"name":"n","listingId":7,"message_date":1}',
+                          {"name": "n", "listing_id": "sku-x", "message_date": 1}], node_of, "f")
+    assert [i for i, _ in parts["odd"]] == [0]
+    assert json.loads(parts["odd"][0][1])["listingIds"] == ["7"]
+    assert [i for i, _ in parts["z"]] == [1]
+
+
+def test_what_cannot_be_split_goes_whole_to_the_fallback():
+    bad = ["not json", {"name": "n", "listingIds": [], "message_date": 1},
+           {"name": "n", "listingIds": ["a b"], "message_date": 1},
+           {"name": "n", "listingId": 1, "listing_id": 2, "message_date": 1},
+           {"name": "n", "listingIds": [1.5], "message_date": 1}]
+    parts = split_events(bad, node_of, "f")
+    assert list(parts) == ["f"]
+    assert [i for i, _ in parts["f"]] == [0, 1, 2, 3, 4]
+    assert parts["f"][0][1] == "not json"
+
+
+def test_envelope_records_count_one_each():
+    rec = lambda obj: {"kinesis": {"data": base64.b64encode(json.dumps(obj).encode()).decode()}}
+    env = {"Records": [rec({"name": "n", "listingId": 1, "message_date": 1}),
+                       {"kinesis": {}},
+                       rec({"name": "n", "listingId": 2, "message_date": 1})]}
+    assert [i for i, _ in unpack([env, {"name": "x"}])] == [0, 1, 2, 3]
+    parts = split_events([env], node_of, "f")
+    assert [i for i, _ in parts["odd"]] == [0]
+    assert [i for i, _ in parts["even"]] == [2]
+    assert json.loads(parts["f"][0][1]) == {"Records": [{"kinesis": {}}]}
+
+
+def test_errors_map_back_and_redirections_are_retried():
+    sent = [(4, "a"), (9, "b"), (12, "c")]
+    reply = parse_ingest_reply([b"applied", 1, b"duplicates", 0, b"rejected", 2, b"errors",
+                                [b"0: missing name", b"2: MOVED 12 127.0.0.1:7001"]])
+    final, retry = error_parts(reply, sent)
+    assert final == {4: "missing name"}
+    assert retry == [(12, "c", "MOVED 12 127.0.0.1:7001")]
+    assert parse_ingest_reply({"applied": 1, "duplicates": 2, "rejected": 0, "errors": []})["duplicates"] == 2
+
+
+def test_listing_order_is_the_modules():
+    ids = ["b", "10", "9", "a", "010", "2"]
+    assert sorted(ids, key=listing_key) == ["2", "9", "010", "10", "a", "b"]
+
+
+def test_day_and_listing_rows_are_only_ordered():
+    a = [Row("m2", "2015-12-02", "10", 1, 2, 50.0), Row("m1", "2015-12-02", "10", 1, 4, 25.0)]
+    b = [Row("m1", "2015-12-01", "9", 1, 1, 100.0), Row("m1", "2015-12-02", "9", 0, 3, 0.0)]
+    got = merge_rows([a, b], "DAY", ["m1", "m2"], {})
+    assert got == [b[0], b[1], a[1], a[0]]
+
+
+def test_date_and_total_sum_before_dividing():
+    a = [Row("m", "2015-12-01", "*", 1, 1, 100.0)]
+    b = [Row("m", "2015-12-01", "*", 0, 3, 0.0), Row("m", "2015-12-02", "*", 1, 3, 100 / 3)]
+    got = merge_rows([a, b], "date", ["m"], {"m": 100.0})
+    assert got == [Row("m", "2015-12-01", "*", 1, 4, 25.0), Row("m", "2015-12-02", "*", 1, 3, 1 / 3 * 100)]
+    assert got[0].value != (100.0 + 0.0) / 2, "never an average of ratios"
+    total = merge_rows([[Row("m", "*", "*", 0, 0, None)], [Row("m", "*", "*", 2, 0, None)]], "total", ["m"], {"m": 100.0})
+    assert total == [Row("m", "*", "*", 2, 0, None)]
+    assert merge_rows([[Row("m", "*", "*", 0, 0, None)]], "total", ["m"], {"m": 1.0}) == []
+    with pytest.raises(ValueError):
+        merge_rows([], "week", ["m"], {})
+
+
+def test_value_is_the_modules_f64():
+    assert value_of(1, 3, 100.0) == 1 / 3 * 100
+    assert value_of(5, 0, 100.0) is None
+
+
+def test_top_merges_each_nodes_top_n():
+    a = [TopRow("1", 9, 10, 90.0), TopRow("3", 1, 2, 50.0)]
+    b = [TopRow("2", 9, 10, 90.0), TopRow("4", 3, 4, 75.0)]
+    assert merge_top([a, b], 3) == [a[0], b[0], b[1]]
+
+
+def test_parse_rows_and_metric_names():
+    rows = parse_rows([[b"m", b"*", b"7", 2, 5, b"40"], [b"m", b"*", b"8", 1, 0, None]])
+    assert rows == [Row("m", "*", "7", 2, 5, 40.0), Row("m", "*", "8", 1, 0, None)]
+    assert metric_names("a,b,a") == ["a", "b"]
+    assert metric_names(["a", "b"]) == ["a", "b"]

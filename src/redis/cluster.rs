@@ -1,0 +1,144 @@
+//! Redis Cluster: whether the server runs as a cluster node, and which
+//! slots it serves (`CLUSTER NODES`, read through `RedisModule_Call`).
+//!
+//! The reading is cached. Slots start or stop moving only through
+//! `CLUSTER SETSLOT` (and friends) sent to this node, so a command filter
+//! drops the cache whenever a `CLUSTER` command arrives. Ownership can also
+//! change through the cluster bus (a failover, another node's `SETSLOT`):
+//! commands that write computed keys therefore ask for a fresh reading
+//! ([`view`] with `fresh`), and any other reading older than a second is
+//! refreshed.
+
+use std::cell::RefCell;
+use std::os::raw::c_int;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use redis_module::{raw, Context};
+
+use super::context::reply_text;
+use super::string::lent_bytes;
+use listingstats_core::cluster::{key_slot, ClusterView, Route};
+use listingstats_core::{Error, Result};
+
+static CLUSTER: AtomicBool = AtomicBool::new(false);
+/// Bumped by every `CLUSTER ...` command this node receives.
+static CHANGES: AtomicU64 = AtomicU64::new(0);
+const MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Whether the server runs with `cluster-enabled yes` (read once at load).
+pub fn enabled() -> bool {
+    CLUSTER.load(Ordering::Relaxed)
+}
+
+/// A number that changes whenever a `CLUSTER` command reached this node.
+pub fn changes() -> u64 {
+    CHANGES.load(Ordering::Relaxed)
+}
+
+/// Reads the cluster flag and, on a cluster, installs the command filter
+/// that drops the cached slot reading. Call from OnLoad, before settings.
+pub fn init(ctx: &Context) -> bool {
+    // SAFETY: live context.
+    let flags = unsafe { api!(RedisModule_GetContextFlags)(ctx.ctx) as u32 };
+    let on = flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
+    CLUSTER.store(on, Ordering::Relaxed);
+    if on {
+        // SAFETY: OnLoad; the filter lives as long as the module.
+        unsafe {
+            api!(RedisModule_RegisterCommandFilter)(
+                ctx.ctx,
+                Some(on_command),
+                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+            );
+        }
+    }
+    on
+}
+
+extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    // SAFETY: Redis passes a live filter context; argument 0 is the
+    // command name, valid during the call.
+    let is_cluster = unsafe {
+        let name = api!(RedisModule_CommandFilterArgGet)(fctx, 0);
+        !name.is_null() && lent_bytes(name).eq_ignore_ascii_case(b"cluster")
+    };
+    if is_cluster {
+        CHANGES.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+struct Cached {
+    view: Rc<ClusterView>,
+    at: Instant,
+    changes: u64,
+}
+
+thread_local! {
+    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+}
+
+/// This node's slots; `fresh` reads `CLUSTER NODES` now, otherwise a
+/// reading is reused while no `CLUSTER` command came and it is under a
+/// second old. An error when the server does not answer (not a cluster).
+pub fn view(ctx: &Context, fresh: bool) -> Result<Rc<ClusterView>> {
+    let changes = CHANGES.load(Ordering::Relaxed);
+    if !fresh {
+        let hit = CACHE.with(|c| {
+            c.borrow()
+                .as_ref()
+                .filter(|c| c.changes == changes && c.at.elapsed() < MAX_AGE)
+                .map(|c| Rc::clone(&c.view))
+        });
+        if let Some(view) = hit {
+            return Ok(view);
+        }
+    }
+    let text = ctx
+        .call("CLUSTER", &["NODES"])
+        .ok()
+        .as_ref()
+        .and_then(reply_text)
+        .ok_or_else(|| Error::Cluster("CLUSTERDOWN cannot read CLUSTER NODES".into()))?;
+    let view = Rc::new(
+        ClusterView::parse(&text)
+            .ok_or_else(|| Error::Cluster("CLUSTERDOWN cannot read CLUSTER NODES".into()))?,
+    );
+    CACHE.with(|c| {
+        *c.borrow_mut() = Some(Cached {
+            view: Rc::clone(&view),
+            at: Instant::now(),
+            changes,
+        })
+    });
+    Ok(view)
+}
+
+/// On a cluster, the slot reading for a command that writes or reads
+/// computed keys; `None` on a single node.
+pub fn view_if_enabled(ctx: &Context, fresh: bool) -> Result<Option<Rc<ClusterView>>> {
+    if enabled() {
+        view(ctx, fresh).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// For INCR and GET, which the server routes by the listing (a `NOT_KEY`
+/// key spec): refuses a listing whose slot is being resharded here
+/// (`TRYAGAIN`: its day hashes are split between two nodes, and the server
+/// sends every such command to the importing node with `ASK`, since no key
+/// is named after the listing). The cached reading suffices for the common
+/// case; anything but "served here" is read again before refusing.
+pub fn check_listing(ctx: &Context, listing: &[u8]) -> Result<()> {
+    if !enabled() {
+        return Ok(());
+    }
+    let slot = key_slot(listing);
+    let what = || format!("listing {}", String::from_utf8_lossy(listing));
+    if view(ctx, false)?.route(slot) == Route::Here {
+        return Ok(());
+    }
+    view(ctx, true)?.route(slot).check(slot, &what())
+}

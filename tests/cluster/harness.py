@@ -1,0 +1,229 @@
+"""Real servers for the cluster tests: a 3-master + 3-replica Redis Cluster
+on loopback, and a single node, each with the freshly built module.
+
+The server binary is $REDIS_SERVER (default `redis-server`), the module
+$LISTINGSTATS_MODULE (default target/debug/liblistingstats.so). Cluster
+ports are picked so that port + 10000 (the cluster bus) is free too."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SERVER = os.environ.get("REDIS_SERVER", "redis-server")
+MODULE = os.environ.get(
+    "LISTINGSTATS_MODULE", os.path.join(ROOT, "target", "debug", "liblistingstats.so")
+)
+CLI = shutil.which("redis-cli") or "redis-cli"
+
+
+def _port_free(port):
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+_next = [20000 + (os.getpid() * 37) % 20000]
+
+
+def cluster_port():
+    """A free port <= 55535 whose bus port (+10000) is free too."""
+    for _ in range(20000):
+        port = _next[0]
+        _next[0] = 20000 + (_next[0] - 20000 + 1) % 25000
+        if port != 6379 and _port_free(port) and _port_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair")
+
+
+def wait_until(check, timeout=30.0, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last = e
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+class Node:
+    """One server process; `restart()` keeps its directory (data, nodes.conf)."""
+
+    def __init__(self, port, workdir, cluster=True, module_args=()):
+        self.port = port
+        self.dir = os.path.join(workdir, str(port))
+        os.makedirs(self.dir, exist_ok=True)
+        self.cluster = cluster
+        self.module_args = list(module_args)
+        self.proc = None
+
+    def start(self):
+        args = [
+            SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+            "--logfile", "server.log", "--save", "", "--appendonly", "yes",
+            "--appendfsync", "always", "--enable-module-command", "local",
+            "--loadmodule", MODULE, *self.module_args,
+        ]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", "2000"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self._pong, 20, f"server on {self.port}")
+        return self
+
+    def _pong(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"server {self.port} exited:\n{self.log()}")
+        return self.client().ping()
+
+    def log(self):
+        try:
+            with open(os.path.join(self.dir, "server.log")) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def client(self, **kw):
+        return redis.Redis(port=self.port, socket_timeout=30, **kw)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    @property
+    def addr(self):
+        return f"127.0.0.1:{self.port}"
+
+
+class Cluster:
+    """3 masters + 3 replicas made with `redis-cli --cluster create`."""
+
+    def __init__(self, masters=3, replicas=1):
+        self.workdir = tempfile.mkdtemp(prefix="listingstats-cluster-")
+        count = masters * (1 + replicas)
+        self.nodes = [Node(cluster_port(), self.workdir) for _ in range(count)]
+        self.replicas = replicas
+
+    def __enter__(self):
+        try:
+            for n in self.nodes:
+                n.start()
+            cli(
+                "--cluster", "create", *[n.addr for n in self.nodes],
+                "--cluster-replicas", str(self.replicas), "--cluster-yes",
+            )
+            wait_until(self.healthy, 60, "cluster ok on every node")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        for n in self.nodes:
+            n.stop()
+        if exc[0] is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def healthy(self):
+        for n in self.nodes:
+            if n.proc.poll() is not None:
+                continue
+            info = n.client().execute_command("CLUSTER", "INFO").decode()
+            if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def masters(self):
+        out = []
+        for n in self.nodes:
+            if n.proc.poll() is not None:
+                continue
+            role = n.client().execute_command("ROLE")[0]
+            if role in (b"master", "master"):
+                out.append(n)
+        return out
+
+    def client(self):
+        first = next(n for n in self.nodes if n.proc.poll() is None)
+        return redis.cluster.RedisCluster(host="127.0.0.1", port=first.port, socket_timeout=30)
+
+    def keys_outside_owned_slots(self):
+        """Per live master: DBSIZE minus the keys counted in the slots it
+        owns (CLUSTER COUNTKEYSINSLOT); 0 everywhere when no node holds a
+        key of a slot it does not own."""
+        out = {}
+        for n in self.masters():
+            c = n.client()
+            owned = owned_slots(c)
+            pipe = c.pipeline(transaction=False)
+            for s in owned:
+                pipe.execute_command("CLUSTER", "COUNTKEYSINSLOT", s)
+            in_owned = sum(pipe.execute()) if owned else 0
+            out[n.port] = c.dbsize() - in_owned
+        return out
+
+
+def owned_slots(client):
+    myself = None
+    for line in client.execute_command("CLUSTER", "NODES").decode().splitlines():
+        f = line.split()
+        if "myself" in f[2].split(","):
+            myself = f
+    slots = []
+    for part in myself[8:]:
+        if part.startswith("["):
+            continue
+        a, _, b = part.partition("-")
+        slots.extend(range(int(a), int(b or a) + 1))
+    return slots
+
+
+def cli(*args, timeout=300):
+    out = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise AssertionError(f"redis-cli {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+class Single:
+    """One node, not a cluster, `tagged` keys like the cluster's."""
+
+    def __enter__(self):
+        self.workdir = tempfile.mkdtemp(prefix="listingstats-single-")
+        self.node = Node(cluster_port(), self.workdir, cluster=False,
+                         module_args=["key-format", "tagged"]).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.node.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def client(self):
+        return self.node.client()
