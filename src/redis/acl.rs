@@ -160,10 +160,28 @@ impl Acl {
             if name.is_null() {
                 return Acl::unchecked(ctx.ctx);
             }
-            let user = api!(RedisModule_GetModuleUserFromUserName)(name);
-            let bytes = lent_bytes(name).to_vec();
+            let bytes = lent_bytes(name);
+            let acl = match known_unrestricted(bytes) {
+                // No check can fail: none is made (INCR's hot path).
+                Some(true) => Acl::unchecked(ctx.ctx),
+                known => {
+                    let user = api!(RedisModule_GetModuleUserFromUserName)(name);
+                    let acl = Acl::new(ctx.ctx, user, bytes.to_vec());
+                    acl.unrestricted.set(known);
+                    acl
+                }
+            };
             api!(RedisModule_FreeString)(ctx.ctx, name);
-            Acl::new(ctx.ctx, user, bytes)
+            if acl.unrestricted.get().is_none() && !acl.user.is_null() {
+                // First command of this user since the last ACL change.
+                let unrestricted = acl.lookup_unrestricted();
+                remember_unrestricted(&acl.name, unrestricted);
+                if unrestricted {
+                    return Acl::unchecked(ctx.ctx);
+                }
+                acl.unrestricted.set(Some(false));
+            }
+            acl
         }
     }
 
@@ -272,6 +290,34 @@ impl Acl {
             )
         }))
     }
+}
+
+thread_local! {
+    /// user name -> (ACL change count when looked up, unrestricted?).
+    static UNRESTRICTED: std::cell::RefCell<rustc_hash::FxHashMap<Vec<u8>, (u64, bool)>> =
+        Default::default();
+}
+
+/// Whether `user`'s root selector is exactly `+@all ~*`, as looked up since
+/// the last `ACL` command (`filter.rs`); `None` when not known.
+fn known_unrestricted(user: &[u8]) -> Option<bool> {
+    let now = super::filter::acl_changes();
+    UNRESTRICTED.with(|m| {
+        m.borrow()
+            .get(user)
+            .filter(|(at, _)| *at == now)
+            .map(|&(_, unrestricted)| unrestricted)
+    })
+}
+
+fn remember_unrestricted(user: &[u8], unrestricted: bool) {
+    let now = super::filter::acl_changes();
+    UNRESTRICTED.with(|m| {
+        let mut m = m.borrow_mut();
+        // Stale entries go with the next change; users are few.
+        m.retain(|_, (at, _)| *at == now);
+        m.insert(user.to_vec(), (now, unrestricted));
+    });
 }
 
 impl Drop for Acl {

@@ -10,21 +10,18 @@
 //! refreshed.
 
 use std::cell::RefCell;
-use std::os::raw::c_int;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context};
 
 use super::context::reply_text;
-use super::string::lent_bytes;
+use super::filter;
 use listingstats_core::cluster::{key_slot, ClusterView, Route};
 use listingstats_core::{Error, Result};
 
 static CLUSTER: AtomicBool = AtomicBool::new(false);
-/// Bumped by every `CLUSTER ...` command this node receives.
-static CHANGES: AtomicU64 = AtomicU64::new(0);
 const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Whether the server runs with `cluster-enabled yes` (read once at load).
@@ -34,39 +31,17 @@ pub fn enabled() -> bool {
 
 /// A number that changes whenever a `CLUSTER` command reached this node.
 pub fn changes() -> u64 {
-    CHANGES.load(Ordering::Relaxed)
+    filter::cluster_changes()
 }
 
-/// Reads the cluster flag and, on a cluster, installs the command filter
-/// that drops the cached slot reading. Call from OnLoad, before settings.
+/// Reads the cluster flag (OnLoad, before settings). The command filter
+/// that notices slot changes is `filter.rs`.
 pub fn init(ctx: &Context) -> bool {
     // SAFETY: live context.
     let flags = unsafe { api!(RedisModule_GetContextFlags)(ctx.ctx) as u32 };
     let on = flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
     CLUSTER.store(on, Ordering::Relaxed);
-    if on {
-        // SAFETY: OnLoad; the filter lives as long as the module.
-        unsafe {
-            api!(RedisModule_RegisterCommandFilter)(
-                ctx.ctx,
-                Some(on_command),
-                raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
-            );
-        }
-    }
     on
-}
-
-extern "C" fn on_command(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    // SAFETY: Redis passes a live filter context; argument 0 is the
-    // command name, valid during the call.
-    let is_cluster = unsafe {
-        let name = api!(RedisModule_CommandFilterArgGet)(fctx, 0);
-        !name.is_null() && lent_bytes(name).eq_ignore_ascii_case(b"cluster")
-    };
-    if is_cluster {
-        CHANGES.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 struct Cached {
@@ -83,7 +58,7 @@ thread_local! {
 /// reading is reused while no `CLUSTER` command came and it is under a
 /// second old. An error when the server does not answer (not a cluster).
 pub fn view(ctx: &Context, fresh: bool) -> Result<Rc<ClusterView>> {
-    let changes = CHANGES.load(Ordering::Relaxed);
+    let changes = changes();
     if !fresh {
         let hit = CACHE.with(|c| {
             c.borrow()

@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 
 use super::acl::{Acl, Native};
 use super::context::selected_db;
+use super::events;
 pub use super::key::FieldNames;
 use super::key::{bad_counter, KeyRef, OpenKey};
 use super::scan::Cursor;
@@ -26,7 +27,7 @@ use listingstats_core::keys::KeyScheme;
 use listingstats_core::migrate::flat_value;
 use listingstats_core::number::add_counter;
 use listingstats_core::query::FieldPlan;
-use listingstats_core::write::CounterStore;
+use listingstats_core::write::{CounterStore, Increment};
 use listingstats_core::{Error, Result};
 
 const SHARD_ABOUT_FIELD: &[u8] = b"listingstats about";
@@ -42,9 +43,76 @@ pub struct RedisStore<'c> {
     /// Every key this command touched, open for writing, its ACL check
     /// passed: the write phase finds the handles the check phase opened.
     /// All are closed when the store is dropped, at the end of the command.
-    keys: FxHashMap<Vec<u8>, CurrentKey>,
+    keys: Names<CurrentKey>,
     /// Field names as Redis strings, made once per command.
-    fields: FxHashMap<Vec<u8>, RedisString>,
+    fields: Names<RedisString>,
+}
+
+/// Things named by a Redis string, found by its bytes: a few in place (INCR
+/// touches one to three keys, with no allocation for the lookup), a map of
+/// positions once there are more (INGEST touches thousands).
+struct Names<T> {
+    /// Each item with its name's bytes, read once when it was added.
+    items: smallvec::SmallVec<[(T, *const u8, usize); 4]>,
+    index: FxHashMap<Vec<u8>, usize>,
+}
+
+trait Named {
+    fn name(&self) -> &RedisString;
+}
+
+impl Named for CurrentKey {
+    fn name(&self) -> &RedisString {
+        &self.name
+    }
+}
+
+impl Named for RedisString {
+    fn name(&self) -> &RedisString {
+        self
+    }
+}
+
+impl<T: Named> Names<T> {
+    const SCAN: usize = 8;
+
+    fn new() -> Self {
+        Names {
+            items: smallvec::SmallVec::new(),
+            index: FxHashMap::default(),
+        }
+    }
+
+    fn find(&self, bytes: &[u8]) -> Option<&T> {
+        if self.items.len() > Self::SCAN {
+            return self.index.get(bytes).map(|&i| &self.items[i].0);
+        }
+        self.items
+            .iter()
+            // SAFETY: the bytes of a Redis string this store owns and never
+            // changes, read when it was added; it lives as long as `items`.
+            .find(|(_, p, n)| unsafe { std::slice::from_raw_parts(*p, *n) } == bytes)
+            .map(|(t, _, _)| t)
+    }
+
+    fn push(&mut self, bytes: &[u8], item: T) -> &T {
+        // SAFETY: a live Redis string, owned by `item`.
+        let name = unsafe { lent_bytes(item.name().inner) };
+        let (p, n) = (name.as_ptr(), name.len());
+        self.items.push((item, p, n));
+        if self.items.len() > Self::SCAN {
+            if self.index.is_empty() {
+                for (i, (_, p, n)) in self.items.iter().enumerate() {
+                    // SAFETY: as in `find`.
+                    let name = unsafe { std::slice::from_raw_parts(*p, *n) };
+                    self.index.insert(name.to_vec(), i);
+                }
+            } else {
+                self.index.insert(bytes.to_vec(), self.items.len() - 1);
+            }
+        }
+        &self.items[self.items.len() - 1].0
+    }
 }
 
 struct CurrentKey {
@@ -58,8 +126,8 @@ impl<'c> RedisStore<'c> {
             ctx,
             scheme,
             acl: Acl::of_caller(ctx),
-            keys: FxHashMap::default(),
-            fields: FxHashMap::default(),
+            keys: Names::new(),
+            fields: Names::new(),
         }
     }
 
@@ -74,8 +142,8 @@ impl<'c> RedisStore<'c> {
             ctx,
             scheme,
             acl,
-            keys: FxHashMap::default(),
-            fields: FxHashMap::default(),
+            keys: Names::new(),
+            fields: Names::new(),
         })
     }
 
@@ -174,39 +242,46 @@ impl<'c> RedisStore<'c> {
     /// The key, opened for writing on first use, after checking that the
     /// caller could run `native` on it.
     fn key(&mut self, key: &[u8], native: Native) -> Result<&CurrentKey> {
-        if !self.keys.contains_key(key) {
-            let name = RedisString::create_from_slice(self.ctx.ctx, key);
-            self.acl.check(&name, native)?;
-            let open = OpenKey::open(self.ctx, &name, true);
-            self.keys.insert(key.to_vec(), CurrentKey { name, open });
+        // Two look-ups on a hit keep the borrow checker content; each is a
+        // comparison of a few slices.
+        if self.keys.find(key).is_some() {
+            return self
+                .keys
+                .find(key)
+                .ok_or_else(|| Error::invalid("internal error: no open key"));
         }
-        self.keys
-            .get(key)
-            .ok_or_else(|| Error::invalid("internal error: no open key"))
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        self.acl.check(&name, native)?;
+        let open = OpenKey::open(self.ctx, &name, true);
+        Ok(self.keys.push(key, CurrentKey { name, open }))
     }
 
     /// The field as a Redis string, valid as long as the store.
     fn field(&mut self, field: &[u8]) -> *mut raw::RedisModuleString {
-        if let Some(name) = self.fields.get(field) {
+        if let Some(name) = self.fields.find(field) {
             return name.inner;
         }
         let name = RedisString::create_from_slice(self.ctx.ctx, field);
-        let inner = name.inner;
-        self.fields.insert(field.to_vec(), name);
-        inner
+        self.fields.push(field, name).inner
     }
 
-    fn replicate_hincrby(&self, key: &[u8], field: &[u8], delta: i64) {
-        // SAFETY: "bbl" takes two (pointer, length) buffers and a long long.
+    /// `HINCRBY key field delta` to replicas and the AOF, from the Redis
+    /// strings the store already holds (no copies made).
+    fn replicate_hincrby(
+        &self,
+        key: *mut raw::RedisModuleString,
+        field: *mut raw::RedisModuleString,
+        delta: i64,
+    ) {
+        // SAFETY: "ssl": two live Redis strings (Redis takes its own
+        // references) and a long long.
         unsafe {
             api!(RedisModule_Replicate)(
                 self.ctx.ctx,
                 c"HINCRBY".as_ptr(),
-                c"bbl".as_ptr(),
-                key.as_ptr(),
-                key.len(),
-                field.as_ptr(),
-                field.len(),
+                c"ssl".as_ptr(),
+                key,
+                field,
                 delta as c_longlong,
             );
         }
@@ -260,10 +335,11 @@ impl<'c> RedisStore<'c> {
 
 impl CounterStore for RedisStore<'_> {
     fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>> {
-        self.key(key, Native::Hincrby)?.open.expect_hash()?;
         let name = self.field(field);
-        let current = self.key(key, Native::Hincrby)?.open.hash_get_int(name);
-        current.map_err(|bad| bad_counter(key, field, &bad))
+        let open = &self.key(key, Native::Hincrby)?.open;
+        open.expect_hash()?;
+        open.hash_get_int(name)
+            .map_err(|bad| bad_counter(key, field, &bad))
     }
 
     fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64) {
@@ -271,10 +347,58 @@ impl CounterStore for RedisStore<'_> {
         let Ok(current) = self.key(key, Native::Hincrby) else {
             return;
         };
+        let existed = !current.open.is_empty();
         current.open.hash_set_int(name, value);
         let key_name = current.name.inner;
-        self.replicate_hincrby(key, field, delta);
-        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
+        self.replicate_hincrby(key_name, name, delta);
+        if existed {
+            // A counter of a day hash that existed: nothing this module
+            // keeps (the `*` index) changes, so its own handlers are spared.
+            events::without_own_handlers(|| {
+                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name)
+            });
+        } else {
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
+        }
+    }
+
+    /// One key, several fields: `HSET key f1 v1 f2 v2 ...` of the final
+    /// values to replicas (one command instead of an `HINCRBY` per field),
+    /// and one notification. A single field stays `HINCRBY` (INCR).
+    fn set_counters(&mut self, key: &[u8], increments: &[Increment], values: &[i64]) {
+        if increments.len() < 2 {
+            for (inc, &value) in increments.iter().zip(values) {
+                self.set_counter(key, &inc.field, value, inc.delta);
+            }
+            return;
+        }
+        let names: Vec<*mut raw::RedisModuleString> = increments
+            .iter()
+            .map(|inc| self.field(&inc.field))
+            .collect();
+        let texts: Vec<RedisString> = values
+            .iter()
+            .map(|v| self.create_string(v.to_string().as_bytes()))
+            .collect();
+        let Ok(current) = self.key(key, Native::Hincrby) else {
+            return;
+        };
+        let existed = !current.open.is_empty();
+        let key_name = current.name.inner;
+        let mut argv = Vec::with_capacity(1 + 2 * names.len());
+        argv.push(key_name);
+        for (&name, text) in names.iter().zip(&texts) {
+            current.open.hash_set(name, text.inner);
+            argv.extend([name, text.inner]);
+        }
+        self.replicate_argv(c"HSET", &mut argv);
+        if existed {
+            events::without_own_handlers(|| {
+                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name)
+            });
+        } else {
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
+        }
     }
 
     fn expire_at(&mut self, key: &[u8], at_ms: i64) {

@@ -62,6 +62,19 @@ def feed(ls, events, batch=200):
 
 
 def assert_same_answers(c, s, listings):
+    try:
+        compare_answers(c, s, listings)
+    except redis.RedisError:
+        # What every node thought of the slots, for the failure report.
+        for node in c.r.get_nodes():
+            try:
+                print(node.name, c._on(node, "CLUSTER", "NODES").decode())
+            except redis.RedisError as e:
+                print(node.name, e)
+        raise
+
+
+def compare_answers(c, s, listings):
     for groupby in ("day", "listing", "date", "total"):
         for chosen in ("*", listings[:40], listings[::7]):
             got = c.query(METRICS, START, END, chosen, groupby)
@@ -190,57 +203,74 @@ def test_same_answers_as_one_node(env):
 
 
 def test_reshard_while_ingesting(env):
+    """INGEST and INCR run for the whole of a 500-slot reshard."""
     cluster, single, c, s = env
     listings = cluster.listings
     rng = random.Random(11)
-    events = make_events(rng, 4000, listings, "b")
+    events = make_events(rng, 40000, listings, "b")
+    incrs = [(rng.choice(listings), rng.choice(EVENTS), f"2015-12-{rng.randrange(20, 32)}",
+              f"inc-{i}") for i in range(40000)]
     masters = cluster.masters()
     src, dst = masters[0], masters[1]
     ids = {m.port: m.client().execute_command("CLUSTER", "MYID").decode() for m in masters}
-    done = threading.Event()
+    resharded = threading.Event()
+    started = [threading.Event(), threading.Event()]
+    sent = {"events": 0, "incrs": 0}
     errors = []
 
     def ingest():
         try:
-            feed(c, events, batch=50)
+            while sent["events"] < len(events) and not resharded.is_set():
+                c.ingest(events[sent["events"]:sent["events"] + 50])
+                sent["events"] = min(sent["events"] + 50, len(events))
+                started[0].set()
+                time.sleep(0.01)  # paced: the writes must outlast the reshard
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
         finally:
-            done.set()
-
-    incrs = [(rng.choice(listings), rng.choice(EVENTS), f"2015-12-{rng.randrange(20, 32)}",
-              f"inc-{i}") for i in range(600)]
+            started[0].set()
 
     def incr():
         own = ListingStats(cluster.client())  # a client per thread
         try:
-            for listing, event, day, eid in incrs:
+            while sent["incrs"] < len(incrs) and not resharded.is_set():
+                listing, event, day, eid = incrs[sent["incrs"]]
                 own.incr(listing, event, date=day, id=eid)
+                sent["incrs"] += 1
+                started[1].set()
+                time.sleep(0.002)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
+        finally:
+            started[1].set()
 
-    t = threading.Thread(target=ingest)
-    t.start()
-    t2 = threading.Thread(target=incr)
-    t2.start()
-    harness.cli("--cluster", "reshard", src.addr, "--cluster-from", ids[src.port],
-                "--cluster-to", ids[dst.port], "--cluster-slots", "1500", "--cluster-yes",
-                "--cluster-pipeline", "20")
-    t.join(300)
-    t2.join(300)
-    assert done.is_set() and not t2.is_alive() and not errors, errors
-    for listing, event, day, eid in incrs:
-        s.incr(listing, event, date=day, id=eid)
-    # The batches met the reshard: some parts were redirected and resent.
-    print(f"parts resent during the reshard: {c.resent}")
+    threads = [threading.Thread(target=ingest), threading.Thread(target=incr)]
+    for t in threads:
+        t.start()
+    for e in started:
+        e.wait(30)
+    try:
+        harness.cli("--cluster", "reshard", src.addr, "--cluster-from", ids[src.port],
+                    "--cluster-to", ids[dst.port], "--cluster-slots", "500", "--cluster-yes",
+                    "--cluster-pipeline", "20")
+    finally:
+        resharded.set()
+        for t in threads:
+            t.join(300)
+    assert not errors, errors
+    assert sent["events"] < len(events) and sent["incrs"] < len(incrs), "writes outlasted the reshard"
+    # The writes met the reshard: some parts were redirected and resent.
+    print(f"sent {sent}, parts resent during the reshard: {c.resent}")
     assert c.resent > 0
-    feed(s, events)
+    feed(s, events[:sent["events"]])
+    for listing, event, day, eid in incrs[:sent["incrs"]]:
+        s.incr(listing, event, date=day, id=eid)
     harness.wait_until(cluster.healthy, 30, "cluster ok after reshard")
     c._refresh()
     assert_same_answers(c, s, listings)
     assert_no_foreign_keys(cluster)
-    # Redelivering the whole stream after the reshard counts nothing twice.
-    feed(c, [e for e in events if "id" in e])
+    # Redelivering everything sent, after the reshard, counts nothing twice.
+    feed(c, [e for e in events[:sent["events"]] if "id" in e])
     assert_same_answers(c, s, listings)
 
 

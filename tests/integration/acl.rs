@@ -330,3 +330,40 @@ fn large_star_queries_filter_exactly_for_restricted_users() {
     assert!(e.contains("NOPERM"), "{e}");
     assert_eq!(rows(&mut broad), 0);
 }
+
+/// The module remembers, per user, that a user may do everything (root
+/// selector `+@all ~*`) and then skips its checks; any change of users,
+/// direct or inside MULTI/EXEC, must be seen by the very next command.
+#[test]
+fn a_user_change_ends_the_remembered_unrestricted_state() {
+    let server = Server::start();
+    let mut admin = server.conn();
+    let mut app = server.user("app", &["~*"]);
+    let incr = ["LISTINGSTATS.INCR", "1", "e", "DATE", "2015-12-22"];
+    assert_eq!(int(&mut app, &incr), 1);
+    assert_eq!(int(&mut app, &incr), 2, "unrestricted, remembered");
+    // A direct change.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "resetkeys", "~2016-*"])
+        .query(&mut admin)
+        .unwrap();
+    let e = err(&mut app, &incr);
+    assert!(e.starts_with("ERR NOPERM"), "{e}");
+    // Back to everything, remembered again, then a change queued in MULTI:
+    // it applies at EXEC, and the next command sees it.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "resetkeys", "~*"])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(int(&mut app, &incr), 3);
+    assert_eq!(int(&mut app, &incr), 4);
+    let _: () = redis::cmd("MULTI").query(&mut admin).unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "-hincrby"])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(int(&mut app, &incr), 5, "not applied before EXEC");
+    let _: Value = redis::cmd("EXEC").query(&mut admin).unwrap();
+    let e = err(&mut app, &incr);
+    assert!(e.contains("NOPERM"), "{e}");
+}

@@ -28,6 +28,14 @@ pub trait CounterStore {
     fn counter(&mut self, key: &[u8], field: &[u8]) -> Result<Option<i64>>;
     /// Writes a value computed by [`apply`]; `delta` is what replicas replay.
     fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64);
+    /// Writes several counters of one key (`increments[i]` gets
+    /// `values[i]`). A store may replicate them as one `HSET key f v ...`
+    /// of the final values, which is exact because the command is atomic.
+    fn set_counters(&mut self, key: &[u8], increments: &[Increment], values: &[i64]) {
+        for (inc, &value) in increments.iter().zip(values) {
+            self.set_counter(key, &inc.field, value, inc.delta);
+        }
+    }
     /// Whether an event id is remembered (in either generation's shard).
     /// Fails when the caller may not write the shard keys, or one is not a
     /// hash.
@@ -52,11 +60,21 @@ pub fn apply<S: CounterStore>(
         let current = store.counter(&inc.key, &inc.field)?.unwrap_or(0);
         values.push(add_counter(current, inc.delta)?);
     }
-    for (inc, &value) in increments.iter().zip(&values) {
-        store.set_counter(&inc.key, &inc.field, value, inc.delta);
-        if let Some(at) = inc.expire_at {
-            store.expire_at(&inc.key, at);
+    // Increments of one key are next to each other (INGEST sorts them):
+    // each key is written in one go, and gets its expiry once.
+    let mut start = 0;
+    while start < increments.len() {
+        let key = &increments[start].key;
+        let end = start
+            + increments[start..]
+                .iter()
+                .take_while(|inc| inc.key == *key)
+                .count();
+        store.set_counters(key, &increments[start..end], &values[start..end]);
+        if let Some(at) = increments[start].expire_at {
+            store.expire_at(key, at);
         }
+        start = end;
     }
     if !markers.is_empty() {
         store.remember(markers);
