@@ -391,30 +391,52 @@ fn check_served(view: &ClusterView, event: &Event) -> Result<()> {
     Ok(())
 }
 
-/// Sums equal (key, field) increments; sorted by key so each key is
-/// opened once. Keys are built once per distinct pair, not per occurrence.
+/// Sums equal (key, field) increments, grouped by key so each key is
+/// opened and written once, in the order keys first occur in the batch
+/// (no sort: a hash map groups them). Keys are built once per distinct
+/// (day, listing), not per occurrence.
 fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
-    let mut sums: FxHashMap<(NaiveDate, &[u8], &[u8]), i64> = FxHashMap::default();
+    type Group<'e> = (NaiveDate, &'e [u8], Vec<(&'e [u8], i64)>);
+    let mut index: FxHashMap<(NaiveDate, &[u8]), usize> = FxHashMap::default();
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut pairs = 0;
     for event in events {
         for listing in &event.listings {
-            let sum = sums
-                .entry((event.day, listing.as_slice(), event.name.as_slice()))
-                .or_insert(0);
+            let g = *index
+                .entry((event.day, listing.as_slice()))
+                .or_insert_with(|| {
+                    groups.push((event.day, listing.as_slice(), Vec::new()));
+                    groups.len() - 1
+                });
+            let fields = &mut groups[g].2;
+            let name = event.name.as_slice();
+            let sum = match fields.iter().position(|(f, _)| *f == name) {
+                Some(i) => &mut fields[i].1,
+                None => {
+                    pairs += 1;
+                    fields.push((name, 0));
+                    let last = fields.len() - 1;
+                    &mut fields[last].1
+                }
+            };
             *sum = sum.checked_add(event.count).ok_or_else(|| {
                 Error::invalid("the counts of one counter in this batch overflow a 64-bit integer")
             })?;
         }
     }
-    let mut increments: Vec<Increment> = sums
-        .into_iter()
-        .map(|((day, listing, field), delta)| Increment {
-            key: settings.keys.day_key(day, listing),
-            field: field.to_vec(),
-            delta,
-            expire_at: retention_expiry_ms(day, settings.timezone, settings.retention_days),
-        })
-        .collect();
-    increments.sort_unstable_by(|a, b| a.key.cmp(&b.key).then_with(|| a.field.cmp(&b.field)));
+    let mut increments = Vec::with_capacity(pairs);
+    for (day, listing, fields) in groups {
+        let key = settings.keys.day_key(day, listing);
+        let expire_at = retention_expiry_ms(day, settings.timezone, settings.retention_days);
+        for (field, delta) in fields {
+            increments.push(Increment {
+                key: key.clone(),
+                field: field.to_vec(),
+                delta,
+                expire_at,
+            });
+        }
+    }
     Ok(increments)
 }
 
