@@ -123,11 +123,12 @@ fn check_cluster(ctx: &Context, span: &Span<'_>) -> Result<()> {
             }
             Ok(())
         }
-        Listings::All if view.resharding() => Err(Error::Cluster(
-            "TRYAGAIN slots are being resharded on this node; '*' answers when they have moved"
-                .into(),
-        )),
-        Listings::All => Ok(()),
+        Listings::All => match cluster::split_slot(ctx, &view) {
+            Some(slot) => Err(Error::Cluster(format!(
+                "TRYAGAIN slot {slot} is being resharded on this node; '*' answers when it has moved"
+            ))),
+            None => Ok(()),
+        },
     }
 }
 

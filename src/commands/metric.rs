@@ -123,11 +123,10 @@ fn change(ctx: &Context, name: &str, set: Option<&[u8]>) -> Result<bool> {
         };
     }
     let view = cluster::view(ctx, true)?;
-    if view.resharding() {
-        return Err(Error::Cluster(
-            "TRYAGAIN slots are being resharded on this node; change metrics when they have moved"
-                .into(),
-        ));
+    if let Some(slot) = cluster::split_slot(ctx, &view) {
+        return Err(Error::Cluster(format!(
+            "TRYAGAIN slot {slot} is being resharded on this node; change metrics when it has moved"
+        )));
     }
     let stored = match registry_key(ctx, keys)? {
         Some(key) => Reader::unchecked(ctx).hash_all(&key)?,

@@ -117,3 +117,25 @@ pub fn check_listing(ctx: &Context, listing: &[u8]) -> Result<()> {
     }
     view(ctx, true)?.route(slot).check(slot, &what())
 }
+
+/// The first slot marked as moving on this node whose keys may be split
+/// between this node and another: one it owns (being migrated out), or one
+/// it does not own but holds keys of (being imported). A slot merely marked
+/// importing, with no key here yet, splits nothing here; Valkey 8+ can
+/// also leave such a mark behind on a replica that missed the end of a
+/// migration (valkey-io/valkey#998), which must not stall `*` forever.
+pub fn split_slot(ctx: &Context, view: &ClusterView) -> Option<u16> {
+    view.moving()
+        .into_iter()
+        .find(|&(slot, owned)| owned || keys_in_slot(ctx, slot) > 0)
+        .map(|(slot, _)| slot)
+}
+
+/// `CLUSTER COUNTKEYSINSLOT slot` (O(1) on Redis 7+ and Valkey).
+fn keys_in_slot(ctx: &Context, slot: u16) -> i64 {
+    match ctx.call("CLUSTER", &["COUNTKEYSINSLOT", &slot.to_string()]) {
+        Ok(redis_module::RedisValue::Integer(n)) => n,
+        // Unknown: assume keys, so nothing is answered from a split slot.
+        _ => 1,
+    }
+}

@@ -206,6 +206,14 @@ impl ClusterView {
         !self.moving.is_empty()
     }
 
+    /// The slots marked as moving out of or into this node, ascending, each
+    /// with whether this node owns it.
+    pub fn moving(&self) -> Vec<(u16, bool)> {
+        let mut out: Vec<(u16, bool)> = self.moving.keys().map(|&s| (s, self.owns(s))).collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The route of the slot of `key`, as an error when not [`Route::Here`].
     pub fn check_key(&self, key: &[u8], what: &str) -> Result<()> {
         let slot = key_slot(key);
@@ -266,6 +274,7 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@40001 myself,master - 0
         assert_eq!(view.route(16383), Route::Moved("127.0.0.1:30003".into()));
         assert_eq!(view.owned().count(), 5461);
         assert!(view.resharding());
+        assert_eq!(view.moving(), [(5460, true)]);
         assert_eq!(
             view.route(5461).check(5461, "x").unwrap_err().to_string(),
             "MOVED 5461 127.0.0.1:30002"
@@ -295,5 +304,6 @@ bbb 127.0.0.1:3@4 master - 0 0 2 connected 200-300
             .to_string()
             .starts_with("CLUSTERDOWN"));
         assert!(!view.owns(200));
+        assert_eq!(view.moving(), [(200, false)]);
     }
 }
