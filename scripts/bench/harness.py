@@ -38,10 +38,17 @@ LOAD_PIN = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count()
 
 
 def redis_benchmark(port, args, requests, pipeline=16, clients=4, keyspace=10000):
-    subprocess.run(
+    """Runs redis-benchmark; returns its requests per second (client side)."""
+    out = subprocess.run(
         [*LOAD_PIN, "redis-benchmark", "-p", str(port), "-P", str(pipeline), "-c", str(clients),
          "-n", str(requests), "-r", str(keyspace), "-q", *map(str, args)],
-        check=True, stdout=subprocess.DEVNULL)
+        check=True, capture_output=True, text=True).stdout
+    # "-q" prints "<command>: 123456.78 requests per second, p50=..." after
+    # carriage-return progress lines.
+    for part in reversed(out.replace("\r", "\n").splitlines()):
+        if "requests per second" in part:
+            return float(part.split("requests per second")[0].split(":")[-1].strip())
+    return float("nan")
 
 
 def load_star(client, listings, days, start="2014-09-01"):
