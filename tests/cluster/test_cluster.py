@@ -317,3 +317,25 @@ def test_restart_of_every_node_changes_nothing(env):
     assert {m.port: m.client().dbsize() for m in cluster.masters()} == keys
     assert_same_answers(c, s, listings)
     assert_no_foreign_keys(cluster)
+
+
+def test_a_cluster_node_refuses_another_key_format():
+    """Loading with `key-format date_listing` on a cluster node fails with a
+    clear line in the log, instead of writing keys a cluster cannot route."""
+    import os
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix="listingstats-refuse-")
+    node = harness.Node(harness.cluster_port(), workdir, module_args=["key-format", "date_listing"])
+    with pytest.raises(AssertionError, match="exited"):
+        node.start()
+    log = node.log()
+    assert "key-format must be tagged on Redis Cluster" in log, log
+    assert node.proc.poll() is not None
+    # The same arguments load on a single node.
+    single = harness.Node(harness.cluster_port(), os.path.join(workdir, "single"), cluster=False,
+                          module_args=["key-format", "date_listing"]).start()
+    try:
+        assert single.client().config_get("listingstats.key-format") == \
+            {"listingstats.key-format": "date_listing"}
+    finally:
+        single.stop()
