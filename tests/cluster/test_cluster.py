@@ -212,7 +212,7 @@ def test_reshard_while_ingesting(env):
     cluster, single, c, s = env
     listings = cluster.listings
     rng = random.Random(11)
-    events = make_events(rng, 40000, listings, "b")
+    events = make_events(rng, 100000, listings, "b")
     incrs = [(rng.choice(listings), rng.choice(EVENTS), f"2015-12-{rng.randrange(20, 32)}",
               f"inc-{i}") for i in range(40000)]
     masters = cluster.masters()
