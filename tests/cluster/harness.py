@@ -75,7 +75,7 @@ class Node:
         args = [
             SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
             "--logfile", "server.log", "--save", "", "--appendonly", "yes",
-            "--appendfsync", "always", "--enable-module-command", "local",
+            "--appendfsync", "everysec", "--enable-module-command", "local",
             "--loadmodule", MODULE, *self.module_args,
         ]
         if self.cluster:
@@ -158,6 +158,30 @@ class Cluster:
             if "cluster_state:ok" not in info:
                 return False
         return True
+
+    def converged(self):
+        """`redis-cli --cluster check` passes: every node reachable, all
+        agree on the slots, no slot open."""
+        first = next(n for n in self.nodes if n.proc.poll() is None)
+        out = subprocess.run([CLI, "--cluster", "check", first.addr], capture_output=True,
+                             text=True, timeout=60)
+        return out.returncode == 0 and "[ERR]" not in out.stdout
+
+    def reshard(self, src, dst, slots):
+        """Moves `slots` slots from master `src` to master `dst` with
+        `redis-cli --cluster reshard`, once the cluster has converged (a
+        check that fails before anything moved is retried)."""
+        ids = {n.port: n.client().execute_command("CLUSTER", "MYID").decode() for n in (src, dst)}
+        for attempt in range(3):
+            wait_until(self.converged, 60, "cluster check to pass")
+            out = subprocess.run(
+                [CLI, "--cluster", "reshard", src.addr, "--cluster-from", ids[src.port],
+                 "--cluster-to", ids[dst.port], "--cluster-slots", str(slots), "--cluster-yes",
+                 "--cluster-pipeline", "20"], capture_output=True, text=True, timeout=600)
+            if out.returncode == 0:
+                return
+            if "Moving slot" in out.stdout or attempt == 2:
+                raise AssertionError(f"reshard failed:\n{out.stdout}\n{out.stderr}")
 
     def node(self, port):
         return next(n for n in self.nodes if n.port == port)

@@ -215,9 +215,9 @@ def test_reshard_while_ingesting(env):
     events = make_events(rng, 100000, listings, "b")
     incrs = [(rng.choice(listings), rng.choice(EVENTS), f"2015-12-{rng.randrange(20, 32)}",
               f"inc-{i}") for i in range(40000)]
+    harness.wait_until(cluster.converged, 60, "cluster check to pass")
     masters = cluster.masters()
     src, dst = masters[0], masters[1]
-    ids = {m.port: m.client().execute_command("CLUSTER", "MYID").decode() for m in masters}
     resharded = threading.Event()
     started = [threading.Event(), threading.Event()]
     sent = {"events": 0, "incrs": 0}
@@ -255,9 +255,7 @@ def test_reshard_while_ingesting(env):
     for e in started:
         e.wait(30)
     try:
-        harness.cli("--cluster", "reshard", src.addr, "--cluster-from", ids[src.port],
-                    "--cluster-to", ids[dst.port], "--cluster-slots", "500", "--cluster-yes",
-                    "--cluster-pipeline", "20")
+        cluster.reshard(src, dst, 500)
     finally:
         resharded.set()
         for t in threads:
