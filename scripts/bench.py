@@ -11,6 +11,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
+import bigday  # noqa: E402
 import follow  # noqa: E402
 import growth  # noqa: E402
 import incr  # noqa: E402
@@ -31,6 +32,7 @@ SECTIONS = {
     "growth": growth.section_growth,
     "memory": memory.section_memory,
     "follow": follow.section_follow,
+    "bigday": bigday.section_bigday,
 }
 
 

@@ -39,8 +39,8 @@ use crate::stats;
 use listingstats_core::cluster::key_slot;
 use listingstats_core::date::{days_between, push_day};
 use listingstats_core::query::{
-    check_cells, json_row, json_tail, legacy_line, order_cells, top, Aggregator, FieldPlan, Format,
-    GroupBy, Listings, Rank, Ranked, Row, JSON_HEAD,
+    check_cells, json_row, json_tail, legacy_line, order_cells, Aggregator, FieldPlan, Format,
+    GroupBy, Listings, Rank, Ranked, Row, TopPicker, JSON_HEAD,
 };
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
@@ -96,6 +96,10 @@ pub struct Job {
     /// Groups in output order, once reading is done (TOP: its rows).
     order: Option<Vec<usize>>,
     top_rows: Vec<Ranked>,
+    /// TOP's ranking while it runs (a chunk of groups per step).
+    picker: Option<TopPicker>,
+    /// Whether the keys examined were counted in INFO yet.
+    counted: bool,
     /// Whether the client speaks RESP3 (real doubles) or RESP2.
     resp3: bool,
     /// Groups rendered so far, rows written so far, the JSON text so far.
@@ -104,6 +108,15 @@ pub struct Job {
     json: String,
     examined: u64,
     values: Vec<i64>,
+}
+
+/// Whether reading the cells in output order pays: rows per day hash or
+/// per listing come out in the order they were read, with no sort at the
+/// end. DATE and TOTAL have a few groups, and TOP ranks without ordering,
+/// so their cells are read as they come: sorting 600,000 listing ids of a
+/// big day would hold the server for a second.
+fn rows_follow_cells(group: GroupBy, finish: &Finish) -> bool {
+    !matches!(finish, Finish::Top { .. }) && matches!(group, GroupBy::Day | GroupBy::Listing)
 }
 
 /// On Redis Cluster a node answers for its own listings only: every listing
@@ -160,7 +173,9 @@ impl Job {
             // index path fills its cells below.
             Listings::All => {}
         }
-        order_cells(&names, &mut cells);
+        if rows_follow_cells(group, &finish) {
+            order_cells(&names, &mut cells);
+        }
         let values = vec![0; plan.width()];
         let agg = Aggregator::new(&plan, group);
         let from_index =
@@ -184,6 +199,8 @@ impl Job {
             agg,
             order: None,
             top_rows: Vec::new(),
+            picker: None,
+            counted: false,
             resp3: is_resp3(ctx),
             next_group: 0,
             rendered: 0,
@@ -222,7 +239,9 @@ impl Job {
                 )));
             }
         }
-        order_cells(&names, &mut cells);
+        if rows_follow_cells(self.group, &self.finish) {
+            order_cells(&names, &mut cells);
+        }
         self.names = names;
         self.cells = cells;
         self.phase = Phase::Reading;
@@ -294,17 +313,32 @@ impl Job {
     /// length is set at the end, so no step holds the server for long.
     fn render(&mut self, out: &mut Reply, deadline: Option<Instant>) -> bool {
         if self.order.is_none() {
-            stats::KEYS_EXAMINED.add(self.examined);
-            let order = self.agg.order();
-            if let Finish::Top {
+            if !self.counted {
+                stats::KEYS_EXAMINED.add(self.examined);
+                self.counted = true;
+            }
+            let order = if let Finish::Top {
                 n,
                 min_denominator,
                 rank,
             } = self.finish
             {
+                // TOP ranks a chunk of groups per check of the deadline,
+                // and makes rows for its winners only: no order of every
+                // group, no row per listing.
                 debug_assert_eq!(self.group, GroupBy::Listing);
                 let scale = self.plan.metrics[0].scale;
-                match top(self.agg.rows(&self.plan), n, min_denominator, rank, scale) {
+                let mut picker = self
+                    .picker
+                    .take()
+                    .unwrap_or_else(|| TopPicker::new(n, min_denominator, rank, scale));
+                while !picker.feed(&self.agg, &self.plan, 4096) {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        self.picker = Some(picker);
+                        return false;
+                    }
+                }
+                match picker.finish(&self.agg, &self.plan) {
                     Ok(rows) => self.top_rows = rows,
                     Err(e) => {
                         // Nothing is written yet: the reply is the error.
@@ -313,7 +347,10 @@ impl Job {
                         return true;
                     }
                 }
-            }
+                Vec::new()
+            } else {
+                self.agg.order()
+            };
             self.order = Some(order);
             match self.finish {
                 Finish::Query(Format::Json) => self.json.push_str(JSON_HEAD),

@@ -545,6 +545,30 @@ impl Aggregator {
         }
     }
 
+    /// The sums of group `g` (groups are numbered as they were created).
+    fn group_sums(&self, g: usize) -> &[i64] {
+        let at = g * self.width;
+        &self.sums[at..at + self.width]
+    }
+
+    /// The listing of group `g` (empty when grouped away).
+    fn group_listing(&self, g: usize) -> &[u8] {
+        let li = self.keys[g].1;
+        if li == NO_LISTING {
+            return &[];
+        }
+        &self.listings[li as usize]
+    }
+
+    /// How many groups there are.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Every row, in the spec's order: date, listing, then metrics as asked.
     pub fn rows(&self, plan: &FieldPlan) -> Vec<Row> {
         let mut rows = Vec::new();
@@ -606,6 +630,122 @@ pub fn top(
     });
     ranked.truncate(n);
     Ok(ranked)
+}
+
+/// TOP over an aggregation without building every row: the groups are
+/// considered a chunk at a time (the command layer feeds chunks between
+/// slices, so a day of 600,000 listings never holds the server for long),
+/// and only the best are kept; rows are made for the `n` winners alone.
+/// Gives exactly what [`top`] gives on `agg.rows(plan)` (a test compares).
+pub struct TopPicker {
+    n: usize,
+    min_denominator: i64,
+    rank: Rank,
+    scale: f64,
+    /// The next group to consider.
+    next: usize,
+    /// (rank key, group) of the best seen so far; trimmed back to `n`
+    /// whenever it doubles.
+    kept: Vec<(f64, usize)>,
+    /// The first group in listing order that is not a proportion, under
+    /// `RANK WILSON` (the whole ranking is then an error naming it).
+    bad: Option<usize>,
+}
+
+impl TopPicker {
+    pub fn new(n: usize, min_denominator: i64, rank: Rank, scale: f64) -> TopPicker {
+        TopPicker {
+            n,
+            min_denominator,
+            rank,
+            scale,
+            next: 0,
+            kept: Vec::new(),
+            bad: None,
+        }
+    }
+
+    /// Considers up to `count` more groups of `agg` (a GROUPBY LISTING
+    /// aggregation of one metric); `true` once every group is considered.
+    pub fn feed(&mut self, agg: &Aggregator, plan: &FieldPlan, count: usize) -> bool {
+        let Some(&(num_at, den_at)) = plan.slots.first() else {
+            self.next = agg.keys.len();
+            return true;
+        };
+        let end = agg.keys.len().min(self.next.saturating_add(count));
+        for g in self.next..end {
+            let sums = agg.group_sums(g);
+            let (numerator, denominator) = (sums[num_at], sums[den_at]);
+            if denominator < self.min_denominator || denominator == 0 {
+                continue;
+            }
+            let key = match self.rank {
+                Rank::Value => numerator as f64 / denominator as f64 * self.scale,
+                Rank::Wilson { z } => match wilson_lower(numerator, denominator, z) {
+                    Some(bound) => bound * self.scale,
+                    None => {
+                        let earlier = self.bad.is_some_and(|b| {
+                            listing_cmp(agg.group_listing(b), agg.group_listing(g))
+                                != Ordering::Greater
+                        });
+                        if !earlier {
+                            self.bad = Some(g);
+                        }
+                        continue;
+                    }
+                },
+            };
+            self.kept.push((key, g));
+            if self.kept.len() >= self.n.max(1).saturating_mul(2).max(1024) {
+                self.trim(agg);
+            }
+        }
+        self.next = end;
+        self.next == agg.keys.len()
+    }
+
+    /// Best first: the higher key, then the earlier listing.
+    fn order(agg: &Aggregator, a: &(f64, usize), b: &(f64, usize)) -> Ordering {
+        b.0.total_cmp(&a.0)
+            .then_with(|| listing_cmp(agg.group_listing(a.1), agg.group_listing(b.1)))
+    }
+
+    fn trim(&mut self, agg: &Aggregator) {
+        if self.kept.len() > self.n {
+            if self.n > 0 {
+                self.kept
+                    .select_nth_unstable_by(self.n - 1, |a, b| TopPicker::order(agg, a, b));
+            }
+            self.kept.truncate(self.n);
+        }
+    }
+
+    /// The ranking, once [`TopPicker::feed`] said every group was seen.
+    pub fn finish(mut self, agg: &Aggregator, plan: &FieldPlan) -> Result<Vec<Ranked>> {
+        if let Some(g) = self.bad {
+            let sums = agg.group_sums(g);
+            let (num_at, den_at) = plan.slots[0];
+            return Err(Error::invalid(format!(
+                "RANK WILSON needs a proportion (0 <= numerator <= denominator); listing {} has {}/{}",
+                crate::error::quote(agg.group_listing(g)),
+                sums[num_at],
+                sums[den_at]
+            )));
+        }
+        self.trim(agg);
+        self.kept.sort_by(|a, b| TopPicker::order(agg, a, b));
+        let mut out = Vec::with_capacity(self.kept.len());
+        let mut rows = Vec::new();
+        for &(key, g) in &self.kept {
+            rows.clear();
+            agg.group_rows(plan, g, &mut rows);
+            if let Some(row) = rows.pop() {
+                let bound = matches!(self.rank, Rank::Wilson { .. }).then_some(key);
+                out.push(Ranked { row, bound });
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The Lua script's line for a row, `metric=>key : 33.33%`; `None` for a
@@ -1082,6 +1222,78 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("listing 'over' has 5/3"), "{e}");
+    }
+
+    #[test]
+    fn the_picker_ranks_exactly_as_top_does() {
+        let p = plan(&["cart_to_checkout_ctr"]);
+        let z = wilson_z(0.95).unwrap();
+        // A deterministic pseudo-random aggregation with many ties.
+        let mut agg = Aggregator::new(&p, GroupBy::Listing);
+        let mut x: u64 = 7;
+        for i in 0..5000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let den = (x >> 33) % 12;
+            let num = (x >> 40) % (den + 1);
+            let listing = if i % 3 == 0 {
+                format!("sku-{i}")
+            } else {
+                format!("{}", i * 7 % 4999)
+            };
+            agg.add(
+                day("2015-12-31"),
+                listing.as_bytes(),
+                &[num as i64, den as i64],
+            )
+            .unwrap();
+        }
+        let names = |v: &[Ranked]| -> Vec<(Vec<u8>, Option<u64>)> {
+            v.iter()
+                .map(|r| {
+                    (
+                        r.row.listing.clone().unwrap().to_vec(),
+                        r.bound.map(f64::to_bits),
+                    )
+                })
+                .collect()
+        };
+        for (n, min_den, rank) in [
+            (10, 1, Rank::Value),
+            (1, 3, Rank::Value),
+            (700, 2, Rank::Value),
+            (10, 1, Rank::Wilson { z }),
+            (3000, 1, Rank::Wilson { z }),
+            (0, 1, Rank::Value),
+        ] {
+            let want = top(agg.rows(&p), n, min_den, rank, 100.0).unwrap();
+            for chunk in [1, 97, 100_000] {
+                let mut picker = TopPicker::new(n, min_den, rank, 100.0);
+                while !picker.feed(&agg, &p, chunk) {}
+                let got = picker.finish(&agg, &p).unwrap();
+                assert_eq!(
+                    names(&got),
+                    names(&want),
+                    "n {n} min {min_den} chunk {chunk}"
+                );
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.row, w.row);
+                }
+            }
+        }
+        // A row that is not a proportion: the same error, naming the first
+        // such listing in listing order, whatever the chunks.
+        agg.add(day("2015-12-31"), b"zz-over", &[5, 3]).unwrap();
+        agg.add(day("2015-12-31"), b"aa-over", &[9, 4]).unwrap();
+        let want = top(agg.rows(&p), 5, 1, Rank::Wilson { z }, 100.0)
+            .err()
+            .unwrap();
+        let mut picker = TopPicker::new(5, 1, Rank::Wilson { z }, 100.0);
+        while !picker.feed(&agg, &p, 13) {}
+        let got = picker.finish(&agg, &p).err().unwrap();
+        assert_eq!(got, want);
+        assert!(got.to_string().contains("'aa-over' has 9/4"), "{got}");
     }
 
     #[test]

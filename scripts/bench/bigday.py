@@ -1,0 +1,66 @@
+"""Benchmark `bigday`: the worst PING wait from another process while one
+big day (600,000 listings) is queried, ranked and rendered, and while the
+index is rebuilt: issue 11's stall cases at default limits."""
+
+import random
+import time
+
+from redislab import Server  # noqa: E402
+from harness import SERVER_CPU  # noqa: E402
+from star import StallProbe  # noqa: E402
+
+DAY = "2015-12-22"
+
+
+def section_bigday(listings=600_000):
+    """Worst PING wait while a day with `listings` day hashes is queried."""
+    rows = []
+    with Server(cpu=SERVER_CPU) as srv:
+        c = srv.client()
+
+        # Listings arrive in no particular order, as in production (the
+        # index then holds them unsorted).
+        order = list(range(1, listings + 1))
+        random.Random(5).shuffle(order)
+
+        def commands():
+            for i in order:
+                yield ["HSET", "%s_%d" % (DAY, i), "cart::checkoutNow:impression", 1 + i % 11,
+                       "cart::checkoutNow:click", i % 4]
+        c.send_all(commands())
+        q = ["LISTINGSTATS.QUERY", "cart_to_checkout_ctr", DAY, DAY, "*"]
+        c.call(*q, "GROUPBY", "TOTAL")  # the index is current
+        cases = [
+            ("`QUERY * GROUPBY TOTAL`", q + ["GROUPBY", "TOTAL"]),
+            ("`QUERY * GROUPBY DAY` (%d rows)" % listings, q),
+            ("`QUERY * FORMAT JSON` (%d rows)" % listings, q + ["FORMAT", "JSON"]),
+            ("`TOP cart_to_checkout_ctr ... 10`",
+             ["LISTINGSTATS.TOP", "cart_to_checkout_ctr", DAY, DAY, 10]),
+        ]
+        for label, args in cases:
+            with StallProbe(srv.port) as probe:
+                t = time.perf_counter()
+                c.call(*args)
+                wall = time.perf_counter() - t
+            rows.append((label, probe.worst * 1000, wall * 1000))
+        c.call("CONFIG", "SET", "listingstats.key-prefix", "x:")
+        c.call("CONFIG", "SET", "listingstats.key-prefix", "")
+        with StallProbe(srv.port) as probe:
+            t = time.perf_counter()
+            c.call(*q, "GROUPBY", "TOTAL")
+            wall = time.perf_counter() - t
+        rows.append(("index rebuild, then `QUERY * GROUPBY TOTAL`", probe.worst * 1000, wall * 1000))
+    lines = [
+        "## One big day: %d listings" % listings,
+        "",
+        "%d day hashes on %s (two counters each, plain HSET, listings in shuffled order), default limits. A second process "
+        "PINGs every millisecond while each command runs once; the longest wait is what another "
+        "client would have seen." % (listings, DAY),
+        "",
+        "| running | longest PING wait, ms | command wall ms |",
+        "|---|---:|---:|",
+    ]
+    for label, worst, wall in rows:
+        lines.append("| %s | %.1f | %.0f |" % (label, worst, wall))
+    lines += ["", "Goal (issue 11): no PING waits more than 10 ms in any of these."]
+    return "\n".join(lines)
