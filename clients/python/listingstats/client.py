@@ -32,6 +32,14 @@ def _is_redirect(err):
     return str(err).split(" ", 1)[0] in REDIRECTS
 
 
+def _strict_redirect(err):
+    """A STRICT batch refused because an event was redirected (`... event
+    3: MOVED 12 host:port`): nothing was written, so it can be sent again."""
+    text = str(err)
+    return text.startswith("STRICT batch refused") and any(
+        f": {code} " in text for code in REDIRECTS)
+
+
 class ListingStats:
     def __init__(self, client, attempts=40, backoff=0.05):
         self.r = client
@@ -122,7 +130,7 @@ class ListingStats:
                 try:
                     reply = merge.parse_ingest_reply(self._on(node, *head, *[b for _, b in sent]))
                 except ResponseError as e:
-                    if not _is_redirect(e):
+                    if not (_is_redirect(e) or _strict_redirect(e)):
                         raise
                     pending.extend(sent)
                     continue

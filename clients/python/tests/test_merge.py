@@ -111,3 +111,14 @@ def test_parse_rows_and_metric_names():
     assert rows == [Row("m", "*", "7", 2, 5, 40.0), Row("m", "*", "8", 1, 0, None)]
     assert metric_names("a,b,a") == ["a", "b"]
     assert metric_names(["a", "b"]) == ["a", "b"]
+
+
+def test_a_strict_batch_refused_for_a_redirection_is_sent_again():
+    from listingstats.client import _strict_redirect
+    assert _strict_redirect(Exception(
+        "STRICT batch refused, nothing written: event 3: MOVED 12 127.0.0.1:7001"))
+    assert _strict_redirect(Exception(
+        "STRICT batch refused, nothing written: event 0: TRYAGAIN slot 5 (listing 1) is being resharded"))
+    assert not _strict_redirect(Exception(
+        "STRICT batch refused, nothing written: event 1: invalid JSON: expected value"))
+    assert not _strict_redirect(Exception("MOVED 12 127.0.0.1:7001"))
