@@ -38,6 +38,7 @@ use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
 use listingstats_core::cluster::key_slot;
 use listingstats_core::date::{days_between, push_day};
+use listingstats_core::day_index::ListingNames;
 use listingstats_core::query::{
     check_cells, json_row, json_tail, legacy_line, order_cells, Aggregator, FieldPlan, Format,
     GroupBy, Listings, Rank, Ranked, Row, TopPicker, JSON_HEAD,
@@ -87,7 +88,7 @@ pub struct Job {
     group: GroupBy,
     finish: Finish,
     /// Listing ids the cells refer to.
-    names: Vec<Box<[u8]>>,
+    names: ListingNames,
     cells: Vec<(NaiveDate, u32)>,
     next: usize,
     /// `*` passes over keys the user may not read; an explicit set fails.
@@ -158,13 +159,13 @@ impl Job {
         finish: Finish,
     ) -> Result<Job> {
         check_cluster(ctx, span)?;
-        let mut names: Vec<Box<[u8]>> = Vec::new();
+        let mut names = ListingNames::default();
         let mut cells = Vec::new();
         let skip_unreadable = matches!(span.listings, Listings::All);
         match span.listings {
             Listings::Ids(ids) => {
                 check_cells(span.start, span.end, ids.len(), settings.max_query_cells)?;
-                names = ids.iter().map(|id| Box::from(*id)).collect();
+                names = ids.iter().copied().collect();
                 for day in days_between(span.start, span.end) {
                     cells.extend((0..ids.len() as u32).map(|i| (day, i)));
                 }

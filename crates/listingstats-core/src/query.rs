@@ -15,11 +15,57 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use chrono::{Datelike, NaiveDate};
 
 use super::date::{day_count, day_string, parse_day_arg};
+use super::day_index::ListingNames;
 use super::error::{quote, Error, Result};
 use super::keys::{check_listing, KeyScheme};
 use super::metrics::{check_name, compile_pattern, pattern_of, Metric};
 use super::number::parse_i64_arg;
 use regex::bytes::Regex;
+
+/// A listing id's place in [`listing_cmp`]'s order, computed once: derived
+/// `Ord` compares the fields in order. Numeric ids come first (class 0), by
+/// their digits without leading zeros (shorter is smaller; up to 38 digits
+/// as a number, longer ones by their digits), then by the whole id; the
+/// others (class 1) by their bytes.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListingKey<'a> {
+    class: u8,
+    digits: usize,
+    value: u128,
+    stripped: &'a [u8],
+    whole: &'a [u8],
+}
+
+impl<'a> ListingKey<'a> {
+    pub fn of(id: &'a [u8]) -> ListingKey<'a> {
+        if id.iter().all(u8::is_ascii_digit) {
+            let zeros = id.iter().take_while(|&&d| d == b'0').count();
+            let stripped = &id[zeros..];
+            let value = if stripped.len() <= 38 {
+                stripped
+                    .iter()
+                    .fold(0u128, |v, &d| v * 10 + u128::from(d - b'0'))
+            } else {
+                0
+            };
+            ListingKey {
+                class: 0,
+                digits: stripped.len(),
+                value,
+                stripped,
+                whole: id,
+            }
+        } else {
+            ListingKey {
+                class: 1,
+                digits: 0,
+                value: 0,
+                stripped: &[],
+                whole: id,
+            }
+        }
+    }
+}
 
 /// Listing order: numeric ids by number, then the others byte-wise.
 pub fn listing_cmp(a: &[u8], b: &[u8]) -> Ordering {
@@ -783,9 +829,15 @@ pub fn json_tail(keys_examined: u64) -> String {
 
 /// Orders cells by day, then listing order (numeric ids by number...), the
 /// order rows are replied in; ranks are computed once per distinct listing.
-pub fn order_cells(names: &[Box<[u8]>], cells: &mut [(NaiveDate, u32)]) {
+pub fn order_cells(names: &ListingNames, cells: &mut [(NaiveDate, u32)]) {
+    // The listing order, from keys computed once per name: comparing two
+    // keys is a few integer comparisons, where `listing_cmp` re-reads both
+    // ids (a big day has 600,000 of them).
+    let keys: Vec<ListingKey<'_>> = (0..names.len())
+        .map(|i| ListingKey::of(&names[i]))
+        .collect();
     let mut by_order: Vec<u32> = (0..names.len() as u32).collect();
-    by_order.sort_by(|&a, &b| listing_cmp(&names[a as usize], &names[b as usize]));
+    by_order.sort_unstable_by(|&a, &b| keys[a as usize].cmp(&keys[b as usize]));
     let mut rank = vec![0u32; names.len()];
     for (r, &i) in by_order.iter().enumerate() {
         rank[i as usize] = r as u32;
@@ -1143,9 +1195,9 @@ mod tests {
     #[test]
     fn cells_are_ordered_by_day_then_listing_order() {
         let d = |s: &str| crate::date::parse_day(s.as_bytes()).unwrap();
-        let names: Vec<Box<[u8]>> = ["10", "9", "sku-a", "0009"]
+        let names: ListingNames = ["10", "9", "sku-a", "0009"]
             .iter()
-            .map(|n| Box::from(n.as_bytes()))
+            .map(|n| n.as_bytes())
             .collect();
         let mut cells = vec![
             (d("2016-01-01"), 0),
@@ -1222,6 +1274,69 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("listing 'over' has 5/3"), "{e}");
+    }
+
+    #[test]
+    fn listing_keys_order_exactly_as_listing_cmp() {
+        let mut ids: Vec<Vec<u8>> = [
+            "0",
+            "00",
+            "000",
+            "1",
+            "01",
+            "001",
+            "10",
+            "010",
+            "9",
+            "99",
+            "100",
+            "a",
+            "A",
+            "a0",
+            "0a",
+            "-1",
+            "1.5",
+            "_",
+            "sku-9",
+            "sku-10",
+            "z",
+            "9".repeat(38).as_str(),
+            "9".repeat(39).as_str(),
+            "1".repeat(64).as_str(),
+            &format!("0{}", "9".repeat(38)),
+            &format!("1{}", "0".repeat(38)),
+            &format!("1{}", "0".repeat(37)),
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let mut x: u64 = 3;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = 1 + (x >> 58) as usize % 45;
+            let alphabet: &[u8] = if x & 1 == 0 {
+                b"0123456789"
+            } else {
+                b"0129ab_-."
+            };
+            let id: Vec<u8> = (0..len)
+                .map(|i| alphabet[((x >> (i % 50)) as usize + i * 7) % alphabet.len()])
+                .collect();
+            ids.push(id);
+        }
+        for a in &ids {
+            for b in ids.iter().step_by(7) {
+                assert_eq!(
+                    ListingKey::of(a).cmp(&ListingKey::of(b)),
+                    listing_cmp(a, b),
+                    "{:?} vs {:?}",
+                    String::from_utf8_lossy(a),
+                    String::from_utf8_lossy(b)
+                );
+            }
+        }
     }
 
     #[test]
