@@ -36,7 +36,6 @@ use crate::redis::reply::Reply;
 use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
-use listingstats_core::cluster::key_slot;
 use listingstats_core::date::{days_between, push_day};
 use listingstats_core::day_index::ListingNames;
 use listingstats_core::query::{
@@ -129,14 +128,7 @@ fn check_cluster(ctx: &Context, span: &Span<'_>) -> Result<()> {
         return Ok(());
     };
     match span.listings {
-        Listings::Ids(ids) => {
-            for id in ids {
-                let slot = key_slot(id);
-                view.route(slot)
-                    .check(slot, &format!("listing {}", String::from_utf8_lossy(id)))?;
-            }
-            Ok(())
-        }
+        Listings::Ids(ids) => ids.iter().try_for_each(|id| view.check_listing(id)),
         Listings::All => match cluster::split_slot(ctx, &view) {
             Some(slot) => Err(Error::Cluster(format!(
                 "TRYAGAIN slot {slot} is being resharded on this node; '*' answers when it has moved"

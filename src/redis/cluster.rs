@@ -70,16 +70,14 @@ pub fn view(ctx: &Context, fresh: bool) -> Result<Rc<ClusterView>> {
             return Ok(view);
         }
     }
-    let text = ctx
+    let view = ctx
         .call("CLUSTER", &["NODES"])
         .ok()
         .as_ref()
         .and_then(reply_text)
+        .and_then(|text| ClusterView::parse(&text))
+        .map(Rc::new)
         .ok_or_else(|| Error::Cluster("CLUSTERDOWN cannot read CLUSTER NODES".into()))?;
-    let view = Rc::new(
-        ClusterView::parse(&text)
-            .ok_or_else(|| Error::Cluster("CLUSTERDOWN cannot read CLUSTER NODES".into()))?,
-    );
     CACHE.with(|c| {
         *c.borrow_mut() = Some(Cached {
             view: Rc::clone(&view),
@@ -110,12 +108,10 @@ pub fn check_listing(ctx: &Context, listing: &[u8]) -> Result<()> {
     if !enabled() {
         return Ok(());
     }
-    let slot = key_slot(listing);
-    let what = || format!("listing {}", String::from_utf8_lossy(listing));
-    if view(ctx, false)?.route(slot) == Route::Here {
+    if view(ctx, false)?.route(key_slot(listing)) == Route::Here {
         return Ok(());
     }
-    view(ctx, true)?.route(slot).check(slot, &what())
+    view(ctx, true)?.check_listing(listing)
 }
 
 /// The first slot marked as moving on this node whose keys may be split

@@ -95,20 +95,22 @@ impl<T: Named> Names<T> {
             .map(|(t, _, _)| t)
     }
 
-    fn push(&mut self, bytes: &[u8], item: T) -> &T {
+    fn push(&mut self, item: T) -> &T {
         // SAFETY: a live Redis string, owned by `item`.
         let name = unsafe { lent_bytes(item.name().inner) };
         let (p, n) = (name.as_ptr(), name.len());
         self.items.push((item, p, n));
         if self.items.len() > Self::SCAN {
-            if self.index.is_empty() {
-                for (i, (_, p, n)) in self.items.iter().enumerate() {
-                    // SAFETY: as in `find`.
-                    let name = unsafe { std::slice::from_raw_parts(*p, *n) };
-                    self.index.insert(name.to_vec(), i);
-                }
+            // The map starts with every name so far, then takes each new one.
+            let from = if self.index.is_empty() {
+                0
             } else {
-                self.index.insert(bytes.to_vec(), self.items.len() - 1);
+                self.items.len() - 1
+            };
+            for (i, (_, p, n)) in self.items.iter().enumerate().skip(from) {
+                // SAFETY: as in `find`.
+                let name = unsafe { std::slice::from_raw_parts(*p, *n) };
+                self.index.insert(name.to_vec(), i);
             }
         }
         &self.items[self.items.len() - 1].0
@@ -253,7 +255,7 @@ impl<'c> RedisStore<'c> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         self.acl.check(&name, native)?;
         let open = OpenKey::open(self.ctx, &name, true);
-        Ok(self.keys.push(key, CurrentKey { name, open }))
+        Ok(self.keys.push(CurrentKey { name, open }))
     }
 
     /// The field as a Redis string, valid as long as the store.
@@ -262,7 +264,7 @@ impl<'c> RedisStore<'c> {
             return name.inner;
         }
         let name = RedisString::create_from_slice(self.ctx.ctx, field);
-        self.fields.push(field, name).inner
+        self.fields.push(name).inner
     }
 
     /// `HINCRBY key field delta` to replicas and the AOF, from the Redis
@@ -294,6 +296,20 @@ impl<'c> RedisStore<'c> {
 
     fn notify(&self, class: i32, event: &std::ffi::CStr, name: *mut raw::RedisModuleString) {
         notify(self.ctx, class, event, name);
+    }
+
+    /// The `hincrby` notification of counters written to a day hash. When
+    /// the hash `existed` before, nothing this module keeps (the `*` index)
+    /// changes, so its own handlers are spared; other subscribers still get
+    /// the event.
+    fn notify_counters(&self, key_name: *mut raw::RedisModuleString, existed: bool) {
+        if existed {
+            events::without_own_handlers(|| {
+                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name)
+            });
+        } else {
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
+        }
     }
 
     fn create_string(&self, bytes: &[u8]) -> RedisString {
@@ -351,15 +367,7 @@ impl CounterStore for RedisStore<'_> {
         current.open.hash_set_int(name, value);
         let key_name = current.name.inner;
         self.replicate_hincrby(key_name, name, delta);
-        if existed {
-            // A counter of a day hash that existed: nothing this module
-            // keeps (the `*` index) changes, so its own handlers are spared.
-            events::without_own_handlers(|| {
-                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name)
-            });
-        } else {
-            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
-        }
+        self.notify_counters(key_name, existed);
     }
 
     /// One key, several fields: `HSET key f1 v1 f2 v2 ...` of the final
@@ -392,13 +400,7 @@ impl CounterStore for RedisStore<'_> {
             argv.extend([name, text.inner]);
         }
         self.replicate_argv(c"HSET", &mut argv);
-        if existed {
-            events::without_own_handlers(|| {
-                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name)
-            });
-        } else {
-            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
-        }
+        self.notify_counters(key_name, existed);
     }
 
     fn expire_at(&mut self, key: &[u8], at_ms: i64) {

@@ -9,6 +9,7 @@ module reports (`MOVED`, `TRYAGAIN`, `CLUSTERDOWN`) and lost connections
 make the client re-read the slot map and send again what was not applied."""
 
 import datetime
+import json
 import time
 
 import redis
@@ -114,7 +115,7 @@ class ListingStats:
         applied/duplicates count parts; STRICT holds per node."""
         head = ["LISTINGSTATS.INGEST"] + (["STRICT"] if strict else [])
         if not self.cluster:
-            bodies = [e if isinstance(e, (str, bytes)) else merge.json.dumps(e) for e in events]
+            bodies = [e if isinstance(e, (str, bytes)) else json.dumps(e) for e in events]
             return merge.parse_ingest_reply(self.r.execute_command(*head, *bodies))
         total = {"applied": 0, "duplicates": 0, "rejected": 0, "errors": []}
         final = {}
@@ -161,7 +162,7 @@ class ListingStats:
         listings may now live on several nodes)."""
         parts = {}
         for index, body in pending:
-            event = merge.json.loads(body) if isinstance(body, (str, bytes)) else body
+            event = json.loads(body) if isinstance(body, (str, bytes)) else body
             ids = merge.listings_of(event)
             if ids is None:
                 parts.setdefault(self._primaries()[0], []).append((index, body))
@@ -191,7 +192,8 @@ class ListingStats:
                 return replies
             by_node = {}
             for listing in listings:
-                by_node.setdefault(self._node_of(listing).name, (self._node_of(listing), []))[1].append(listing)
+                node = self._node_of(listing)
+                by_node.setdefault(node.name, (node, []))[1].append(listing)
             return [self._on(node, *command(",".join(mine))) for node, mine in by_node.values()]
         return self._retrying(attempt)
 

@@ -201,11 +201,6 @@ impl ClusterView {
         (0..SLOTS as u16).filter(|&s| self.owns(s))
     }
 
-    /// Whether any slot is being migrated from or imported to this node.
-    pub fn resharding(&self) -> bool {
-        !self.moving.is_empty()
-    }
-
     /// The slots marked as moving out of or into this node, ascending, each
     /// with whether this node owns it.
     pub fn moving(&self) -> Vec<(u16, bool)> {
@@ -214,10 +209,14 @@ impl ClusterView {
         out
     }
 
-    /// The route of the slot of `key`, as an error when not [`Route::Here`].
-    pub fn check_key(&self, key: &[u8], what: &str) -> Result<()> {
-        let slot = key_slot(key);
-        self.route(slot).check(slot, what)
+    /// Whether `listing`'s slot is served here: the server's own
+    /// redirection, naming the listing, when it is not (see [`Route::check`]).
+    pub fn check_listing(&self, listing: &[u8]) -> Result<()> {
+        let slot = key_slot(listing);
+        self.route(slot).check(
+            slot,
+            &format!("listing {}", String::from_utf8_lossy(listing)),
+        )
     }
 }
 
@@ -273,8 +272,10 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@40001 myself,master - 0
         assert_eq!(view.route(5461), Route::Moved("127.0.0.1:30002".into()));
         assert_eq!(view.route(16383), Route::Moved("127.0.0.1:30003".into()));
         assert_eq!(view.owned().count(), 5461);
-        assert!(view.resharding());
         assert_eq!(view.moving(), [(5460, true)]);
+        assert!(view.check_listing(b"2155").is_err_and(|e| e
+            .to_string()
+            .starts_with(&format!("MOVED {} ", key_slot(b"2155")))));
         assert_eq!(
             view.route(5461).check(5461, "x").unwrap_err().to_string(),
             "MOVED 5461 127.0.0.1:30002"

@@ -336,8 +336,12 @@ pub fn run<S: CounterStore>(
                     if fresh.contains(&slot) || seen.contains(&slot) {
                         continue;
                     }
+                    if !batch_slot_ids.insert((id, slot)) {
+                        seen.push(slot);
+                        continue;
+                    }
                     let m = generations.marker_in(&settings.keys, id, slot);
-                    if !batch_slot_ids.insert((id, slot)) || store.is_remembered(&m)? {
+                    if store.is_remembered(&m)? {
                         seen.push(slot);
                     } else {
                         fresh.push(slot);
@@ -381,14 +385,10 @@ pub fn run<S: CounterStore>(
 
 /// Whether every listing of `event` is served by this node.
 fn check_served(view: &ClusterView, event: &Event) -> Result<()> {
-    for listing in &event.listings {
-        let slot = key_slot(listing);
-        view.route(slot).check(
-            slot,
-            &format!("listing {}", String::from_utf8_lossy(listing)),
-        )?;
-    }
-    Ok(())
+    event
+        .listings
+        .iter()
+        .try_for_each(|l| view.check_listing(l))
 }
 
 /// Sums equal (key, field) increments, grouped by key so each key is

@@ -615,7 +615,9 @@ impl Aggregator {
         self.keys.is_empty()
     }
 
-    /// Every row, in the spec's order: date, listing, then metrics as asked.
+    /// Every row, in the spec's order: date, listing, then metrics as asked
+    /// (tests; the command renders group by group).
+    #[cfg(test)]
     pub fn rows(&self, plan: &FieldPlan) -> Vec<Row> {
         let mut rows = Vec::new();
         for g in self.order() {
@@ -637,7 +639,10 @@ pub struct Ranked {
 
 /// The best `n` rows by `rank`, ties by listing order. With `RANK WILSON`
 /// every row must be a proportion (numerator <= denominator): one that is
-/// not makes the whole ranking an error, naming it.
+/// not makes the whole ranking an error, naming it. The plain statement of
+/// TOP, kept as the reference [`TopPicker`] is tested against; the command
+/// runs the picker.
+#[cfg(test)]
 pub fn top(
     rows: Vec<Row>,
     n: usize,
@@ -682,7 +687,8 @@ pub fn top(
 /// considered a chunk at a time (the command layer feeds chunks between
 /// slices, so a day of 600,000 listings never holds the server for long),
 /// and only the best are kept; rows are made for the `n` winners alone.
-/// Gives exactly what [`top`] gives on `agg.rows(plan)` (a test compares).
+/// Gives exactly what the reference `top` gives on every row (a test
+/// compares).
 pub struct TopPicker {
     n: usize,
     min_denominator: i64,
