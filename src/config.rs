@@ -59,7 +59,7 @@ pub fn on_key_scheme_change(hook: fn()) {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 8] = [
+static HANDLES: [Setting; 9] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
@@ -68,6 +68,7 @@ static HANDLES: [Setting; 8] = [
     Setting(Name::MaxQueryCells),
     Setting(Name::StarSource),
     Setting(Name::RetentionDays),
+    Setting(Name::Cache),
 ];
 
 impl ConfigurationValue<RedisString> for Setting {

@@ -29,12 +29,13 @@ use redis_module::Context;
 
 use crate::config;
 use crate::redis::context::{select_db, selected_db};
-use crate::redis::events::{class, KeyEvent, ServerEvent};
+use crate::redis::events::{class, KeyEvent, ServerEvent, Written};
+use crate::redis::store::Reader;
 use crate::redis::scan::Cursor;
 use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::{events, slices::run_now};
 use crate::stats;
-use listingstats_core::day_index::Index;
+use listingstats_core::day_index::{Cached, Index};
 use listingstats_core::keys::KeyScheme;
 
 pub struct State {
@@ -80,29 +81,133 @@ pub fn invalidate() {
     });
 }
 
-/// What one notification does to the index.
-fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) {
+/// What one notification does to the index (and its cache). `true` when
+/// the key may have a new expiry, which the caller reads (outside the
+/// state: opening a key can expire it, which notifies).
+fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) -> bool {
     let removes = e.class & (class::EXPIRED | class::EVICTED) != 0
         || matches!(e.event, b"del" | b"rename_from" | b"move_from");
-    let adds = e.class & class::HASH != 0
-        || matches!(e.event, b"rename_to" | b"restore" | b"copy_to" | b"move_to");
+    let arrives = matches!(e.event, b"rename_to" | b"restore" | b"copy_to" | b"move_to");
     if removes {
         index.remove(e.db, day, listing);
-    } else if adds {
+        false
+    } else if e.class & class::HASH != 0 || arrives {
+        // Indexed, or its cached row made unknown: a hash was written.
         index.add(e.db, day, listing);
+        arrives
+    } else if e.event == b"expire" {
+        true
+    } else {
+        // `persist`, or another type written over the name (SET,
+        // SORT ... STORE, SUNIONSTORE, ...): read it again.
+        if e.event != b"persist" {
+            index.forget(e.db, day, listing);
+        }
+        false
     }
 }
 
-fn on_key_event(_ctx: &Context, e: &KeyEvent<'_>) {
-    with_state(|st| {
+fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
+    let expiry_of = with_state(|st| {
         let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
             (Some(scheme), _) => (scheme, &mut st.index),
             (None, Some(rebuild)) => (&rebuild.scheme, &mut rebuild.partial),
-            (None, None) => return,
+            (None, None) => return None,
         };
-        if let Some((day, listing)) = scheme.parse_day_key(e.key) {
-            apply(index, e, day, listing);
+        let (day, listing) = scheme.parse_day_key(e.key)?;
+        (apply(index, e, day, listing) && st.built_for.is_some()).then_some(day)
+    });
+    if let Some(day) = expiry_of {
+        if let Some(at) = Reader::unchecked(ctx).expiry(e.key) {
+            with_state(|st| st.index.expires(e.db, day, at));
         }
+    }
+}
+
+/// The module wrote counters of a day hash that existed (no notification
+/// reaches [`on_key_event`] then): its cached row takes the values.
+fn on_counters_written(db: i32, key: &[u8], fields: &Written<'_>) {
+    with_state(|st| {
+        if let Some(scheme) = &st.built_for {
+            if let Some((day, listing)) = scheme.parse_day_key(key) {
+                st.index.written(db, day, listing, fields);
+            }
+        }
+    });
+}
+
+/// What a query reads the cache with: the columns' version, and the
+/// column of each of its terms.
+pub struct CacheUse {
+    pub version: u64,
+    pub columns: Vec<usize>,
+}
+
+/// Makes the cache hold the columns `all` (the terms of every registered
+/// metric, see `FieldPlan::terms`), or nothing when `enabled` is false,
+/// and says where a query's `terms` are.
+pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<CacheUse> {
+    with_state(|st| {
+        st.index.set_columns(enabled, all);
+        if !enabled {
+            return None;
+        }
+        let columns = terms
+            .iter()
+            .map(|t| st.index.column(t))
+            .collect::<Option<Vec<usize>>>()?;
+        Some(CacheUse {
+            version: st.index.columns_version(),
+            columns,
+        })
+    })
+}
+
+/// What [`cached`] found.
+pub enum Lookup {
+    /// `out` holds the query's values.
+    Hit,
+    /// Read the whole row (every column) and [`fill`] it.
+    Miss,
+    /// Read the query's values from the hash; nothing to fill.
+    Absent,
+}
+
+/// A cell's values from the cache, into `out` (the query's terms).
+pub fn cached(
+    cache: &CacheUse,
+    db: i32,
+    day: NaiveDate,
+    listing: &[u8],
+    now_ms: i64,
+    out: &mut [i64],
+) -> Lookup {
+    with_state(
+        |st| match st.index.cached(cache.version, db, day, listing, now_ms) {
+            Cached::Row(row) => {
+                for (v, &c) in out.iter_mut().zip(&cache.columns) {
+                    *v = row[c];
+                }
+                Lookup::Hit
+            }
+            Cached::Unknown => Lookup::Miss,
+            Cached::Absent => Lookup::Absent,
+        },
+    )
+}
+
+/// Stores a row read from its hash after a [`Lookup::Miss`].
+pub fn fill(
+    cache: &CacheUse,
+    db: i32,
+    day: NaiveDate,
+    listing: &[u8],
+    row: &[i64],
+    expires: Option<i64>,
+) {
+    with_state(|st| {
+        st.index
+            .fill(cache.version, db, day, listing, row, expires)
     });
 }
 
@@ -138,12 +243,9 @@ fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
 /// Subscribes to the events that keep the index current, and starts the
 /// first build (the server may already hold data: MODULE LOAD).
 pub fn init(ctx: &Context) -> Result<(), String> {
-    events::on_keyspace(
-        ctx,
-        class::HASH | class::GENERIC | class::EXPIRED | class::EVICTED,
-        on_key_event,
-    )?;
+    events::on_keyspace(ctx, class::ALL & !class::STREAM, on_key_event)?;
     events::on_server_events(ctx, on_server_event);
+    events::on_counters_written(on_counters_written);
     start_rebuild(ctx, config::current().keys.clone());
     Ok(())
 }
@@ -285,15 +387,24 @@ impl Sliced for RebuildWork {
     }
 }
 
-/// Entries, approximate heap bytes, and whether a rebuild is under way,
-/// for INFO.
-pub fn size() -> (usize, usize, bool) {
+/// What INFO shows of the index and its cache.
+pub struct Size {
+    pub entries: usize,
+    pub bytes: usize,
+    pub building: bool,
+    pub cache_columns: usize,
+    pub cache_bytes: usize,
+}
+
+pub fn size() -> Size {
     STATE.with(|s| {
         let st = s.borrow();
-        (
-            st.index.entries(),
-            st.index.heap_bytes(),
-            st.rebuild.is_some(),
-        )
+        Size {
+            entries: st.index.entries(),
+            bytes: st.index.heap_bytes(),
+            building: st.rebuild.is_some(),
+            cache_columns: st.index.columns().len(),
+            cache_bytes: st.index.cache_bytes(),
+        }
     })
 }

@@ -4,12 +4,14 @@
 use crate::{commands, eviction, index_feed, stats};
 
 pub fn fields() -> Vec<(&'static str, u64)> {
-    let (entries, bytes, building) = index_feed::size();
+    let size = index_feed::size();
     let mut all: Vec<(&'static str, u64)> = stats::all().collect();
     all.extend([
-        ("index_entries", entries as u64),
-        ("index_bytes", bytes as u64),
-        ("index_building", u64::from(building)),
+        ("index_entries", size.entries as u64),
+        ("index_bytes", size.bytes as u64),
+        ("index_building", u64::from(size.building)),
+        ("cache_columns", size.cache_columns as u64),
+        ("cache_bytes", size.cache_bytes as u64),
         (
             "dedup_safe_under_eviction",
             u64::from(eviction::dedup_safe()),

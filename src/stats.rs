@@ -39,8 +39,10 @@ pub static INDEX_REBUILDS: Stat = Stat::new("index_rebuilds");
 pub static SLICED_QUERIES: Stat = Stat::new("sliced_queries");
 pub static SLICES: Stat = Stat::new("slices");
 pub static FOLLOWED_ENTRIES: Stat = Stat::new("followed_entries");
+pub static CACHE_HITS: Stat = Stat::new("cache_hits");
+pub static CACHE_MISSES: Stat = Stat::new("cache_misses");
 
-static ALL: [&Stat; 12] = [
+static ALL: [&Stat; 14] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -53,6 +55,8 @@ static ALL: [&Stat; 12] = [
     &SLICED_QUERIES,
     &SLICES,
     &FOLLOWED_ENTRIES,
+    &CACHE_HITS,
+    &CACHE_MISSES,
 ];
 
 /// Every counter: `(name, value)`, for INFO.

@@ -51,8 +51,9 @@ impl Command for Query {
         let args = parse_query(args)?;
         let settings = config::current();
         let reader = Reader::new(ctx);
+        let registry = current_registry(ctx, &settings.keys)?;
         let plan = FieldPlan::new(resolve(
-            &current_registry(ctx, &settings.keys)?,
+            &registry,
             &args.metrics,
         )?)?;
         let span = Span {
@@ -64,6 +65,7 @@ impl Command for Query {
             ctx,
             &reader,
             settings,
+            registry,
             plan,
             &span,
             args.group,

@@ -45,8 +45,9 @@ impl Command for Top {
         let args = parse_top(args)?;
         let settings = config::current();
         let reader = Reader::new(ctx);
+        let registry = current_registry(ctx, &settings.keys)?;
         let plan = FieldPlan::new(resolve(
-            &current_registry(ctx, &settings.keys)?,
+            &registry,
             &[args.metric],
         )?)?;
         let span = Span {
@@ -63,6 +64,7 @@ impl Command for Top {
             ctx,
             &reader,
             settings,
+            registry,
             plan,
             &span,
             GroupBy::Listing,

@@ -200,6 +200,12 @@ impl Acl {
         Ok(Acl::new(ctx, user, name.to_vec()))
     }
 
+    /// Whether every check passes without asking: no user, or one known
+    /// to have `+@all ~*`.
+    pub(super) fn is_unrestricted(&self) -> bool {
+        self.user.is_null() || self.unrestricted.get() == Some(true)
+    }
+
     /// Whether the user could run `native` on `key` (no ACL LOG entry).
     pub(super) fn allows_raw(&self, key: *mut raw::RedisModuleString, native: Native) -> bool {
         if self.user.is_null() {

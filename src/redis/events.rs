@@ -23,8 +23,11 @@ pub mod class {
     pub const EVICTED: i32 = raw::REDISMODULE_NOTIFY_EVICTED;
     pub const STREAM: i32 = raw::REDISMODULE_NOTIFY_STREAM;
     pub const STRING: i32 = raw::REDISMODULE_NOTIFY_STRING;
+    pub const LIST: i32 = raw::REDISMODULE_NOTIFY_LIST;
+    pub const SET: i32 = raw::REDISMODULE_NOTIFY_SET;
+    pub const ZSET: i32 = raw::REDISMODULE_NOTIFY_ZSET;
     /// Every class any handler wants: the one subscription's mask.
-    pub const ALL: i32 = HASH | GENERIC | EXPIRED | EVICTED | STREAM | STRING;
+    pub const ALL: i32 = HASH | GENERIC | EXPIRED | EVICTED | STREAM | STRING | LIST | SET | ZSET;
 }
 
 /// One keyspace notification.
@@ -120,6 +123,27 @@ pub fn without_own_handlers<R>(notify: impl FnOnce() -> R) -> R {
     let out = notify();
     QUIET.with(|q| q.set(false));
     out
+}
+
+/// `(field, new value)` pairs the module wrote to one hash.
+pub type Written<'a> = [(&'a [u8], i64)];
+type WrittenHandler = fn(i32, &[u8], &Written<'_>);
+
+static WRITTEN: std::sync::OnceLock<WrittenHandler> = std::sync::OnceLock::new();
+
+/// Registers the one handler told of counters written to a hash that
+/// already existed, in place of the module's own keyspace handlers (see
+/// [`without_own_handlers`]): it gets the values, with no notification
+/// to parse.
+pub fn on_counters_written(handler: WrittenHandler) {
+    let _ = WRITTEN.set(handler);
+}
+
+/// Tells the handler of [`on_counters_written`].
+pub fn counters_written(db: i32, key: &[u8], fields: &Written<'_>) {
+    if let Some(h) = WRITTEN.get() {
+        let _ = catch_unwind(AssertUnwindSafe(|| h(db, key, fields)));
+    }
 }
 
 /// Calls `handler` for every notification of `classes` (every key; the

@@ -299,9 +299,10 @@ impl<'c> RedisStore<'c> {
     }
 
     /// The `hincrby` notification of counters written to a day hash. When
-    /// the hash `existed` before, nothing this module keeps (the `*` index)
-    /// changes, so its own handlers are spared; other subscribers still get
-    /// the event.
+    /// the hash `existed` before, the `*` index does not change, so the
+    /// module's own handlers are spared (other subscribers still get the
+    /// event); the caller tells the cache the values instead
+    /// ([`events::counters_written`]).
     fn notify_counters(&self, key_name: *mut raw::RedisModuleString, existed: bool) {
         if existed {
             events::without_own_handlers(|| {
@@ -368,6 +369,9 @@ impl CounterStore for RedisStore<'_> {
         let key_name = current.name.inner;
         self.replicate_hincrby(key_name, name, delta);
         self.notify_counters(key_name, existed);
+        if existed {
+            events::counters_written(selected_db(self.ctx), key, &[(field, value)]);
+        }
     }
 
     /// One key, several fields: `HSET key f1 v1 f2 v2 ...` of the final
@@ -401,6 +405,14 @@ impl CounterStore for RedisStore<'_> {
         }
         self.replicate_argv(c"HSET", &mut argv);
         self.notify_counters(key_name, existed);
+        if existed {
+            let written: smallvec::SmallVec<[(&[u8], i64); 8]> = increments
+                .iter()
+                .zip(values)
+                .map(|(inc, &v)| (&inc.field[..], v))
+                .collect();
+            events::counters_written(selected_db(self.ctx), key, &written);
+        }
     }
 
     fn expire_at(&mut self, key: &[u8], at_ms: i64) {
@@ -622,13 +634,34 @@ impl<'c> Reader<'c> {
         }
     }
 
-    /// Reads `fields` of the day hash `key` into `out`. `Ok(false)` when
-    /// the key is absent or not a hash; an error when the caller may not
-    /// read it or a needed value is not an integer.
-    pub fn counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
+    /// Whether every read check would pass (no user, or one with `+@all
+    /// ~*`): a caller may then skip building key names for checks.
+    pub fn reads_everything(&self) -> bool {
+        self.acl.is_unrestricted()
+    }
+
+    /// Fails when the caller may not read
+    /// `key` (and logs it in ACL LOG).
+    pub fn check_read(&self, key: &[u8]) -> Result<()> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        self.acl.check(&name, Native::Hmget)?;
-        OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
+        self.acl.check(&name, Native::Hmget)
+    }
+
+    /// Reads `fields` of the day hash `key` into `out`, with no permission
+    /// check (the caller made it): `None` when the key is absent or not a
+    /// hash, else the key's expiry (unix ms), if it has one.
+    pub fn row(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<Option<Option<i64>>> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        let open = OpenKey::open(self.ctx, &name, false);
+        Ok(open
+            .read_counters(key, fields, out)?
+            .then(|| open.expire_at_ms()))
+    }
+
+    /// The expiry (unix ms) of `key`, if it exists and has one.
+    pub fn expiry(&self, key: &[u8]) -> Option<i64> {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        OpenKey::open(self.ctx, &name, false).expire_at_ms()
     }
 
     /// Whether the caller could run `native` on `key` (no ACL LOG entry).
@@ -640,21 +673,6 @@ impl<'c> Reader<'c> {
     /// Whether the caller may read the day hash `key` (no ACL LOG entry).
     pub fn may_read(&self, key: &[u8]) -> bool {
         self.may(key, Native::Hmget)
-    }
-
-    /// Like [`Reader::counters`], but a key the caller may not read is
-    /// passed over (`Ok(false)`), as a `*` query does.
-    pub fn counters_if_readable(
-        &self,
-        key: &[u8],
-        fields: &FieldNames,
-        out: &mut [i64],
-    ) -> Result<bool> {
-        let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        if !self.acl.allows(&name, Native::Hmget) {
-            return Ok(false);
-        }
-        OpenKey::open(self.ctx, &name, false).read_counters(key, fields, out)
     }
 
     /// Visits every key of the database, in-process (no client round trip

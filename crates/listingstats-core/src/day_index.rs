@@ -13,11 +13,24 @@
 //! query reads each key and skips it then); it never misses a day hash that
 //! a notification announced. Listing ids are interned to `u32`, so an entry
 //! costs 4 bytes.
+//!
+//! It is also the query cache: beside each day's sorted listing numbers it
+//! keeps, aligned with them, the values of the *columns* (the counters and
+//! patterns the registered metrics read), 8 bytes each, so a query adds
+//! numbers from memory instead of opening a hash per cell. The hashes stay
+//! the data of record. A row is either exact or [`UNKNOWN`]: every write a
+//! notification announces marks its row unknown (the next query re-reads
+//! the hash and fills the row), the module's own counter writes set the
+//! values they wrote ([`Index::written`]), and a day whose earliest key
+//! expiry has passed is re-read whole (a hash past its expiry reads as
+//! absent before Redis deletes it).
 
 use std::collections::BTreeMap;
 
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::FxHashMap;
+
+use crate::metrics::pattern_of;
 
 /// Interned listing ids, each counted by the index entries that use it.
 ///
@@ -126,21 +139,99 @@ impl Interner {
     }
 }
 
+/// A cached value that is not known: the row must be read from its hash.
+/// (A counter that really holds `i64::MIN` is then re-read every time:
+/// correct, only not cached.)
+pub const UNKNOWN: i64 = i64::MIN;
+
+/// One day: its listing numbers, sorted, and their cached rows.
+struct Day {
+    ids: Vec<u32>,
+    /// Empty (nothing cached for this day), or `ids.len() * stride`
+    /// values: row `i` holds the columns of listing `ids[i]`, or starts
+    /// with [`UNKNOWN`].
+    values: Vec<i64>,
+    /// The earliest expiry (ms since the epoch) seen among this day's
+    /// hashes; `i64::MAX` for none.
+    expires: i64,
+}
+
+impl Default for Day {
+    fn default() -> Self {
+        Day {
+            ids: Vec::new(),
+            values: Vec::new(),
+            expires: i64::MAX,
+        }
+    }
+}
+
+impl Day {
+    /// Marks row `at` unknown.
+    fn forget(&mut self, at: usize, stride: usize) {
+        if let Some(v) = self.values.get_mut(at * stride) {
+            *v = UNKNOWN;
+        }
+    }
+
+    /// Every row unknown: after its earliest expiry passed, each hash is
+    /// read again (and reports its own expiry then).
+    fn forget_all(&mut self, stride: usize) {
+        for row in self.values.chunks_exact_mut(stride.max(1)) {
+            row[0] = UNKNOWN;
+        }
+        self.expires = i64::MAX;
+    }
+}
+
+/// Makes room for `extra` more items, growing by a sixteenth instead of
+/// doubling: a day's lists are its memory, and a doubled list of 600,000
+/// rows would leave megabytes unused. Still amortised O(1) per item.
+fn grow<T>(list: &mut Vec<T>, extra: usize) {
+    if list.len() + extra > list.capacity() {
+        list.reserve_exact(list.len() / 16 + extra.max(16));
+    }
+}
+
+/// The outcome of looking a cell up in the cache.
+#[derive(Debug, PartialEq)]
+pub enum Cached<'a> {
+    /// The row's columns, exact.
+    Row(&'a [i64]),
+    /// Indexed, but its values must be read from the hash, then filled.
+    Unknown,
+    /// No day hash is indexed for it (or the columns changed since the
+    /// reader planned): read the hash, fill nothing.
+    Absent,
+}
+
 /// One database's days, each with its sorted listing numbers.
 #[derive(Default)]
 pub struct DayIndex {
-    days: BTreeMap<i32, Vec<u32>>,
+    days: BTreeMap<i32, Day>,
     entries: usize,
 }
 
 impl DayIndex {
-    /// True when the entry is new.
-    pub fn insert(&mut self, day: NaiveDate, listing: u32) -> bool {
-        let list = self.days.entry(day.num_days_from_ce()).or_default();
-        match list.binary_search(&listing) {
-            Ok(_) => false,
+    /// True when the entry is new; an existing entry's row becomes unknown
+    /// (something wrote its hash).
+    pub fn insert(&mut self, day: NaiveDate, listing: u32, stride: usize) -> bool {
+        let entry = self.days.entry(day.num_days_from_ce()).or_default();
+        match entry.ids.binary_search(&listing) {
+            Ok(at) => {
+                entry.forget(at, stride);
+                false
+            }
             Err(at) => {
-                list.insert(at, listing);
+                grow(&mut entry.ids, 1);
+                entry.ids.insert(at, listing);
+                if !entry.values.is_empty() {
+                    grow(&mut entry.values, stride);
+                    let at = at * stride;
+                    entry
+                        .values
+                        .splice(at..at, std::iter::repeat_n(UNKNOWN, stride));
+                }
                 self.entries += 1;
                 true
             }
@@ -148,33 +239,53 @@ impl DayIndex {
     }
 
     /// True when the entry was there.
-    pub fn remove(&mut self, day: NaiveDate, listing: u32) -> bool {
+    pub fn remove(&mut self, day: NaiveDate, listing: u32, stride: usize) -> bool {
         let key = day.num_days_from_ce();
-        let Some(list) = self.days.get_mut(&key) else {
+        let Some(entry) = self.days.get_mut(&key) else {
             return false;
         };
-        let Ok(at) = list.binary_search(&listing) else {
+        let Ok(at) = entry.ids.binary_search(&listing) else {
             return false;
         };
-        list.remove(at);
+        entry.ids.remove(at);
+        if !entry.values.is_empty() {
+            entry.values.drain(at * stride..(at + 1) * stride);
+        }
         self.entries -= 1;
-        if list.is_empty() {
+        if entry.ids.is_empty() {
             self.days.remove(&key);
-        } else if list.len() * 4 < list.capacity() && list.capacity() > 64 {
-            list.shrink_to(list.len() * 2);
+        } else if entry.ids.len() * 4 < entry.ids.capacity() && entry.ids.capacity() > 64 {
+            entry.ids.shrink_to(entry.ids.len() * 2);
+            entry.values.shrink_to(entry.ids.len() * 2 * stride);
         }
         true
     }
 
-    /// Every listing number of every day, for forgetting a database.
-    fn all(&self) -> impl Iterator<Item = u32> + '_ {
-        self.days.values().flatten().copied()
+    /// The day and position of an entry.
+    fn find(&mut self, day: NaiveDate, listing: u32) -> Option<(&mut Day, usize)> {
+        let entry = self.days.get_mut(&day.num_days_from_ce())?;
+        let at = entry.ids.binary_search(&listing).ok()?;
+        Some((entry, at))
     }
 
-    /// Applies a monotonic renumbering (see `Interner::compact`).
+    /// Drops every cached value (the columns changed, or the cache is off).
+    fn drop_values(&mut self) {
+        for day in self.days.values_mut() {
+            day.values = Vec::new();
+            day.expires = i64::MAX;
+        }
+    }
+
+    /// Every listing number of every day, for forgetting a database.
+    fn all(&self) -> impl Iterator<Item = u32> + '_ {
+        self.days.values().flat_map(|d| d.ids.iter().copied())
+    }
+
+    /// Applies a monotonic renumbering (see `Interner::compact`): the
+    /// order, and so the rows' alignment, is kept.
     fn renumber(&mut self, map: &[u32]) {
-        for list in self.days.values_mut() {
-            for l in list.iter_mut() {
+        for day in self.days.values_mut() {
+            for l in day.ids.iter_mut() {
                 *l = map[*l as usize];
             }
         }
@@ -188,9 +299,9 @@ impl DayIndex {
     ) -> impl Iterator<Item = (NaiveDate, u32)> + '_ {
         self.days
             .range(start.num_days_from_ce()..=end.num_days_from_ce())
-            .flat_map(|(&d, list)| {
+            .flat_map(|(&d, entry)| {
                 let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
-                list.iter().map(move |&l| (day, l))
+                entry.ids.iter().map(move |&l| (day, l))
             })
     }
 
@@ -202,9 +313,15 @@ impl DayIndex {
         self.days.len()
     }
 
-    /// Heap bytes used, roughly: list capacity plus map nodes.
+    /// Heap bytes used, roughly: list capacity plus map nodes, without
+    /// the cached values.
     pub fn heap_bytes(&self) -> usize {
-        self.days.values().map(|l| l.capacity() * 4 + 48).sum()
+        self.days.values().map(|d| d.ids.capacity() * 4 + 64).sum()
+    }
+
+    /// Heap bytes of cached values.
+    pub fn cache_bytes(&self) -> usize {
+        self.days.values().map(|d| d.values.capacity() * 8).sum()
     }
 }
 
@@ -259,27 +376,212 @@ impl<'a> FromIterator<&'a [u8]> for ListingNames {
     }
 }
 
+/// The cached columns: the terms (event names, then `/pattern/`s) the
+/// registered metrics read, in the order of a [`crate::query::FieldPlan`]
+/// of all of them.
+#[derive(Default)]
+struct Columns {
+    /// Names this set of columns among all sets ever made in the process
+    /// (0: none), so a query planned against one set never reads rows of
+    /// another.
+    version: u64,
+    terms: Vec<Vec<u8>>,
+    /// Whether any term is a pattern: a counter write then cannot tell
+    /// which sums it changed, and marks its row unknown.
+    patterns: bool,
+}
+
 /// The index of every database.
 #[derive(Default)]
 pub struct Index {
     pub listings: Interner,
     dbs: FxHashMap<i32, DayIndex>,
+    columns: Columns,
 }
 
 impl Index {
+    /// Indexes a day hash, or (already indexed) marks its row unknown: a
+    /// notification says it was written.
     pub fn add(&mut self, db: i32, day: NaiveDate, listing: &[u8]) {
+        let stride = self.stride();
         let id = self.listings.intern(listing);
-        if self.dbs.entry(db).or_default().insert(day, id) {
+        if self.dbs.entry(db).or_default().insert(day, id, stride) {
             self.listings.used(id);
         }
     }
 
     pub fn remove(&mut self, db: i32, day: NaiveDate, listing: &[u8]) {
+        let stride = self.stride();
         if let (Some(id), Some(days)) = (self.listings.get(listing), self.dbs.get_mut(&db)) {
-            if days.remove(day, id) {
+            if days.remove(day, id, stride) {
                 self.listings.unused(id);
                 self.compact_if_sparse();
             }
+        }
+    }
+
+    /// Values per cached row; 0 when nothing is cached.
+    fn stride(&self) -> usize {
+        self.columns.terms.len()
+    }
+
+    /// Makes the cache hold at least `terms` (when `enabled`), or nothing.
+    /// Columns are only ever replaced whole: a new term drops every cached
+    /// value (rows fill again as queries read them); terms no longer
+    /// needed stay until then.
+    pub fn set_columns(&mut self, enabled: bool, terms: &[Vec<u8>]) {
+        let keep = if enabled {
+            terms.iter().all(|t| self.columns.terms.contains(t))
+        } else {
+            self.columns.terms.is_empty()
+        };
+        if keep {
+            return;
+        }
+        for days in self.dbs.values_mut() {
+            days.drop_values();
+        }
+        static VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.columns = if enabled {
+            Columns {
+                version: VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                terms: terms.to_vec(),
+                patterns: terms.iter().any(|t| pattern_of(t).is_some()),
+            }
+        } else {
+            Columns::default()
+        };
+    }
+
+    /// The cached column of a term.
+    pub fn column(&self, term: &[u8]) -> Option<usize> {
+        self.columns.terms.iter().position(|t| t == term)
+    }
+
+    /// The cached terms, in column order.
+    pub fn columns(&self) -> &[Vec<u8>] {
+        &self.columns.terms
+    }
+
+    /// The version of the current columns (0: none).
+    pub fn columns_version(&self) -> u64 {
+        self.columns.version
+    }
+
+    /// A cell's cached row, at time `now_ms`, for a reader of the columns
+    /// of `version`.
+    pub fn cached(
+        &mut self,
+        version: u64,
+        db: i32,
+        day: NaiveDate,
+        listing: &[u8],
+        now_ms: i64,
+    ) -> Cached<'_> {
+        let stride = self.stride();
+        if version != self.columns.version {
+            return Cached::Absent;
+        }
+        let Some(id) = self.listings.get(listing) else {
+            return Cached::Absent;
+        };
+        let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
+            return Cached::Absent;
+        };
+        if entry.expires <= now_ms {
+            entry.forget_all(stride);
+        }
+        match entry.values.get(at * stride..(at + 1) * stride) {
+            Some(row) if stride > 0 && row[0] != UNKNOWN => Cached::Row(row),
+            _ => Cached::Unknown,
+        }
+    }
+
+    /// Stores a row just read from its hash (all columns of `version`, in
+    /// order), and the hash's expiry.
+    pub fn fill(
+        &mut self,
+        version: u64,
+        db: i32,
+        day: NaiveDate,
+        listing: &[u8],
+        row: &[i64],
+        expires: Option<i64>,
+    ) {
+        let stride = self.stride();
+        if stride == 0 || row.len() != stride || version != self.columns.version {
+            return;
+        }
+        let Some(id) = self.listings.get(listing) else {
+            return;
+        };
+        let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
+            return;
+        };
+        if entry.values.is_empty() {
+            entry.values = vec![UNKNOWN; entry.ids.len() * stride];
+        }
+        entry.values[at * stride..(at + 1) * stride].copy_from_slice(row);
+        if let Some(t) = expires {
+            entry.expires = entry.expires.min(t);
+        }
+    }
+
+    /// The module wrote counters of an indexed day hash (`(field, new
+    /// value)` pairs): a cached row takes the values of its columns, or,
+    /// when a pattern may sum one of them, becomes unknown.
+    pub fn written(&mut self, db: i32, day: NaiveDate, listing: &[u8], fields: &[(&[u8], i64)]) {
+        let stride = self.stride();
+        if stride == 0 {
+            return;
+        }
+        let Some(id) = self.listings.get(listing) else {
+            return;
+        };
+        let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
+            return;
+        };
+        let Some(row) = entry.values.get_mut(at * stride..(at + 1) * stride) else {
+            return;
+        };
+        if row[0] == UNKNOWN {
+            return;
+        }
+        if self.columns.patterns {
+            row[0] = UNKNOWN;
+            return;
+        }
+        for &(field, value) in fields {
+            if let Some(c) = self.columns.terms.iter().position(|t| t == field) {
+                row[c] = value;
+            }
+        }
+        if row[0] == UNKNOWN {
+            // The first column really holds i64::MIN: not cacheable.
+            row.fill(UNKNOWN);
+        }
+    }
+
+    /// A notification that is not a hash write touched an indexed name
+    /// (overwritten by another type, say): its row becomes unknown.
+    pub fn forget(&mut self, db: i32, day: NaiveDate, listing: &[u8]) {
+        let stride = self.stride();
+        let Some(id) = self.listings.get(listing) else {
+            return;
+        };
+        if let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) {
+            entry.forget(at, stride);
+        }
+    }
+
+    /// A day hash got an expiry: once it passes, the day is re-read.
+    pub fn expires(&mut self, db: i32, day: NaiveDate, at_ms: i64) {
+        if let Some(entry) = self
+            .dbs
+            .get_mut(&db)
+            .and_then(|d| d.days.get_mut(&day.num_days_from_ce()))
+        {
+            entry.expires = entry.expires.min(at_ms);
         }
     }
 
@@ -329,7 +631,13 @@ impl Index {
                     self.compact_if_sparse();
                 }
             }
-            None => *self = Index::default(),
+            None => {
+                let columns = std::mem::take(&mut self.columns);
+                *self = Index {
+                    columns,
+                    ..Index::default()
+                };
+            }
         }
     }
 
@@ -349,6 +657,11 @@ impl Index {
 
     pub fn heap_bytes(&self) -> usize {
         self.listings.heap_bytes() + self.dbs.values().map(DayIndex::heap_bytes).sum::<usize>()
+    }
+
+    /// Heap bytes of cached values.
+    pub fn cache_bytes(&self) -> usize {
+        self.dbs.values().map(DayIndex::cache_bytes).sum()
     }
 }
 
@@ -505,5 +818,170 @@ mod tests {
         let before = ix.listings.names.len();
         ix.add(0, day, b"new-one");
         assert!(ix.listings.names.len() <= before.max(ix.listings.len()));
+    }
+
+    /// A small deterministic generator (no dependency for one test).
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    fn terms(names: &[&str]) -> Vec<Vec<u8>> {
+        names.iter().map(|n| n.as_bytes().to_vec()).collect()
+    }
+
+    /// The cache against a plain model, through every kind of change:
+    /// a row is served only when the model knows it, and exactly.
+    #[test]
+    fn cache_agrees_with_a_model_through_every_change() {
+        use std::collections::HashMap;
+        #[derive(Clone, Debug, PartialEq)]
+        enum Model {
+            Known(Vec<i64>),
+            Unknown,
+        }
+        let cols = terms(&["imp", "clk", "atc", "buy"]);
+        let mut ix = Index::default();
+        ix.set_columns(true, &cols);
+        let mut model: HashMap<(i32, NaiveDate, String), Model> = HashMap::new();
+        let mut rng = Lcg(7);
+        let base = d("2016-01-01");
+        for step in 0..60_000u64 {
+            let db = rng.next(2) as i32;
+            let day = base + chrono::Days::new(rng.next(4));
+            let listing = format!("l{}", rng.next(1500));
+            let key = (db, day, listing.clone());
+            match rng.next(10) {
+                0..=2 => {
+                    ix.add(db, day, listing.as_bytes());
+                    model.insert(key, Model::Unknown);
+                }
+                3 => {
+                    ix.remove(db, day, listing.as_bytes());
+                    model.remove(&key);
+                }
+                4..=6 => {
+                    let row: Vec<i64> = (0..4).map(|_| rng.next(1000) as i64).collect();
+                    ix.fill(ix.columns_version(), db, day, listing.as_bytes(), &row, None);
+                    if model.contains_key(&key) {
+                        model.insert(key, Model::Known(row));
+                    }
+                }
+                7 => {
+                    let value = rng.next(1000) as i64;
+                    let field = ["clk", "other", "buy"][rng.next(3) as usize];
+                    ix.written(db, day, listing.as_bytes(), &[(field.as_bytes(), value)]);
+                    if let Some(Model::Known(row)) = model.get_mut(&key) {
+                        if let Some(c) = cols.iter().position(|t| t == field.as_bytes()) {
+                            row[c] = value;
+                        }
+                    }
+                }
+                8 => {
+                    ix.forget(db, day, listing.as_bytes());
+                    if model.contains_key(&key) {
+                        model.insert(key, Model::Unknown);
+                    }
+                }
+                _ => {
+                    // Many removals in a row: compaction renumbers.
+                    for i in 0..rng.next(400) {
+                        let l = format!("l{}", (i * 7 + step) % 1500);
+                        ix.remove(db, day, l.as_bytes());
+                        model.remove(&(db, day, l));
+                    }
+                }
+            }
+            if step % 5000 == 0 || step == 59_999 {
+                for db in 0..2 {
+                    for k in 0..4 {
+                        let day = base + chrono::Days::new(k);
+                        for l in 0..1500 {
+                            let listing = format!("l{l}");
+                            let got = ix.cached(ix.columns_version(), db, day, listing.as_bytes(), 0);
+                            let want = model.get(&(db, day, listing.clone()));
+                            match (got, want) {
+                                (Cached::Row(row), Some(Model::Known(w))) => assert_eq!(row, &w[..]),
+                                (Cached::Unknown, Some(Model::Unknown)) => {}
+                                (Cached::Absent, None) => {}
+                                (got, want) => panic!("{db} {day} {listing}: {got:?} vs {want:?}"),
+                            }
+                        }
+                    }
+                }
+                assert_eq!(ix.entries(), model.len());
+            }
+        }
+    }
+
+    #[test]
+    fn columns_change_only_for_a_new_term() {
+        let mut ix = Index::default();
+        ix.set_columns(true, &terms(&["imp", "clk"]));
+        ix.add(0, d("2016-01-01"), b"a");
+        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[10, 2], None);
+        // A subset, in any order, keeps what is cached.
+        ix.set_columns(true, &terms(&["clk"]));
+        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Row(&[10, 2]));
+        assert_eq!(ix.column(b"clk"), Some(1));
+        // A new term replaces the columns and drops the values.
+        ix.set_columns(true, &terms(&["imp", "clk", "/c.*/"]));
+        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Unknown);
+        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[10, 2, 12], None);
+        // With a pattern column, a counter write cannot be applied.
+        ix.written(0, d("2016-01-01"), b"a", &[(b"clk", 3)]);
+        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Unknown);
+        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[10, 3, 13], None);
+        // Off: nothing cached, nothing kept.
+        ix.set_columns(false, &[]);
+        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Unknown);
+        assert_eq!(ix.cache_bytes(), 0);
+        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[1, 2, 3], None);
+        assert_eq!(ix.cache_bytes(), 0);
+    }
+
+    #[test]
+    fn a_day_past_its_earliest_expiry_is_read_again() {
+        let mut ix = Index::default();
+        ix.set_columns(true, &terms(&["imp", "clk"]));
+        let day = d("2016-01-01");
+        for l in [&b"a"[..], b"b"] {
+            ix.add(0, day, l);
+            ix.fill(ix.columns_version(), 0, day, l, &[5, 1], None);
+        }
+        ix.fill(ix.columns_version(), 0, day, b"a", &[5, 1], Some(1_000));
+        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 999), Cached::Row(&[5, 1]));
+        // At 1000 both rows are unknown; the re-read of "b" (no expiry)
+        // makes it cached again, "a" (gone) stays unknown.
+        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 1_000), Cached::Unknown);
+        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"a", 1_000), Cached::Unknown);
+        ix.fill(ix.columns_version(), 0, day, b"b", &[6, 1], None);
+        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 5_000), Cached::Row(&[6, 1]));
+        // An expiry set later (EXPIRE) counts too.
+        ix.expires(0, day, 9_000);
+        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 9_000), Cached::Unknown);
+    }
+
+    #[test]
+    fn a_cached_day_hash_costs_at_most_40_bytes_for_four_counters() {
+        let mut ix = Index::default();
+        ix.set_columns(true, &terms(&["a", "b", "c", "d"]));
+        for day in 0..10 {
+            let day = d("2016-01-01") + chrono::Days::new(day);
+            for l in 0..10_000 {
+                let name = format!("{l}");
+                ix.add(0, day, name.as_bytes());
+                ix.fill(ix.columns_version(), 0, day, name.as_bytes(), &[1, 2, 3, 4], None);
+            }
+        }
+        let per_entry = |bytes: usize| bytes as f64 / ix.entries() as f64;
+        let own = ix.cache_bytes() + ix.dbs.values().map(DayIndex::heap_bytes).sum::<usize>();
+        assert!(per_entry(own) <= 40.0, "{}", per_entry(own));
     }
 }

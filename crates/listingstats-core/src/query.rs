@@ -452,6 +452,11 @@ impl FieldPlan {
     pub fn width(&self) -> usize {
         self.names.len()
     }
+
+    /// The terms, in the order of the values a day hash gives.
+    pub fn terms(&self) -> &[Vec<u8>] {
+        &self.names
+    }
 }
 
 /// One output row.

@@ -22,6 +22,7 @@ pub enum Name {
     MaxQueryCells,
     StarSource,
     RetentionDays,
+    Cache,
 }
 
 /// Where a `*` query finds its listings.
@@ -44,7 +45,7 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 8] = [
+    pub const ALL: [Name; 9] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
@@ -53,6 +54,7 @@ impl Name {
         Name::MaxQueryCells,
         Name::StarSource,
         Name::RetentionDays,
+        Name::Cache,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Name {
             Name::MaxQueryCells => "max-query-cells",
             Name::StarSource => "star-source",
             Name::RetentionDays => "retention-days",
+            Name::Cache => "cache",
         }
     }
 
@@ -95,7 +98,7 @@ impl Name {
                 min: 0,
                 max: 36_500,
             }),
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => None,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => None,
         }
     }
 }
@@ -114,6 +117,9 @@ pub struct Settings {
     /// Running on Redis Cluster: keys are `tagged`, the module's own keys
     /// are kept per slot (see `cluster`). Set once at load, never by CONFIG.
     pub cluster: bool,
+    /// Whether the per-day index keeps the counters metrics read (the
+    /// query cache, see `day_index`).
+    pub cache: bool,
 }
 
 impl Default for Settings {
@@ -127,6 +133,7 @@ impl Default for Settings {
             star_source: StarSource::Index,
             retention_days: 0,
             cluster: false,
+            cache: true,
         }
     }
 }
@@ -146,6 +153,7 @@ impl Settings {
                 StarSource::Index => "index".into(),
                 StarSource::Scan => "scan".into(),
             },
+            Name::Cache => if self.cache { "yes" } else { "no" }.into(),
         }
     }
 
@@ -155,7 +163,7 @@ impl Settings {
             Name::MaxBatch => self.max_batch,
             Name::MaxQueryCells => self.max_query_cells,
             Name::RetentionDays => self.retention_days,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => 0,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => 0,
         }
     }
 
@@ -205,6 +213,17 @@ impl Settings {
                     }
                 }
             }
+            Name::Cache => {
+                self.cache = match value.to_ascii_lowercase().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "cache must be yes or no, got '{value}'"
+                        )))
+                    }
+                }
+            }
             Name::DedupWindow | Name::MaxBatch | Name::MaxQueryCells | Name::RetentionDays => {}
         }
         Ok(())
@@ -224,7 +243,7 @@ impl Settings {
             Name::MaxBatch => self.max_batch = n,
             Name::MaxQueryCells => self.max_query_cells = n,
             Name::RetentionDays => self.retention_days = n,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource => {}
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {}
         }
         Ok(())
     }
@@ -282,6 +301,7 @@ mod tests {
                 ("max-query-cells", "1000000".into()),
                 ("star-source", "index".into()),
                 ("retention-days", "0".into()),
+                ("cache", "yes".into()),
             ]
         );
     }
