@@ -30,9 +30,9 @@ use redis_module::Context;
 use crate::config;
 use crate::redis::context::{select_db, selected_db};
 use crate::redis::events::{class, KeyEvent, ServerEvent, Written};
-use crate::redis::store::Reader;
 use crate::redis::scan::Cursor;
 use crate::redis::slices::{self, Sliced, Step};
+use crate::redis::store::Reader;
 use crate::redis::{events, slices::run_now};
 use crate::stats;
 use listingstats_core::day_index::{Cached, Index};
@@ -141,6 +141,8 @@ fn on_counters_written(db: i32, key: &[u8], fields: &Written<'_>) {
 pub struct CacheUse {
     pub version: u64,
     pub columns: Vec<usize>,
+    /// The column of each of the terms a whole row is read with.
+    pub row_columns: Vec<usize>,
 }
 
 /// Makes the cache hold the columns `all` (the terms of every registered
@@ -152,13 +154,16 @@ pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<Ca
         if !enabled {
             return None;
         }
-        let columns = terms
-            .iter()
-            .map(|t| st.index.column(t))
-            .collect::<Option<Vec<usize>>>()?;
+        let column_of = |terms: &[Vec<u8>]| {
+            terms
+                .iter()
+                .map(|t| st.index.column(t))
+                .collect::<Option<Vec<usize>>>()
+        };
         Some(CacheUse {
             version: st.index.columns_version(),
-            columns,
+            columns: column_of(terms)?,
+            row_columns: column_of(all)?,
         })
     })
 }
@@ -196,7 +201,8 @@ pub fn cached(
     )
 }
 
-/// Stores a row read from its hash after a [`Lookup::Miss`].
+/// Stores a row read from its hash after a [`Lookup::Miss`] (`row`: the
+/// values of the terms `use_cache` was given as `all`, in that order).
 pub fn fill(
     cache: &CacheUse,
     db: i32,
@@ -205,9 +211,13 @@ pub fn fill(
     row: &[i64],
     expires: Option<i64>,
 ) {
+    let mut ordered: smallvec::SmallVec<[i64; 8]> = smallvec::smallvec![0; row.len()];
+    for (&v, &c) in row.iter().zip(&cache.row_columns) {
+        ordered[c] = v;
+    }
     with_state(|st| {
         st.index
-            .fill(cache.version, db, day, listing, row, expires)
+            .fill(cache.version, db, day, listing, &ordered, expires)
     });
 }
 

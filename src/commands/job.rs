@@ -29,9 +29,9 @@ use chrono::NaiveDate;
 use redis_module::{Context, RedisValue};
 
 use crate::index_feed;
+use crate::index_feed::{CacheUse, Lookup};
 use crate::redis::blocked::BlockedReply;
 use crate::redis::cluster;
-use crate::index_feed::{CacheUse, Lookup};
 use crate::redis::context::{caller_name, can_block, is_resp3, now_ms, select_db, selected_db};
 use crate::redis::reply::Reply;
 use crate::redis::slices::{self, Sliced, Step};
@@ -39,11 +39,11 @@ use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
 use listingstats_core::date::{days_between, push_day};
 use listingstats_core::day_index::ListingNames;
+use listingstats_core::metrics::Metric;
 use listingstats_core::query::{
     check_cells, json_row, json_tail, legacy_line, order_cells, Aggregator, FieldPlan, Format,
     GroupBy, Listings, Rank, Ranked, Row, TopPicker, JSON_HEAD,
 };
-use listingstats_core::metrics::Metric;
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
 
@@ -126,6 +126,8 @@ struct CacheRead {
     columns: CacheUse,
     all: FieldPlan,
     row: Vec<i64>,
+    /// Where each of the job's terms is in a row read with `all`.
+    in_row: Vec<usize>,
 }
 
 /// The names of a job's terms, and of every cached column's.
@@ -137,13 +139,24 @@ struct Fields {
 /// How a job uses the cache: `None` when it is off.
 fn cache_for(enabled: bool, registry: Vec<Metric>, plan: &FieldPlan) -> Result<Option<CacheRead>> {
     let all = FieldPlan::new(registry)?;
-    Ok(
-        index_feed::use_cache(enabled, all.terms(), plan.terms()).map(|columns| CacheRead {
-            row: vec![0; all.width()],
-            columns,
-            all,
-        }),
-    )
+    let Some(columns) = index_feed::use_cache(enabled, all.terms(), plan.terms()) else {
+        return Ok(None);
+    };
+    // Every term of the plan is a registered metric's, so in `all`.
+    let Some(in_row) = plan
+        .terms()
+        .iter()
+        .map(|t| all.terms().iter().position(|a| a == t))
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(CacheRead {
+        row: vec![0; all.width()],
+        columns,
+        all,
+        in_row,
+    }))
 }
 
 /// Whether reading the cells in output order pays: rows per day hash or
@@ -314,9 +327,8 @@ impl Job {
                 }
                 checked = Some(name);
             }
-            let key = |checked: Option<Vec<u8>>| {
-                checked.unwrap_or_else(|| scheme.day_key(day, listing))
-            };
+            let key =
+                |checked: Option<Vec<u8>>| checked.unwrap_or_else(|| scheme.day_key(day, listing));
             let found = match (&mut self.cache, &fields.all) {
                 (Some(cache), Some(all)) => {
                     match index_feed::cached(
@@ -343,9 +355,8 @@ impl Job {
                                         &cache.row,
                                         expires,
                                     );
-                                    for (v, &c) in self.values.iter_mut().zip(&cache.columns.columns)
-                                    {
-                                        *v = cache.row[c];
+                                    for (v, &at) in self.values.iter_mut().zip(&cache.in_row) {
+                                        *v = cache.row[at];
                                     }
                                     true
                                 }

@@ -52,10 +52,7 @@ impl Command for Query {
         let settings = config::current();
         let reader = Reader::new(ctx);
         let registry = current_registry(ctx, &settings.keys)?;
-        let plan = FieldPlan::new(resolve(
-            &registry,
-            &args.metrics,
-        )?)?;
+        let plan = FieldPlan::new(resolve(&registry, &args.metrics)?)?;
         let span = Span {
             start: args.start,
             end: args.end,

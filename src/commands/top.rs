@@ -46,10 +46,7 @@ impl Command for Top {
         let settings = config::current();
         let reader = Reader::new(ctx);
         let registry = current_registry(ctx, &settings.keys)?;
-        let plan = FieldPlan::new(resolve(
-            &registry,
-            &[args.metric],
-        )?)?;
+        let plan = FieldPlan::new(resolve(&registry, &[args.metric])?)?;
         let span = Span {
             start: args.start,
             end: args.end,

@@ -650,7 +650,12 @@ impl<'c> Reader<'c> {
     /// Reads `fields` of the day hash `key` into `out`, with no permission
     /// check (the caller made it): `None` when the key is absent or not a
     /// hash, else the key's expiry (unix ms), if it has one.
-    pub fn row(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<Option<Option<i64>>> {
+    pub fn row(
+        &self,
+        key: &[u8],
+        fields: &FieldNames,
+        out: &mut [i64],
+    ) -> Result<Option<Option<i64>>> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         let open = OpenKey::open(self.ctx, &name, false);
         Ok(open

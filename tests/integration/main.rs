@@ -4,6 +4,7 @@
 mod common;
 
 mod acl;
+mod cache;
 mod command_table;
 mod config;
 mod eviction;

@@ -425,13 +425,14 @@ impl Index {
         self.columns.terms.len()
     }
 
-    /// Makes the cache hold at least `terms` (when `enabled`), or nothing.
-    /// Columns are only ever replaced whole: a new term drops every cached
-    /// value (rows fill again as queries read them); terms no longer
-    /// needed stay until then.
+    /// Makes the cache hold exactly the terms `terms`, in any order (when
+    /// `enabled`), or nothing. Columns are only ever replaced whole: a
+    /// changed set drops every cached value (rows fill again as queries
+    /// read them).
     pub fn set_columns(&mut self, enabled: bool, terms: &[Vec<u8>]) {
         let keep = if enabled {
-            terms.iter().all(|t| self.columns.terms.contains(t))
+            terms.len() == self.columns.terms.len()
+                && terms.iter().all(|t| self.columns.terms.contains(t))
         } else {
             self.columns.terms.is_empty()
         };
@@ -868,7 +869,14 @@ mod tests {
                 }
                 4..=6 => {
                     let row: Vec<i64> = (0..4).map(|_| rng.next(1000) as i64).collect();
-                    ix.fill(ix.columns_version(), db, day, listing.as_bytes(), &row, None);
+                    ix.fill(
+                        ix.columns_version(),
+                        db,
+                        day,
+                        listing.as_bytes(),
+                        &row,
+                        None,
+                    );
                     if model.contains_key(&key) {
                         model.insert(key, Model::Known(row));
                     }
@@ -904,10 +912,13 @@ mod tests {
                         let day = base + chrono::Days::new(k);
                         for l in 0..1500 {
                             let listing = format!("l{l}");
-                            let got = ix.cached(ix.columns_version(), db, day, listing.as_bytes(), 0);
+                            let got =
+                                ix.cached(ix.columns_version(), db, day, listing.as_bytes(), 0);
                             let want = model.get(&(db, day, listing.clone()));
                             match (got, want) {
-                                (Cached::Row(row), Some(Model::Known(w))) => assert_eq!(row, &w[..]),
+                                (Cached::Row(row), Some(Model::Known(w))) => {
+                                    assert_eq!(row, &w[..])
+                                }
                                 (Cached::Unknown, Some(Model::Unknown)) => {}
                                 (Cached::Absent, None) => {}
                                 (got, want) => panic!("{db} {day} {listing}: {got:?} vs {want:?}"),
@@ -925,24 +936,69 @@ mod tests {
         let mut ix = Index::default();
         ix.set_columns(true, &terms(&["imp", "clk"]));
         ix.add(0, d("2016-01-01"), b"a");
-        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[10, 2], None);
-        // A subset, in any order, keeps what is cached.
-        ix.set_columns(true, &terms(&["clk"]));
-        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Row(&[10, 2]));
+        ix.fill(
+            ix.columns_version(),
+            0,
+            d("2016-01-01"),
+            b"a",
+            &[10, 2],
+            None,
+        );
+        // The same terms, in any order, keep what is cached.
+        ix.set_columns(true, &terms(&["clk", "imp"]));
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
+            Cached::Row(&[10, 2])
+        );
         assert_eq!(ix.column(b"clk"), Some(1));
+        // A stale reader (columns changed since it planned) is told to
+        // read the hash, and fills nothing.
+        let old = ix.columns_version();
         // A new term replaces the columns and drops the values.
         ix.set_columns(true, &terms(&["imp", "clk", "/c.*/"]));
-        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Unknown);
-        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[10, 2, 12], None);
+        assert_eq!(ix.cached(old, 0, d("2016-01-01"), b"a", 0), Cached::Absent);
+        ix.fill(old, 0, d("2016-01-01"), b"a", &[1, 1, 1], None);
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
+            Cached::Unknown
+        );
+        ix.fill(
+            ix.columns_version(),
+            0,
+            d("2016-01-01"),
+            b"a",
+            &[10, 2, 12],
+            None,
+        );
         // With a pattern column, a counter write cannot be applied.
         ix.written(0, d("2016-01-01"), b"a", &[(b"clk", 3)]);
-        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Unknown);
-        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[10, 3, 13], None);
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
+            Cached::Unknown
+        );
+        ix.fill(
+            ix.columns_version(),
+            0,
+            d("2016-01-01"),
+            b"a",
+            &[10, 3, 13],
+            None,
+        );
         // Off: nothing cached, nothing kept.
         ix.set_columns(false, &[]);
-        assert_eq!(ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0), Cached::Unknown);
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
+            Cached::Unknown
+        );
         assert_eq!(ix.cache_bytes(), 0);
-        ix.fill(ix.columns_version(), 0, d("2016-01-01"), b"a", &[1, 2, 3], None);
+        ix.fill(
+            ix.columns_version(),
+            0,
+            d("2016-01-01"),
+            b"a",
+            &[1, 2, 3],
+            None,
+        );
         assert_eq!(ix.cache_bytes(), 0);
     }
 
@@ -956,16 +1012,31 @@ mod tests {
             ix.fill(ix.columns_version(), 0, day, l, &[5, 1], None);
         }
         ix.fill(ix.columns_version(), 0, day, b"a", &[5, 1], Some(1_000));
-        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 999), Cached::Row(&[5, 1]));
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, day, b"b", 999),
+            Cached::Row(&[5, 1])
+        );
         // At 1000 both rows are unknown; the re-read of "b" (no expiry)
         // makes it cached again, "a" (gone) stays unknown.
-        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 1_000), Cached::Unknown);
-        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"a", 1_000), Cached::Unknown);
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, day, b"b", 1_000),
+            Cached::Unknown
+        );
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, day, b"a", 1_000),
+            Cached::Unknown
+        );
         ix.fill(ix.columns_version(), 0, day, b"b", &[6, 1], None);
-        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 5_000), Cached::Row(&[6, 1]));
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, day, b"b", 5_000),
+            Cached::Row(&[6, 1])
+        );
         // An expiry set later (EXPIRE) counts too.
         ix.expires(0, day, 9_000);
-        assert_eq!(ix.cached(ix.columns_version(), 0, day, b"b", 9_000), Cached::Unknown);
+        assert_eq!(
+            ix.cached(ix.columns_version(), 0, day, b"b", 9_000),
+            Cached::Unknown
+        );
     }
 
     #[test]
@@ -977,7 +1048,14 @@ mod tests {
             for l in 0..10_000 {
                 let name = format!("{l}");
                 ix.add(0, day, name.as_bytes());
-                ix.fill(ix.columns_version(), 0, day, name.as_bytes(), &[1, 2, 3, 4], None);
+                ix.fill(
+                    ix.columns_version(),
+                    0,
+                    day,
+                    name.as_bytes(),
+                    &[1, 2, 3, 4],
+                    None,
+                );
             }
         }
         let per_entry = |bytes: usize| bytes as f64 / ix.entries() as f64;

@@ -98,7 +98,9 @@ impl Name {
                 min: 0,
                 max: 36_500,
             }),
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => None,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
+                None
+            }
         }
     }
 }
@@ -163,7 +165,9 @@ impl Settings {
             Name::MaxBatch => self.max_batch,
             Name::MaxQueryCells => self.max_query_cells,
             Name::RetentionDays => self.retention_days,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => 0,
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
+                0
+            }
         }
     }
 
@@ -243,7 +247,8 @@ impl Settings {
             Name::MaxBatch => self.max_batch = n,
             Name::MaxQueryCells => self.max_query_cells = n,
             Name::RetentionDays => self.retention_days = n,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {}
+            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
+            }
         }
         Ok(())
     }
