@@ -168,6 +168,13 @@ pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<Ca
     })
 }
 
+/// Runs `f` on the index (and its cache) in one borrow: for a run of
+/// cache look-ups. `f` must not call Redis (a write would notify, and the
+/// notification would find the state borrowed).
+pub fn with_index<R>(f: impl FnOnce(&mut Index) -> R) -> R {
+    with_state(|st| f(&mut st.index))
+}
+
 /// What [`cached`] found.
 pub enum Lookup {
     /// `out` holds the query's values.

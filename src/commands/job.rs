@@ -38,6 +38,7 @@ use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
 use listingstats_core::date::{days_between, push_day};
+use listingstats_core::day_index::Cached;
 use listingstats_core::day_index::ListingNames;
 use listingstats_core::metrics::Metric;
 use listingstats_core::query::{
@@ -128,7 +129,16 @@ struct CacheRead {
     row: Vec<i64>,
     /// Where each of the job's terms is in a row read with `all`.
     in_row: Vec<usize>,
+    /// The index's number of each of the job's listings (by position in
+    /// its names; [`NO_ID`]: not looked up yet), valid in `epoch`.
+    ids: Vec<u32>,
+    epoch: u64,
 }
+
+const NO_ID: u32 = u32::MAX;
+
+/// Cells served from the cache per borrow of the index.
+const RUN: usize = 256;
 
 /// The names of a job's terms, and of every cached column's.
 struct Fields {
@@ -156,6 +166,8 @@ fn cache_for(enabled: bool, registry: Vec<Metric>, plan: &FieldPlan) -> Result<O
         columns,
         all,
         in_row,
+        ids: Vec::new(),
+        epoch: 0,
     }))
 }
 
@@ -307,85 +319,149 @@ impl Job {
         fields: &Fields,
         deadline: Option<Instant>,
     ) -> Result<bool> {
-        let scheme = &self.settings.keys;
         let everything = reader.reads_everything();
         let now = now_ms();
         while self.next < self.cells.len() {
-            let (day, at) = self.cells[self.next];
-            let listing = &self.names[at as usize];
-            self.next += 1;
-            // The permission check comes first, cached or not.
-            let mut checked = None;
-            if !everything {
-                let name = scheme.day_key(day, listing);
-                if self.skip_unreadable {
-                    if !reader.may_read(&name) {
-                        continue;
-                    }
-                } else {
-                    reader.check_read(&name)?;
+            if everything {
+                self.run_cached(now)?;
+                if self.next == self.cells.len() {
+                    break;
                 }
-                checked = Some(name);
             }
-            let key =
-                |checked: Option<Vec<u8>>| checked.unwrap_or_else(|| scheme.day_key(day, listing));
-            let found = match (&mut self.cache, &fields.all) {
-                (Some(cache), Some(all)) => {
-                    match index_feed::cached(
-                        &cache.columns,
-                        self.db,
-                        day,
-                        listing,
-                        now,
-                        &mut self.values,
-                    ) {
-                        Lookup::Hit => {
-                            stats::CACHE_HITS.add(1);
-                            true
-                        }
-                        Lookup::Miss => {
-                            stats::CACHE_MISSES.add(1);
-                            match reader.row(&key(checked), all, &mut cache.row)? {
-                                Some(expires) => {
-                                    index_feed::fill(
-                                        &cache.columns,
-                                        self.db,
-                                        day,
-                                        listing,
-                                        &cache.row,
-                                        expires,
-                                    );
-                                    for (v, &at) in self.values.iter_mut().zip(&cache.in_row) {
-                                        *v = cache.row[at];
-                                    }
-                                    true
-                                }
-                                None => false,
-                            }
-                        }
-                        Lookup::Absent => reader
-                            .row(&key(checked), &fields.own, &mut self.values)?
-                            .is_some(),
-                    }
-                }
-                _ => reader
-                    .row(&key(checked), &fields.own, &mut self.values)?
-                    .is_some(),
-            };
-            if found {
-                self.agg.add(day, listing, &self.values)?;
-            }
-            // An explicit set counts every key it names; `*` counts the day
-            // hashes found, as the scan path does (the index may name keys
-            // deleted or retyped since).
-            if found || !self.skip_unreadable {
-                self.examined += 1;
-            }
-            if self.next.is_multiple_of(32) && deadline.is_some_and(|d| Instant::now() >= d) {
+            self.read_one(reader, fields, everything, now)?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
         }
         Ok(self.next == self.cells.len())
+    }
+
+    /// Serves up to [`RUN`] cells from the cache in one borrow of the
+    /// index, stopping at the first it cannot (a miss, an absent cell).
+    /// Only for a caller who may read every key: no check is needed.
+    fn run_cached(&mut self, now: i64) -> Result<()> {
+        let Some(cache) = self.cache.as_mut() else {
+            return Ok(());
+        };
+        let end = (self.next + RUN).min(self.cells.len());
+        let start = self.next;
+        let result = index_feed::with_index(|ix| {
+            if cache.epoch != ix.id_epoch() || cache.ids.len() != self.names.len() {
+                cache.ids.clear();
+                cache.ids.resize(self.names.len(), NO_ID);
+                cache.epoch = ix.id_epoch();
+            }
+            while self.next < end {
+                let (day, at) = self.cells[self.next];
+                let listing = &self.names[at as usize];
+                let id = match cache.ids[at as usize] {
+                    NO_ID => match ix.listings.get(listing) {
+                        Some(id) => {
+                            cache.ids[at as usize] = id;
+                            id
+                        }
+                        None => return Ok(()),
+                    },
+                    id => id,
+                };
+                let Cached::Row(row) = ix.cached_at(cache.columns.version, self.db, day, id, now)
+                else {
+                    return Ok(());
+                };
+                for (v, &c) in self.values.iter_mut().zip(&cache.columns.columns) {
+                    *v = row[c];
+                }
+                self.agg.add_at(day, at, listing, &self.values)?;
+                self.next += 1;
+            }
+            Ok(())
+        });
+        let served = (self.next - start) as u64;
+        self.examined += served;
+        stats::CACHE_HITS.add(served);
+        result
+    }
+
+    /// Reads the next cell: its permission first, then from the cache, or
+    /// from its hash (filling the cache).
+    fn read_one(
+        &mut self,
+        reader: &Reader<'_>,
+        fields: &Fields,
+        everything: bool,
+        now: i64,
+    ) -> Result<()> {
+        let scheme = &self.settings.keys;
+        let (day, at) = self.cells[self.next];
+        let listing = &self.names[at as usize];
+        self.next += 1;
+        let mut checked = None;
+        if !everything {
+            let name = scheme.day_key(day, listing);
+            if self.skip_unreadable {
+                if !reader.may_read(&name) {
+                    return Ok(());
+                }
+            } else {
+                reader.check_read(&name)?;
+            }
+            checked = Some(name);
+        }
+        let key =
+            |checked: Option<Vec<u8>>| checked.unwrap_or_else(|| scheme.day_key(day, listing));
+        let found = match (&mut self.cache, &fields.all) {
+            (Some(cache), Some(all)) => {
+                match index_feed::cached(
+                    &cache.columns,
+                    self.db,
+                    day,
+                    listing,
+                    now,
+                    &mut self.values,
+                ) {
+                    Lookup::Hit => {
+                        stats::CACHE_HITS.add(1);
+                        true
+                    }
+                    Lookup::Miss => {
+                        stats::CACHE_MISSES.add(1);
+                        match reader.row(&key(checked), all, &mut cache.row)? {
+                            Some(expires) => {
+                                index_feed::fill(
+                                    &cache.columns,
+                                    self.db,
+                                    day,
+                                    listing,
+                                    &cache.row,
+                                    expires,
+                                );
+                                for (v, &at) in self.values.iter_mut().zip(&cache.in_row) {
+                                    *v = cache.row[at];
+                                }
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    Lookup::Absent => reader
+                        .row(&key(checked), &fields.own, &mut self.values)?
+                        .is_some(),
+                }
+            }
+            _ => reader
+                .row(&key(checked), &fields.own, &mut self.values)?
+                .is_some(),
+        };
+        if found {
+            self.agg.add_at(day, at, listing, &self.values)?;
+        }
+        // An explicit set counts every key it names; `*` counts the day
+        // hashes found, as the scan path does (the index may name keys
+        // deleted or retyped since).
+        if found || !self.skip_unreadable {
+            self.examined += 1;
+        }
+        Ok(())
     }
 
     /// The field names a slice reads with (made once per slice).

@@ -197,7 +197,11 @@ impl Acl {
                 listingstats_core::error::quote(name)
             )));
         }
-        Ok(Acl::new(ctx, user, name.to_vec()))
+        let acl = Acl::new(ctx, user, name.to_vec());
+        // What the command's own check found, unless an ACL change since
+        // made it unknown (then the first checks count up to a look-up).
+        acl.unrestricted.set(known_unrestricted(name));
+        Ok(acl)
     }
 
     /// Whether every check passes without asking: no user, or one known

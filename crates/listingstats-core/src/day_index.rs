@@ -79,15 +79,17 @@ impl Interner {
         self.uses[id as usize] += 1;
     }
 
-    /// One use fewer; frees the number at 0.
-    fn unused(&mut self, id: u32) {
+    /// One use fewer; frees the number at 0 (and says so).
+    fn unused(&mut self, id: u32) -> bool {
         let uses = &mut self.uses[id as usize];
         *uses = uses.saturating_sub(1);
         if *uses == 0 {
             let name = std::mem::take(&mut self.names[id as usize]);
             self.ids.remove(&name);
             self.free.push(id);
+            return true;
         }
+        false
     }
 
     /// Interned ids now in use.
@@ -392,11 +394,30 @@ struct Columns {
 }
 
 /// The index of every database.
-#[derive(Default)]
 pub struct Index {
     pub listings: Interner,
     dbs: FxHashMap<i32, DayIndex>,
     columns: Columns,
+    /// Changes whenever a listing number may stop naming its listing (a
+    /// number freed, renumbered, or the index replaced): a reader that
+    /// remembered numbers forgets them then. Unique in the process.
+    id_epoch: u64,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            listings: Interner::default(),
+            dbs: FxHashMap::default(),
+            columns: Columns::default(),
+            id_epoch: next_epoch(),
+        }
+    }
+}
+
+fn next_epoch() -> u64 {
+    static EPOCHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    EPOCHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Index {
@@ -414,7 +435,9 @@ impl Index {
         let stride = self.stride();
         if let (Some(id), Some(days)) = (self.listings.get(listing), self.dbs.get_mut(&db)) {
             if days.remove(day, id, stride) {
-                self.listings.unused(id);
+                if self.listings.unused(id) {
+                    self.id_epoch = next_epoch();
+                }
                 self.compact_if_sparse();
             }
         }
@@ -469,6 +492,36 @@ impl Index {
         self.columns.version
     }
 
+    /// See the field `id_epoch`.
+    pub fn id_epoch(&self) -> u64 {
+        self.id_epoch
+    }
+
+    /// A cell's cached row by listing number (valid in this `id_epoch`).
+    pub fn cached_at(
+        &mut self,
+        version: u64,
+        db: i32,
+        day: NaiveDate,
+        id: u32,
+        now_ms: i64,
+    ) -> Cached<'_> {
+        let stride = self.stride();
+        if version != self.columns.version {
+            return Cached::Absent;
+        }
+        let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
+            return Cached::Absent;
+        };
+        if entry.expires <= now_ms {
+            entry.forget_all(stride);
+        }
+        match entry.values.get(at * stride..(at + 1) * stride) {
+            Some(row) if stride > 0 && row[0] != UNKNOWN => Cached::Row(row),
+            _ => Cached::Unknown,
+        }
+    }
+
     /// A cell's cached row, at time `now_ms`, for a reader of the columns
     /// of `version`.
     pub fn cached(
@@ -479,22 +532,9 @@ impl Index {
         listing: &[u8],
         now_ms: i64,
     ) -> Cached<'_> {
-        let stride = self.stride();
-        if version != self.columns.version {
-            return Cached::Absent;
-        }
-        let Some(id) = self.listings.get(listing) else {
-            return Cached::Absent;
-        };
-        let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
-            return Cached::Absent;
-        };
-        if entry.expires <= now_ms {
-            entry.forget_all(stride);
-        }
-        match entry.values.get(at * stride..(at + 1) * stride) {
-            Some(row) if stride > 0 && row[0] != UNKNOWN => Cached::Row(row),
-            _ => Cached::Unknown,
+        match self.listings.get(listing) {
+            Some(id) => self.cached_at(version, db, day, id, now_ms),
+            None => Cached::Absent,
         }
     }
 
@@ -591,6 +631,7 @@ impl Index {
     /// the numbers), so its cost is paid for by the removals before it.
     fn compact_if_sparse(&mut self) {
         if self.listings.sparse() {
+            self.id_epoch = next_epoch();
             let map = self.listings.compact();
             for days in self.dbs.values_mut() {
                 days.renumber(&map);
@@ -629,6 +670,7 @@ impl Index {
                     for id in days.all() {
                         self.listings.unused(id);
                     }
+                    self.id_epoch = next_epoch();
                     self.compact_if_sparse();
                 }
             }
@@ -1061,5 +1103,41 @@ mod tests {
         let per_entry = |bytes: usize| bytes as f64 / ix.entries() as f64;
         let own = ix.cache_bytes() + ix.dbs.values().map(DayIndex::heap_bytes).sum::<usize>();
         assert!(per_entry(own) <= 40.0, "{}", per_entry(own));
+    }
+
+    #[test]
+    fn the_id_epoch_changes_whenever_a_number_may_name_another_listing() {
+        let mut ix = Index::default();
+        let day = d("2016-01-01");
+        ix.add(0, day, b"a");
+        let e = ix.id_epoch();
+        // New numbers and new entries keep every remembered number right.
+        ix.add(0, day, b"b");
+        ix.add(0, d("2016-01-02"), b"a");
+        assert_eq!(ix.id_epoch(), e);
+        // "a" still has an entry: its number stays.
+        ix.remove(0, day, b"a");
+        assert_eq!(ix.id_epoch(), e);
+        // "b" is gone: its number may be reused.
+        ix.remove(0, day, b"b");
+        let e2 = ix.id_epoch();
+        assert_ne!(e2, e);
+        ix.clear(Some(0));
+        assert_ne!(ix.id_epoch(), e2);
+        let e3 = ix.id_epoch();
+        ix.clear(None);
+        assert_ne!(ix.id_epoch(), e3);
+        // A compaction renumbers: the epoch moves too.
+        for i in 0..3000 {
+            ix.add(0, day, format!("l{i}").as_bytes());
+        }
+        let before = ix.id_epoch();
+        for i in 0..2900 {
+            ix.remove(0, day, format!("l{i}").as_bytes());
+        }
+        assert_ne!(ix.id_epoch(), before);
+        let id = ix.listings.get(b"l2999").unwrap();
+        let v = ix.columns_version();
+        assert_eq!(ix.cached_at(v, 0, day, id, 0), Cached::Unknown);
     }
 }

@@ -482,6 +482,8 @@ pub struct Aggregator {
     keys: Vec<(i32, u32)>,
     sums: Vec<i64>,
     fields: Vec<Vec<u8>>,
+    /// The listing index of each caller's position (see `add_at`).
+    at_positions: Vec<u32>,
     /// Whether groups were created in output order (the command layer
     /// feeds day hashes in that order), so no sort is needed at the end.
     in_order: bool,
@@ -501,6 +503,7 @@ impl Aggregator {
             keys: Vec::new(),
             sums: Vec::new(),
             fields: plan.names.clone(),
+            at_positions: Vec::new(),
             in_order: true,
         }
     }
@@ -528,10 +531,48 @@ impl Aggregator {
     /// Adds one existing day hash: `values[i]` is the counter of
     /// `plan.fields[i]` (0 when absent).
     pub fn add(&mut self, day: NaiveDate, listing: &[u8], values: &[i64]) -> Result<()> {
+        let li = match self.group {
+            GroupBy::Day | GroupBy::Listing => self.listing_index(listing),
+            GroupBy::Date | GroupBy::Total => NO_LISTING,
+        };
+        self.add_group(day, li, values)
+    }
+
+    /// [`Aggregator::add`] for a caller that numbers its listings
+    /// (`position`, one number per listing, as [`ListingNames`] does):
+    /// the listing is found by its number, not hashed on every call.
+    pub fn add_at(
+        &mut self,
+        day: NaiveDate,
+        position: u32,
+        listing: &[u8],
+        values: &[i64],
+    ) -> Result<()> {
+        let li = match self.group {
+            GroupBy::Day | GroupBy::Listing => {
+                let p = position as usize;
+                if p >= self.at_positions.len() {
+                    self.at_positions.resize(p + 1, NO_LISTING);
+                }
+                match self.at_positions[p] {
+                    NO_LISTING => {
+                        let li = self.listing_index(listing);
+                        self.at_positions[p] = li;
+                        li
+                    }
+                    li => li,
+                }
+            }
+            GroupBy::Date | GroupBy::Total => NO_LISTING,
+        };
+        self.add_group(day, li, values)
+    }
+
+    fn add_group(&mut self, day: NaiveDate, li: u32, values: &[i64]) -> Result<()> {
         let day_num = chrono::Datelike::num_days_from_ce(&day);
         let key = match self.group {
-            GroupBy::Day => (day_num, self.listing_index(listing)),
-            GroupBy::Listing => (NO_DAY, self.listing_index(listing)),
+            GroupBy::Day => (day_num, li),
+            GroupBy::Listing => (NO_DAY, li),
             GroupBy::Date => (day_num, NO_LISTING),
             GroupBy::Total => (NO_DAY, NO_LISTING),
         };
