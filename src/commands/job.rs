@@ -42,8 +42,8 @@ use listingstats_core::day_index::Cached;
 use listingstats_core::day_index::ListingNames;
 use listingstats_core::metrics::Metric;
 use listingstats_core::query::{
-    check_cells, json_row, json_tail, legacy_line, order_cells, Aggregator, FieldPlan, Format,
-    GroupBy, Listings, Rank, Ranked, Row, TopPicker, JSON_HEAD,
+    check_cells, json_tail, order_cells, push_json_row, push_legacy_line, Aggregator, FieldPlan,
+    Format, GroupBy, Listings, Rank, Ranked, RowView, TopPicker, JSON_HEAD,
 };
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
@@ -112,7 +112,7 @@ pub struct Job {
     /// Groups rendered so far, rows written so far, the JSON text so far.
     next_group: usize,
     rendered: usize,
-    json: String,
+    json: Vec<u8>,
     examined: u64,
     values: Vec<i64>,
     /// The database the job reads.
@@ -266,7 +266,7 @@ impl Job {
             resp3: is_resp3(ctx),
             next_group: 0,
             rendered: 0,
-            json: String::new(),
+            json: Vec::new(),
             examined: 0,
             values,
             db: selected_db(ctx),
@@ -543,7 +543,7 @@ impl Job {
             };
             self.order = Some(order);
             match self.finish {
-                Finish::Query(Format::Json) => self.json.push_str(JSON_HEAD),
+                Finish::Query(Format::Json) => self.json.extend_from_slice(JSON_HEAD.as_bytes()),
                 _ => out.array_of_unknown_len(),
             }
             if deadline.is_some() {
@@ -558,13 +558,12 @@ impl Job {
         };
         let (plan, scheme) = (&self.plan, &self.settings.keys);
         let groups = self.order.as_deref().unwrap_or_default();
-        let mut rows = Vec::new();
         if let Finish::Top { .. } = self.finish {
             for ranked in &self.top_rows {
                 // [listing, numerator, denominator, value(, wilson bound)]
                 out.out.array(if ranked.bound.is_some() { 5 } else { 4 });
                 out.listing(ranked.row.listing.as_deref());
-                out.counts_and_value(&ranked.row);
+                out.counts_and_value(&ranked.row.view());
                 if let Some(bound) = ranked.bound {
                     out.value(Some(bound));
                 }
@@ -572,35 +571,37 @@ impl Job {
             self.rendered = self.top_rows.len();
             self.next_group = groups.len();
         }
+        let (finish, json, rendered) = (&self.finish, &mut self.json, &mut self.rendered);
+        let mut line = Vec::with_capacity(64);
         while self.next_group < groups.len() {
-            rows.clear();
             self.agg
-                .group_rows(plan, groups[self.next_group], &mut rows);
-            self.next_group += 1;
-            for row in &rows {
-                match self.finish {
+                .group_views(plan, groups[self.next_group], |row| match finish {
                     Finish::Query(Format::Resp) => {
                         // [metric, date, listing, numerator, denominator, value]
                         out.out.array(6);
                         out.bulk(plan.metrics[row.metric].name.as_bytes());
                         out.date(row.date);
-                        out.listing(row.listing.as_deref());
-                        out.counts_and_value(row);
+                        out.listing(row.listing);
+                        out.counts_and_value(&row);
+                        *rendered += 1;
                     }
-                    Finish::Query(Format::Legacy) => match legacy_line(row, plan, scheme) {
-                        Some(line) => out.bulk(line.as_bytes()),
-                        None => continue,
-                    },
-                    Finish::Query(Format::Json) => {
-                        if self.rendered > 0 {
-                            self.json.push(',');
+                    Finish::Query(Format::Legacy) => {
+                        line.clear();
+                        if push_legacy_line(&mut line, &row, plan, scheme) {
+                            out.bulk(&line);
+                            *rendered += 1;
                         }
-                        self.json.push_str(&json_row(row, plan));
+                    }
+                    Finish::Query(Format::Json) => {
+                        if *rendered > 0 {
+                            json.push(b',');
+                        }
+                        push_json_row(json, &row, plan);
+                        *rendered += 1;
                     }
                     Finish::Top { .. } => {}
-                }
-                self.rendered += 1;
-            }
+                });
+            self.next_group += 1;
             if self.next_group.is_multiple_of(128) && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return false;
@@ -608,8 +609,9 @@ impl Job {
         }
         match self.finish {
             Finish::Query(Format::Json) => {
-                self.json.push_str(&json_tail(self.examined));
-                out.bulk(self.json.as_bytes());
+                self.json
+                    .extend_from_slice(json_tail(self.examined).as_bytes());
+                out.bulk(&self.json);
             }
             _ => out.out.set_array_len(self.rendered),
         }
@@ -776,7 +778,7 @@ impl RowWriter<'_> {
     /// RESP2 has no double type: Redis would send `%.17g` text; this sends
     /// the shortest text that reads back as the same double, which costs a
     /// tenth of the time.
-    pub fn counts_and_value(&mut self, row: &Row) {
+    pub fn counts_and_value(&mut self, row: &RowView<'_>) {
         self.out.int(row.numerator);
         self.out.int(row.denominator);
         self.value(row.value);

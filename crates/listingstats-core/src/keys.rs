@@ -106,20 +106,25 @@ impl KeyScheme {
     /// The day hash of `listing` on `day`. `listing` must be valid.
     pub fn day_key(&self, day: NaiveDate, listing: &[u8]) -> Vec<u8> {
         let mut key = Vec::with_capacity(self.prefix.len() + 13 + listing.len());
-        key.extend_from_slice(self.prefix.as_bytes());
-        push_day(&mut key, day);
+        self.push_day_key(&mut key, day, listing);
+        key
+    }
+
+    /// Appends the day hash name of `(day, listing)` to `out`.
+    pub fn push_day_key(&self, out: &mut Vec<u8>, day: NaiveDate, listing: &[u8]) {
+        out.extend_from_slice(self.prefix.as_bytes());
+        push_day(out, day);
         match self.format {
             KeyFormat::DateListing => {
-                key.push(b'_');
-                key.extend_from_slice(listing);
+                out.push(b'_');
+                out.extend_from_slice(listing);
             }
             KeyFormat::Tagged => {
-                key.extend_from_slice(b"_{");
-                key.extend_from_slice(listing);
-                key.push(b'}');
+                out.extend_from_slice(b"_{");
+                out.extend_from_slice(listing);
+                out.push(b'}');
             }
         }
-        key
     }
 
     /// The day and listing a key names, or `None` when it is not a day hash

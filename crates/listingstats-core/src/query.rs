@@ -471,6 +471,43 @@ pub struct Row {
     pub value: Option<f64>,
 }
 
+/// A [`Row`] that borrows its listing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowView<'a> {
+    pub metric: usize,
+    pub date: Option<NaiveDate>,
+    pub listing: Option<&'a [u8]>,
+    pub numerator: i64,
+    pub denominator: i64,
+    pub value: Option<f64>,
+}
+
+impl RowView<'_> {
+    pub fn to_row(&self) -> Row {
+        Row {
+            metric: self.metric,
+            date: self.date,
+            listing: self.listing.map(<[u8]>::to_vec),
+            numerator: self.numerator,
+            denominator: self.denominator,
+            value: self.value,
+        }
+    }
+}
+
+impl Row {
+    pub fn view(&self) -> RowView<'_> {
+        RowView {
+            metric: self.metric,
+            date: self.date,
+            listing: self.listing.as_deref(),
+            numerator: self.numerator,
+            denominator: self.denominator,
+            value: self.value,
+        }
+    }
+}
+
 /// Sums of counters per group.
 pub struct Aggregator {
     group: GroupBy,
@@ -615,20 +652,27 @@ impl Aggregator {
     /// Appends group `g`'s rows (metrics in the order asked): a row appears
     /// when its numerator or denominator is non-zero.
     pub fn group_rows(&self, plan: &FieldPlan, g: usize, out: &mut Vec<Row>) {
+        self.group_views(plan, g, |v| out.push(v.to_row()));
+    }
+
+    /// Group `g`'s rows as views that borrow the listing (no allocation
+    /// per row): what the reply is written from.
+    pub fn group_views(&self, plan: &FieldPlan, g: usize, mut f: impl FnMut(RowView<'_>)) {
         let (day_num, li) = self.keys[g];
-        let at = self.groups[&self.keys[g]];
-        let sums = &self.sums[at..at + self.width];
+        let sums = self.group_sums(g);
+        let date = (day_num != NO_DAY)
+            .then(|| NaiveDate::from_num_days_from_ce_opt(day_num))
+            .flatten();
+        let listing = (li != NO_LISTING).then(|| self.listings[li as usize].as_slice());
         for (m, (metric, &(n, d))) in plan.metrics.iter().zip(&plan.slots).enumerate() {
             let (numerator, denominator) = (sums[n], sums[d]);
             if numerator == 0 && denominator == 0 {
                 continue;
             }
-            out.push(Row {
+            f(RowView {
                 metric: m,
-                date: (day_num != NO_DAY)
-                    .then(|| NaiveDate::from_num_days_from_ce_opt(day_num))
-                    .flatten(),
-                listing: (li != NO_LISTING).then(|| self.listings[li as usize].clone()),
+                date,
+                listing,
                 numerator,
                 denominator,
                 value: (denominator != 0)
@@ -848,28 +892,78 @@ impl TopPicker {
 
 /// The Lua script's line for a row, `metric=>key : 33.33%`; `None` for a
 /// row with a zero denominator (the script left those out). GROUPBY DAY rows.
-pub fn legacy_line(row: &Row, plan: &FieldPlan, scheme: &KeyScheme) -> Option<String> {
-    let value = row.value?;
-    let (date, listing) = (row.date?, row.listing.as_deref()?);
-    let key = String::from_utf8_lossy(&scheme.day_key(date, listing)).into_owned();
-    Some(format!(
-        "{}=>{} : {:.2}%",
-        plan.metrics[row.metric].name, key, value
-    ))
+pub fn legacy_line(row: &RowView<'_>, plan: &FieldPlan, scheme: &KeyScheme) -> Option<String> {
+    let mut out = Vec::new();
+    push_legacy_line(&mut out, row, plan, scheme)
+        .then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// [`legacy_line`] appended to a reused buffer (no allocation per row);
+/// `false` (nothing written) when the row has no line.
+pub fn push_legacy_line(
+    out: &mut Vec<u8>,
+    row: &RowView<'_>,
+    plan: &FieldPlan,
+    scheme: &KeyScheme,
+) -> bool {
+    use std::io::Write;
+    let (Some(value), Some(date), Some(listing)) = (row.value, row.date, row.listing) else {
+        return false;
+    };
+    out.extend_from_slice(plan.metrics[row.metric].name.as_bytes());
+    out.extend_from_slice(b"=>");
+    let start = out.len();
+    scheme.push_day_key(out, date, listing);
+    if std::str::from_utf8(&out[start..]).is_err() {
+        // The key as text, as the script showed it.
+        let text = String::from_utf8_lossy(&out[start..]).into_owned();
+        out.truncate(start);
+        out.extend_from_slice(text.as_bytes());
+    }
+    let _ = write!(out, " : {value:.2}%");
+    true
 }
 
 /// One row of the JSON form; `date`/`listing` are `"*"` where grouped
 /// away, as in the RESP form; `value` is null when undefined.
-pub fn json_row(row: &Row, plan: &FieldPlan) -> String {
-    serde_json::json!({
-        "metric": plan.metrics[row.metric].name,
-        "date": row.date.map_or_else(|| "*".to_string(), day_string),
-        "listing": row.listing.as_deref().map_or_else(|| "*".to_string(), |l| String::from_utf8_lossy(l).into_owned()),
-        "numerator": row.numerator,
-        "denominator": row.denominator,
-        "value": row.value,
-    })
-    .to_string()
+pub fn json_row(row: &RowView<'_>, plan: &FieldPlan) -> String {
+    let mut out = Vec::new();
+    push_json_row(&mut out, row, plan);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`json_row`] appended to a reused buffer: serialised straight from the
+/// row, with no JSON tree built per row.
+pub fn push_json_row(out: &mut Vec<u8>, row: &RowView<'_>, plan: &FieldPlan) {
+    #[derive(serde::Serialize)]
+    struct JsonRow<'a> {
+        metric: &'a str,
+        date: &'a str,
+        listing: std::borrow::Cow<'a, str>,
+        numerator: i64,
+        denominator: i64,
+        value: Option<f64>,
+    }
+    let mut day = Vec::with_capacity(10);
+    if let Some(d) = row.date {
+        crate::date::push_day(&mut day, d);
+    }
+    let json = JsonRow {
+        metric: &plan.metrics[row.metric].name,
+        date: if row.date.is_some() {
+            std::str::from_utf8(&day).unwrap_or("*")
+        } else {
+            "*"
+        },
+        listing: row
+            .listing
+            .map_or(std::borrow::Cow::Borrowed("*"), String::from_utf8_lossy),
+        numerator: row.numerator,
+        denominator: row.denominator,
+        value: row.value,
+    };
+    // Writing to a Vec cannot fail; the fields are all serialisable.
+    let _ = serde_json::to_writer(out, &json);
 }
 
 pub const JSON_HEAD: &str = "{\"rows\":[";
@@ -922,12 +1016,12 @@ mod tests {
     /// at a time (`job.rs`): the same assembly, all at once.
     fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
         rows.iter()
-            .filter_map(|r| legacy_line(r, plan, scheme))
+            .filter_map(|r| legacy_line(&r.view(), plan, scheme))
             .collect()
     }
 
     fn json(rows: &[Row], plan: &FieldPlan, keys_examined: u64) -> String {
-        let body: Vec<String> = rows.iter().map(|r| json_row(r, plan)).collect();
+        let body: Vec<String> = rows.iter().map(|r| json_row(&r.view(), plan)).collect();
         format!("{JSON_HEAD}{}{}", body.join(","), json_tail(keys_examined))
     }
 
@@ -1521,5 +1615,35 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(4, 10), (1, 4), (2, 10)]
         );
+    }
+
+    #[test]
+    fn json_rows_are_written_as_the_json_tree_would_write_them() {
+        let p = plan(&["cart_to_checkout_ctr"]);
+        for (date, listing, n, d) in [
+            (Some(day("2015-12-31")), Some(&b"2155"[..]), 3, 7),
+            (None, Some(&b"sku-\"\xff"[..]), 0, 0),
+            (Some(day("2016-01-01")), None, 1, 0),
+            (None, None, i64::MAX, 3),
+        ] {
+            let row = RowView {
+                metric: 0,
+                date,
+                listing,
+                numerator: n,
+                denominator: d,
+                value: (d != 0).then(|| n as f64 / d as f64 * 100.0),
+            };
+            let tree = serde_json::json!({
+                "metric": p.metrics[0].name,
+                "date": row.date.map_or_else(|| "*".to_string(), day_string),
+                "listing": row.listing.map_or_else(|| "*".to_string(), |l| String::from_utf8_lossy(l).into_owned()),
+                "numerator": row.numerator,
+                "denominator": row.denominator,
+                "value": row.value,
+            })
+            .to_string();
+            assert_eq!(json_row(&row, &p), tree);
+        }
     }
 }
