@@ -15,6 +15,10 @@ def server_ms(c, args, name, repeat=3):
     return commandstats(c)[name]["usec_per_call"] / 1000
 
 
+VARIANTS = ("explicit 100 listings, cache", "explicit 100 listings, no cache",
+            "* (index), cache", "* (index), no cache")
+
+
 def section_growth(sizes=(10_000, 100_000, 1_000_000), days=100, ranges=(1, 7, 28, 90)):
     """How QUERY time grows with keyspace size and range length."""
     first = datetime.date(2015, 1, 1)
@@ -25,13 +29,29 @@ def section_growth(sizes=(10_000, 100_000, 1_000_000), days=100, ranges=(1, 7, 2
             c = srv.client()
             load_star(c, listings, days, start=first.isoformat())
             explicit = ",".join(str(i) for i in range(1, 101))
-            for r in ranges:
+            for cache in ("yes", "no"):
+                c.call("CONFIG", "SET", "listingstats.cache", cache)
+                tag = "cache" if cache == "yes" else "no cache"
+                for r in ranges:
+                    end = (first + datetime.timedelta(days=r - 1)).isoformat()
+                    base = ["LISTINGSTATS.QUERY", "cart_to_checkout_ctr", first.isoformat(), end]
+                    # Each once first: the index exists and the cache is warm
+                    # before timing.
+                    c.call(*base, explicit, "GROUPBY", "TOTAL")
+                    results[("explicit 100 listings, " + tag, size, r)] = server_ms(
+                        c, base + [explicit, "GROUPBY", "TOTAL"], "listingstats.query")
+                    c.call(*base, "*", "GROUPBY", "TOTAL")
+                    results[("* (index), " + tag, size, r)] = server_ms(
+                        c, base + ["*", "GROUPBY", "TOTAL"], "listingstats.query")
+            info = c.call("INFO", "listingstats")
+            c.call("CONFIG", "SET", "listingstats.cache", "yes")
+            for r in ranges:  # fills the cache for every range again
                 end = (first + datetime.timedelta(days=r - 1)).isoformat()
-                base = ["LISTINGSTATS.QUERY", "cart_to_checkout_ctr", first.isoformat(), end]
-                results[("explicit 100 listings", size, r)] = server_ms(
-                    c, base + [explicit, "GROUPBY", "TOTAL"], "listingstats.query")
-                c.call(*base, "*", "GROUPBY", "TOTAL")  # the index exists before timing
-                results[("* (index)", size, r)] = server_ms(c, base + ["*", "GROUPBY", "TOTAL"], "listingstats.query")
+                c.call("LISTINGSTATS.QUERY", "cart_to_checkout_ctr", first.isoformat(), end, "*", "GROUPBY", "TOTAL")
+            info = c.call("INFO", "listingstats")
+            field = lambda name: int(info.split("listingstats_%s:" % name)[1].split()[0])
+            results[("cache bytes", size)] = field("cache_bytes")
+            results[("cached cells", size)] = listings * max(ranges)
             c.call("CONFIG", "SET", "listingstats.star-source", "scan")
             end = (first + datetime.timedelta(days=27)).isoformat()
             results[("* (scan)", size, 28)] = server_ms(
@@ -42,7 +62,8 @@ def section_growth(sizes=(10_000, 100_000, 1_000_000), days=100, ranges=(1, 7, 2
         "",
         "Keyspaces of %s day hashes (%d days × keyspace/%d listings, two counters each); "
         "`QUERY cart_to_checkout_ctr <range> <listings> GROUPBY TOTAL` (one row, so the reply does not weigh); "
-        "server ms per call from `INFO commandstats`. An explicit set of 100 listings reads 100 × days keys "
+        "server ms per call from `INFO commandstats`, with the cache (default, warm) and with `cache no` "
+        "(every day hash read through the hash API). An explicit set of 100 listings reads 100 × days keys "
         "whatever the keyspace; `*` reads the day hashes in the range (listings × days), found through the "
         "index; `*` with `star-source scan` walks the whole keyspace. Here the listings grow with the "
         "keyspace, so a `*` range holds more day hashes too: `*` through the index grows with the day hashes "
@@ -53,12 +74,17 @@ def section_growth(sizes=(10_000, 100_000, 1_000_000), days=100, ranges=(1, 7, 2
         "| variant | range (days) | " + " | ".join("{:,} keys".format(s) for s in sizes) + " |",
         "|---|---:|" + "---:|" * len(sizes),
     ]
-    for variant in ("explicit 100 listings", "* (index)"):
+    for variant in VARIANTS:
         for r in ranges:
             lines.append("| %s | %d | %s |" % (variant, r, " | ".join(
                 "%.2f" % results[(variant, s, r)] for s in sizes)))
     lines.append("| * (scan) | 28 | %s |" % " | ".join("%.1f" % results[("* (scan)", s, 28)] for s in sizes))
-    plot = plot_growth(results, sizes, ranges)
+    lines += ["", "Cache memory (`INFO listingstats` `cache_bytes`) once every day hash of the %d-day range has been "
+              "queried: %s." % (max(ranges), "; ".join(
+                  "{:,} keys: {:,} bytes for {:,} day hashes ({:.1f} B each)".format(
+                      s, results[("cache bytes", s)], results[("cached cells", s)],
+                      results[("cache bytes", s)] / results[("cached cells", s)]) for s in sizes))]
+    plot = plot_growth(results, sizes, ranges, days)
     if plot:
         lines += ["", "![QUERY time against keyspace size](%s)" % plot]
     else:
@@ -66,7 +92,7 @@ def section_growth(sizes=(10_000, 100_000, 1_000_000), days=100, ranges=(1, 7, 2
     return "\n".join(lines)
 
 
-def plot_growth(results, sizes, ranges):
+def plot_growth(results, sizes, ranges, days):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -74,22 +100,27 @@ def plot_growth(results, sizes, ranges):
     except ImportError:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for variant, style in (("explicit 100 listings", "o-"), ("* (index)", "s-")):
+    styles = {"explicit 100 listings, cache": "o-", "explicit 100 listings, no cache": "o--",
+              "* (index), cache": "s-", "* (index), no cache": "s--"}
+    for variant, style in styles.items():
         left.plot(sizes, [results[(variant, s, 28)] for s in sizes], style, label=variant + ", 28 days")
-    left.plot(sizes, [results[("* (scan)", s, 28)] for s in sizes], "^--", label="* (scan), 28 days")
+    left.plot(sizes, [results[("* (scan)", s, 28)] for s in sizes], "^:", label="* (scan), 28 days")
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("day hashes in the keyspace")
     left.set_ylabel("server ms per QUERY")
     left.set_title("against keyspace size")
-    left.legend()
-    big = sizes[-1]
-    for variant, style in (("explicit 100 listings", "o-"), ("* (index)", "s-")):
-        right.plot(ranges, [results[(variant, big, r)] for r in ranges], style, label=variant)
-    right.set_xlabel("range length (days)")
+    left.legend(fontsize=7)
+    # Against the day hashes a `*` query covers: every size and range.
+    for variant, style in (("* (index), cache", "s-"), ("* (index), no cache", "s--")):
+        points = sorted(((s // days) * r, results[(variant, s, r)]) for s in sizes for r in ranges)
+        right.plot([p[0] for p in points], [p[1] for p in points], style, label=variant)
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("day hashes in the query's range")
     right.set_ylabel("server ms per QUERY")
-    right.set_title("against range length, {:,} keys".format(big))
-    right.legend()
+    right.set_title("`*` against day hashes in range, cache on/off")
+    right.legend(fontsize=7)
     fig.tight_layout()
     os.makedirs(os.path.join(ROOT, "benchmarks"), exist_ok=True)
     path = "benchmarks/query_growth.png"
