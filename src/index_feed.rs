@@ -35,7 +35,7 @@ use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::Reader;
 use crate::redis::{events, slices::run_now};
 use crate::stats;
-use listingstats_core::day_index::{Cached, Index};
+use listingstats_core::day_index::{Cached, Index, Planned, Planner};
 use listingstats_core::keys::KeyScheme;
 
 pub struct State {
@@ -267,25 +267,30 @@ pub fn init(ctx: &Context) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `f` on the index when it is current for the configured key
-/// scheme. Otherwise makes sure a rebuild is under way and returns `None`:
-/// the caller waits for it, or completes it with [`finish_rebuild`].
-pub fn when_current<R>(ctx: &Context, f: impl FnOnce(&State) -> R) -> Option<R> {
+/// One step of a `*` query's planning (see `Planner`): `None` while the
+/// index is not current (a rebuild is under way, or is started here).
+pub fn plan_step(ctx: &Context, planner: &mut Planner, budget: usize) -> Option<Planned> {
     let scheme = config::current().keys.clone();
-    let (answer, rebuilding) = STATE.with(|s| {
-        let st = s.borrow();
+    let (planned, rebuilding) = with_state(|st| {
         if st.built_for.as_ref() == Some(&scheme) {
-            return (Some(f(&st)), true);
+            return (Some(planner.step(&mut st.index, budget)), true);
         }
         (
             None,
             st.rebuild.as_ref().is_some_and(|r| r.scheme == scheme),
         )
     });
-    if answer.is_none() && !rebuilding {
+    if planned.is_none() && !rebuilding {
         start_rebuild(ctx, scheme);
     }
-    answer
+    planned
+}
+
+/// Ends a planner's pin on the index (planning abandoned).
+pub fn release(planner: &mut Planner) {
+    if planner.is_pinned() {
+        with_state(|st| planner.release(&mut st.index));
+    }
 }
 
 /// Completes the rebuild under way at once (for callers that cannot wait).

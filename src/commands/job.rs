@@ -38,8 +38,8 @@ use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
 use listingstats_core::date::{days_between, push_day};
-use listingstats_core::day_index::Cached;
 use listingstats_core::day_index::ListingNames;
+use listingstats_core::day_index::{Cached, Planned, Planner};
 use listingstats_core::metrics::Metric;
 use listingstats_core::query::{
     check_cells, json_tail, order_cells, push_json_row, push_legacy_line, Aggregator, FieldPlan,
@@ -77,8 +77,9 @@ pub struct Span<'a> {
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// A `*` job whose cells wait for the index to be rebuilt.
-    AwaitingIndex,
+    /// A `*` job copying its cells out of the index, in steps (or waiting
+    /// for the index to be rebuilt).
+    Planning,
     /// Reading its cells.
     Reading,
     /// Writing its reply.
@@ -119,7 +120,22 @@ pub struct Job {
     db: i32,
     /// Where its terms are in the cache, when the cache is on.
     cache: Option<CacheRead>,
+    /// A `*` job's planning, while under way.
+    planner: Option<Planner>,
 }
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // A job abandoned while planning (its client gone, an error)
+        // unpins the index.
+        if let Some(planner) = &mut self.planner {
+            index_feed::release(planner);
+        }
+    }
+}
+
+/// Cells a planning step copies out of the index (about 1 ms).
+const PLAN_STEP: usize = 16_384;
 
 /// A job's use of the cache: the column of each of its terms, and every
 /// column's term, to read a whole row when the cache misses one.
@@ -246,7 +262,7 @@ impl Job {
             start: span.start,
             end: span.end,
             phase: if from_index {
-                Phase::AwaitingIndex
+                Phase::Planning
             } else {
                 Phase::Reading
             },
@@ -271,25 +287,50 @@ impl Job {
             values,
             db: selected_db(ctx),
             cache,
+            planner: None,
         };
         if from_index {
-            job.fill_from_index(ctx, reader)?;
+            job.plan_from_index(ctx, reader, Some(Instant::now() + SLICE))?;
         }
         Ok(job)
     }
 
-    /// Takes a `*` job's cells from the index: `Ok(false)` while the index
-    /// is being rebuilt (the job waits for it). Keys the caller may not
-    /// read do not exist for a `*` query, in its limits and its errors too.
-    fn fill_from_index(&mut self, ctx: &Context, reader: &Reader<'_>) -> Result<bool> {
-        let db = selected_db(ctx);
-        let (start, end) = (self.start, self.end);
-        let Some((names, mut cells)) =
-            index_feed::when_current(ctx, |st| st.index.cells(db, start, end))
-        else {
+    /// Takes a `*` job's cells from the index, [`PLAN_STEP`] at a time
+    /// until `deadline` (`None`: to the end): `Ok(false)` while there is
+    /// more, or while the index is being rebuilt (the job waits for it).
+    /// Keys the caller may not read do not exist for a `*` query, in its
+    /// limits and its errors too.
+    fn plan_from_index(
+        &mut self,
+        ctx: &Context,
+        reader: &Reader<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        let max = usize::try_from(self.settings.max_query_cells).unwrap_or(0);
+        let (db, start, end) = (selected_db(ctx), self.start, self.end);
+        let planner = self
+            .planner
+            .get_or_insert_with(|| Planner::new(db, start, end));
+        loop {
+            match index_feed::plan_step(ctx, planner, PLAN_STEP) {
+                None => return Ok(false),
+                Some(Planned::Done) => break,
+                Some(Planned::More) => {
+                    if planner.cells.len() > max && reader.reads_everything() {
+                        return Err(Error::invalid(format!(
+                            "query matches more than max-query-cells {max} day hashes"
+                        )));
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        let Some(planner) = self.planner.take() else {
             return Ok(false);
         };
-        let max = usize::try_from(self.settings.max_query_cells).unwrap_or(0);
+        let (names, mut cells) = (planner.names, planner.cells);
         if cells.len() > max {
             // Over the limit only if the caller may read that many: keep
             // the readable cells (the usual case, an unrestricted user,
@@ -626,14 +667,14 @@ pub fn run(
     mut job: Job,
     span: &Span<'_>,
 ) -> Result<RedisValue> {
-    if job.phase == Phase::AwaitingIndex && !can_block(ctx) {
+    if job.phase == Phase::Planning && !can_block(ctx) {
         // MULTI/EXEC or a script cannot wait: complete the rebuild now.
         index_feed::finish_rebuild(ctx);
-        job.fill_from_index(ctx, reader)?;
+        job.plan_from_index(ctx, reader, None)?;
     }
     if matches!(span.listings, Listings::All) && job.settings.star_source == StarSource::Scan {
         job.scan(reader, span)?;
-    } else if job.phase == Phase::AwaitingIndex {
+    } else if job.phase == Phase::Planning {
         return start_slices(ctx, job);
     } else if !can_block(ctx) {
         let fields = job.fields(reader);
@@ -683,10 +724,10 @@ impl Running {
     fn advance(&mut self, ctx: &Context, deadline: Instant) -> Result<Step> {
         let job = &mut self.job;
         match job.phase {
-            Phase::AwaitingIndex => {
+            Phase::Planning => {
                 // The index's own slices rebuild it; this one checks on it.
                 let reader = Reader::for_user(ctx, self.user.as_deref())?;
-                job.fill_from_index(ctx, &reader)?;
+                job.plan_from_index(ctx, &reader, Some(deadline))?;
             }
             Phase::Reading => {
                 let reader = Reader::for_user(ctx, self.user.as_deref())?;

@@ -79,17 +79,27 @@ impl Interner {
         self.uses[id as usize] += 1;
     }
 
-    /// One use fewer; frees the number at 0 (and says so).
-    fn unused(&mut self, id: u32) -> bool {
+    /// One use fewer; at 0 frees the number (and says so), unless
+    /// `keep`: then the number stays its listing's until [`Interner::release`].
+    fn unused(&mut self, id: u32, keep: bool) -> bool {
         let uses = &mut self.uses[id as usize];
         *uses = uses.saturating_sub(1);
-        if *uses == 0 {
-            let name = std::mem::take(&mut self.names[id as usize]);
-            self.ids.remove(&name);
-            self.free.push(id);
-            return true;
+        if *uses == 0 && !keep {
+            return self.release(id);
         }
         false
+    }
+
+    /// Frees a number nothing uses (kept by [`Interner::unused`]); `true`
+    /// when it was freed.
+    fn release(&mut self, id: u32) -> bool {
+        if self.uses[id as usize] != 0 || self.names[id as usize].is_empty() {
+            return false;
+        }
+        let name = std::mem::take(&mut self.names[id as usize]);
+        self.ids.remove(&name);
+        self.free.push(id);
+        true
     }
 
     /// Interned ids now in use.
@@ -395,10 +405,6 @@ impl DayIndex {
     }
 }
 
-/// A query's cells: listing ids, and `(day, position in the ids)` per day
-/// hash.
-pub type Cells = (ListingNames, Vec<(NaiveDate, u32)>);
-
 /// Listing ids packed in one buffer: the names of a query (600,000 for a
 /// big day) cost two allocations, not one each, to make and to free.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -461,6 +467,108 @@ struct Columns {
     patterns: bool,
 }
 
+/// Copies a `*` query's cells out of the index a bounded number at a time,
+/// so a day of 600,000 listings is planned in slices: between slices the
+/// index pins its numbers (none is freed or renumbered), so the planner's
+/// cursor and its map of numbers stay right whatever is written meanwhile.
+/// A day hash added meanwhile is planned when it lies ahead of the cursor.
+/// If the index is replaced (FLUSHALL, a rebuild), planning starts over.
+pub struct Planner {
+    db: i32,
+    start: i32,
+    end: i32,
+    /// Where the next step resumes: a day, and the first listing number
+    /// not yet taken on it.
+    day: i32,
+    next_id: u32,
+    /// The index instance pinned, while planning.
+    pinned: Option<u64>,
+    local: FxHashMap<u32, u32>,
+    pub names: ListingNames,
+    pub cells: Vec<(NaiveDate, u32)>,
+}
+
+/// What a planning step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Every cell is planned (and the index unpinned).
+    Done,
+    /// More to plan.
+    More,
+}
+
+impl Planner {
+    pub fn new(db: i32, start: NaiveDate, end: NaiveDate) -> Planner {
+        Planner::new_raw(db, start.num_days_from_ce(), end.num_days_from_ce())
+    }
+
+    /// Plans up to `budget` more cells.
+    pub fn step(&mut self, ix: &mut Index, budget: usize) -> Planned {
+        if self.pinned != Some(ix.instance) {
+            if self.pinned.is_some() {
+                // Another index now: what was planned named the old one.
+                *self = Planner::new_raw(self.db, self.start, self.end);
+            }
+            ix.pin();
+            self.pinned = Some(ix.instance);
+        }
+        let mut taken = 0;
+        if let Some(days) = ix.dbs.get(&self.db) {
+            for (&d, entry) in days.days.range(self.day..=self.end) {
+                let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
+                let from = if d == self.day {
+                    entry.ids.partition_point(|&id| id < self.next_id)
+                } else {
+                    0
+                };
+                for &global in &entry.ids[from..] {
+                    if taken == budget {
+                        self.day = d;
+                        self.next_id = global;
+                        return Planned::More;
+                    }
+                    let at = *self
+                        .local
+                        .entry(global)
+                        .or_insert_with(|| self.names.push(ix.listings.name(global)));
+                    self.cells.push((day, at));
+                    taken += 1;
+                }
+            }
+        }
+        self.release(ix);
+        self.local = FxHashMap::default();
+        Planned::Done
+    }
+
+    fn new_raw(db: i32, start: i32, end: i32) -> Planner {
+        Planner {
+            db,
+            start,
+            end,
+            day: start,
+            next_id: 0,
+            pinned: None,
+            local: FxHashMap::default(),
+            names: ListingNames::default(),
+            cells: Vec::new(),
+        }
+    }
+
+    /// Unpins the index (planning done or abandoned); `ix` is the current
+    /// index, which may not be the one pinned.
+    pub fn release(&mut self, ix: &mut Index) {
+        if self.pinned.take() == Some(ix.instance) {
+            ix.unpin();
+        }
+    }
+
+    /// Whether the index is still pinned by this planner.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+}
+
 /// The index of every database.
 pub struct Index {
     pub listings: Interner,
@@ -470,6 +578,12 @@ pub struct Index {
     /// number freed, renumbered, or the index replaced): a reader that
     /// remembered numbers forgets them then. Unique in the process.
     id_epoch: u64,
+    /// Names this index among all made in the process (see [`Planner`]).
+    instance: u64,
+    /// Planners under way: while any is, no number is freed or renumbered
+    /// (numbers whose last entry goes wait in `kept`).
+    pins: u32,
+    kept: Vec<u32>,
 }
 
 impl Default for Index {
@@ -479,6 +593,9 @@ impl Default for Index {
             dbs: FxHashMap::default(),
             columns: Columns::default(),
             id_epoch: next_epoch(),
+            instance: next_epoch(),
+            pins: 0,
+            kept: Vec::new(),
         }
     }
 }
@@ -503,9 +620,7 @@ impl Index {
         let stride = self.stride();
         if let (Some(id), Some(days)) = (self.listings.get(listing), self.dbs.get_mut(&db)) {
             if days.remove(day, id, stride) {
-                if self.listings.unused(id) {
-                    self.id_epoch = next_epoch();
-                }
+                self.unused(id);
                 self.compact_if_sparse();
             }
         }
@@ -700,7 +815,7 @@ impl Index {
     /// one pass over the entries, which are then few (under a quarter of
     /// the numbers), so its cost is paid for by the removals before it.
     fn compact_if_sparse(&mut self) {
-        if self.listings.sparse() {
+        if self.pins == 0 && self.listings.sparse() {
             self.id_epoch = next_epoch();
             let map = self.listings.compact();
             for days in self.dbs.values_mut() {
@@ -709,27 +824,39 @@ impl Index {
         }
     }
 
-    pub fn db(&self, db: i32) -> Option<&DayIndex> {
-        self.dbs.get(&db)
+    /// One entry fewer for listing number `id`.
+    fn unused(&mut self, id: u32) {
+        let pinned = self.pins > 0;
+        if self.listings.unused(id, pinned) {
+            self.id_epoch = next_epoch();
+        } else if pinned && self.listings.uses[id as usize] == 0 {
+            self.kept.push(id);
+        }
     }
 
-    /// The cells of database `db` from `start` to `end`, both included: the
-    /// listing ids they name (each once, numbered in order of first
-    /// appearance) and `(day, number)` per day hash. A query plans from
-    /// these; the index's own numbers never leave it.
-    pub fn cells(&self, db: i32, start: NaiveDate, end: NaiveDate) -> Cells {
-        let mut names = ListingNames::default();
-        let mut cells = Vec::new();
-        let mut local: FxHashMap<u32, u32> = FxHashMap::default();
-        if let Some(days) = self.dbs.get(&db) {
-            for (day, global) in days.in_range(start, end) {
-                let at = *local
-                    .entry(global)
-                    .or_insert_with(|| names.push(self.listings.name(global)));
-                cells.push((day, at));
-            }
+    fn pin(&mut self) {
+        self.pins += 1;
+    }
+
+    /// The last planner done: numbers kept meanwhile are freed now (those
+    /// still unused), and a sparse table compacted.
+    fn unpin(&mut self) {
+        self.pins = self.pins.saturating_sub(1);
+        if self.pins > 0 {
+            return;
         }
-        (names, cells)
+        let mut freed = false;
+        for id in std::mem::take(&mut self.kept) {
+            freed |= self.listings.release(id);
+        }
+        if freed {
+            self.id_epoch = next_epoch();
+        }
+        self.compact_if_sparse();
+    }
+
+    pub fn db(&self, db: i32) -> Option<&DayIndex> {
+        self.dbs.get(&db)
     }
 
     /// Forgets one database, or all (`None`).
@@ -738,13 +865,13 @@ impl Index {
             Some(db) => {
                 if let Some(days) = self.dbs.remove(&db) {
                     for id in days.all() {
-                        self.listings.unused(id);
+                        self.unused(id);
                     }
-                    self.id_epoch = next_epoch();
                     self.compact_if_sparse();
                 }
             }
             None => {
+                // A new instance: planners pinned to this one start over.
                 let columns = std::mem::take(&mut self.columns);
                 *self = Index {
                     columns,
@@ -839,7 +966,12 @@ mod tests {
             ix.add(0, d(day), l.as_bytes());
         }
         ix.add(1, d("2015-12-31"), b"other-db");
-        let (names, cells) = ix.cells(0, d("2015-12-31"), d("2016-01-01"));
+        let cells_of = |ix: &mut Index, db| {
+            let mut p = Planner::new(db, d("2015-12-31"), d("2016-01-01"));
+            while p.step(ix, 1000) == Planned::More {}
+            (p.names, p.cells)
+        };
+        let (names, cells) = cells_of(&mut ix, 0);
         let named: Vec<(NaiveDate, &[u8])> = cells
             .iter()
             .map(|&(day, i)| (day, &names[i as usize]))
@@ -848,10 +980,7 @@ mod tests {
         assert_eq!(cells.len(), 3);
         assert!(named.contains(&(d("2016-01-01"), &b"b"[..])));
         assert!(!named.iter().any(|(_, n)| *n == b"c" || *n == b"other-db"));
-        assert_eq!(
-            ix.cells(7, d("2015-12-31"), d("2016-01-01")),
-            (ListingNames::default(), vec![])
-        );
+        assert_eq!(cells_of(&mut ix, 7), (ListingNames::default(), vec![]));
     }
 
     #[test]
@@ -1255,5 +1384,87 @@ mod tests {
         assert_eq!(ix.entries(), 50);
         ix.fill(v, 0, day, b"0004x", &[8, 8], None);
         assert_eq!(ix.cached(v, 0, day, b"0004x", 0), Cached::Row(&[8, 8]));
+    }
+
+    fn planned(p: &Planner) -> Vec<(NaiveDate, String)> {
+        let mut v: Vec<_> = p
+            .cells
+            .iter()
+            .map(|&(day, at)| {
+                (
+                    day,
+                    String::from_utf8(p.names[at as usize].to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_planner_takes_each_cell_once_whatever_is_written_between_steps() {
+        let mut ix = Index::default();
+        let (a, b) = (d("2016-01-01"), d("2016-01-02"));
+        for i in 0..100 {
+            ix.add(0, a, format!("l{i}").as_bytes());
+            ix.add(0, b, format!("l{i}").as_bytes());
+        }
+        ix.add(0, b, b"only-b");
+        ix.add(1, a, b"other-db");
+        let mut p = Planner::new(0, a, b);
+        assert_eq!(p.step(&mut ix, 30), Planned::More);
+        let epoch = ix.id_epoch();
+        // Between steps: "only-b" loses its last entry (its number is kept
+        // while pinned), "l5" leaves day b, a new listing arrives.
+        ix.remove(0, b, b"only-b");
+        ix.remove(0, b, b"l5");
+        ix.add(0, b, b"new");
+        for i in 0..60 {
+            ix.remove(0, a, format!("l{i}").as_bytes());
+        }
+        assert_eq!(ix.id_epoch(), epoch, "a number was freed while pinned");
+        while p.step(&mut ix, 30) == Planned::More {}
+        assert!(!p.is_pinned());
+        let got = planned(&p);
+        let mut unique = got.clone();
+        unique.dedup();
+        assert_eq!(unique.len(), got.len(), "a cell was planned twice");
+        // The first 30 cells (l0..l29 of day a) were taken before l0..l59
+        // left day a: l60..l99 follow; day b
+        // is taken after them: l5 and only-b are gone, "new" is there.
+        assert_eq!(got.iter().filter(|(day, _)| *day == a).count(), 30 + 40);
+        assert!(got.contains(&(b, "new".to_string())));
+        assert!(!got.contains(&(b, "only-b".to_string())));
+        assert!(!got.contains(&(b, "l5".to_string())));
+        assert_eq!(got.iter().filter(|(day, _)| *day == b).count(), 100);
+        // Unpinned: the kept number is freed now.
+        assert_ne!(ix.id_epoch(), epoch);
+        assert_eq!(ix.listings.get(b"only-b"), None);
+    }
+
+    #[test]
+    fn a_planner_starts_over_on_a_new_index_and_releases_its_pin() {
+        let mut ix = Index::default();
+        let a = d("2016-01-01");
+        for i in 0..50 {
+            ix.add(0, a, format!("l{i}").as_bytes());
+        }
+        let mut p = Planner::new(0, a, a);
+        assert_eq!(p.step(&mut ix, 10), Planned::More);
+        ix.clear(None);
+        ix.add(0, a, b"after-flush");
+        while p.step(&mut ix, 10) == Planned::More {}
+        assert_eq!(planned(&p), [(a, "after-flush".to_string())]);
+        // Abandoned midway: release unpins, and frees wait no longer.
+        for i in 0..50 {
+            ix.add(0, a, format!("m{i}").as_bytes());
+        }
+        let mut q = Planner::new(0, a, a);
+        q.step(&mut ix, 5);
+        ix.remove(0, a, b"m1");
+        assert!(ix.listings.get(b"m1").is_some());
+        q.release(&mut ix);
+        assert!(ix.listings.get(b"m1").is_none());
+        assert!(!q.is_pinned());
     }
 }
