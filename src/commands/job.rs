@@ -42,8 +42,8 @@ use listingstats_core::day_index::ListingNames;
 use listingstats_core::day_index::{Cached, Planned, Planner};
 use listingstats_core::metrics::Metric;
 use listingstats_core::query::{
-    check_cells, json_tail, order_cells, push_json_row, push_legacy_line, Aggregator, FieldPlan,
-    Format, GroupBy, Listings, Rank, Ranked, RowView, TopPicker, JSON_HEAD,
+    check_cells, json_tail, order_cells, push_json_row, push_legacy_line, Aggregator, CellOrdering,
+    FieldPlan, Format, GroupBy, Listings, Rank, Ranked, RowView, TopPicker, JSON_HEAD,
 };
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
@@ -80,6 +80,8 @@ enum Phase {
     /// A `*` job copying its cells out of the index, in steps (or waiting
     /// for the index to be rebuilt).
     Planning,
+    /// Putting a `*` job's cells in output order, in steps.
+    Ordering,
     /// Reading its cells.
     Reading,
     /// Writing its reply.
@@ -122,6 +124,8 @@ pub struct Job {
     cache: Option<CacheRead>,
     /// A `*` job's planning, while under way.
     planner: Option<Planner>,
+    /// A `*` job's ordering of its cells, while under way.
+    ordering: Option<CellOrdering>,
 }
 
 impl Drop for Job {
@@ -288,6 +292,7 @@ impl Job {
             db: selected_db(ctx),
             cache,
             planner: None,
+            ordering: None,
         };
         if from_index {
             job.plan_from_index(ctx, reader, Some(Instant::now() + SLICE))?;
@@ -344,13 +349,34 @@ impl Job {
                 )));
             }
         }
-        if rows_follow_cells(self.group, &self.finish) {
-            order_cells(&names, &mut cells);
-        }
+        self.phase = if rows_follow_cells(self.group, &self.finish) {
+            self.ordering = Some(CellOrdering::new(names.len(), cells.len()));
+            Phase::Ordering
+        } else {
+            Phase::Reading
+        };
         self.names = names;
         self.cells = cells;
-        self.phase = Phase::Reading;
         Ok(true)
+    }
+
+    /// Orders a `*` job's cells until `deadline` (`None`: to the end);
+    /// `true` when they are in order.
+    fn order(&mut self, deadline: Option<Instant>) -> bool {
+        let Some(ordering) = &mut self.ordering else {
+            self.phase = Phase::Reading;
+            return true;
+        };
+        loop {
+            if ordering.step(&self.names, &mut self.cells, PLAN_STEP) {
+                self.ordering = None;
+                self.phase = Phase::Reading;
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
     }
 
     /// Reads cells until all are read (`Ok(true)`) or `deadline` passes.
@@ -667,14 +693,22 @@ pub fn run(
     mut job: Job,
     span: &Span<'_>,
 ) -> Result<RedisValue> {
-    if job.phase == Phase::Planning && !can_block(ctx) {
-        // MULTI/EXEC or a script cannot wait: complete the rebuild now.
-        index_feed::finish_rebuild(ctx);
-        job.plan_from_index(ctx, reader, None)?;
+    if matches!(job.phase, Phase::Planning | Phase::Ordering) && !can_block(ctx) {
+        // MULTI/EXEC or a script cannot wait: complete the rebuild (and
+        // the planning) now.
+        if job.phase == Phase::Planning {
+            index_feed::finish_rebuild(ctx);
+            job.plan_from_index(ctx, reader, None)?;
+        }
+        job.order(None);
+    }
+    if job.phase == Phase::Ordering {
+        job.order(Some(Instant::now() + AT_ONCE));
     }
     if matches!(span.listings, Listings::All) && job.settings.star_source == StarSource::Scan {
         job.scan(reader, span)?;
-    } else if job.phase == Phase::Planning {
+    } else if job.phase != Phase::Reading {
+        // Planning or ordering a `*` job goes on in slices.
         return start_slices(ctx, job);
     } else if !can_block(ctx) {
         let fields = job.fields(reader);
@@ -728,6 +762,9 @@ impl Running {
                 // The index's own slices rebuild it; this one checks on it.
                 let reader = Reader::for_user(ctx, self.user.as_deref())?;
                 job.plan_from_index(ctx, &reader, Some(deadline))?;
+            }
+            Phase::Ordering => {
+                job.order(Some(deadline));
             }
             Phase::Reading => {
                 let reader = Reader::for_user(ctx, self.user.as_deref())?;

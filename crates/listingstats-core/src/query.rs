@@ -976,33 +976,180 @@ pub fn json_tail(keys_examined: u64) -> String {
 /// Orders cells by day, then listing order (numeric ids by number...), the
 /// order rows are replied in; ranks are computed once per distinct listing.
 pub fn order_cells(names: &ListingNames, cells: &mut [(NaiveDate, u32)]) {
-    // The listing order, from keys computed once per name: comparing two
-    // keys is a few integer comparisons, where `listing_cmp` re-reads both
-    // ids (a big day has 600,000 of them).
-    let keys: Vec<ListingKey<'_>> = (0..names.len())
-        .map(|i| ListingKey::of(&names[i]))
-        .collect();
-    let mut by_order: Vec<u32> = (0..names.len() as u32).collect();
-    by_order.sort_unstable_by(|&a, &b| keys[a as usize].cmp(&keys[b as usize]));
-    let mut rank = vec![0u32; names.len()];
-    for (r, &i) in by_order.iter().enumerate() {
-        rank[i as usize] = r as u32;
+    let mut ordering = CellOrdering::new(names.len(), cells.len());
+    while !ordering.step(names, cells, usize::MAX) {}
+}
+
+/// A merge sort that runs in bounded steps: sorted runs of [`RUN`]
+/// items first, then bottom-up merges, each step doing about `budget`
+/// items of work, so a sort of 600,000 items never holds the server.
+pub struct SlicedSort<T> {
+    items: Vec<T>,
+    buf: Vec<T>,
+    /// Initial runs sorted so far.
+    runs: usize,
+    /// Merge width, the pair being merged (from `lo`), and where in it.
+    width: usize,
+    lo: usize,
+    i: usize,
+    j: usize,
+}
+
+const RUN: usize = 4096;
+
+impl<T: Copy> SlicedSort<T> {
+    pub fn new(items: Vec<T>) -> Self {
+        SlicedSort {
+            buf: items.clone(),
+            items,
+            runs: 0,
+            width: RUN,
+            lo: 0,
+            i: 0,
+            j: RUN,
+        }
     }
-    // One integer per cell, day in the high half (offset: year 0 is
-    // negative days), listing rank in the low half: a plain integer sort.
-    const DAY_OFFSET: i64 = 1 << 20;
-    let mut keyed: Vec<u64> = cells
-        .iter()
-        .map(|&(day, i)| {
-            (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32)
-                | u64::from(rank[i as usize])
-        })
-        .collect();
-    keyed.sort_unstable();
-    for (cell, k) in cells.iter_mut().zip(keyed) {
-        let day = NaiveDate::from_num_days_from_ce_opt(((k >> 32) as i64 - DAY_OFFSET) as i32)
+
+    /// About `budget` items of work; `true` when sorted.
+    pub fn step(&mut self, budget: usize, less: impl Fn(&T, &T) -> bool) -> bool {
+        let n = self.items.len();
+        let mut work = 0usize;
+        while self.runs * RUN < n {
+            let a = self.runs * RUN;
+            let b = (a + RUN).min(n);
+            self.items[a..b].sort_unstable_by(|x, y| {
+                if less(x, y) {
+                    std::cmp::Ordering::Less
+                } else if less(y, x) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+            self.runs += 1;
+            work += (b - a) * 12;
+            if work >= budget {
+                return false;
+            }
+        }
+        while self.width < n {
+            let mid = (self.lo + self.width).min(n);
+            let hi = (self.lo + 2 * self.width).min(n);
+            while self.i < mid && self.j < hi {
+                let k = self.i + self.j - mid;
+                if less(&self.items[self.j], &self.items[self.i]) {
+                    self.buf[k] = self.items[self.j];
+                    self.j += 1;
+                } else {
+                    self.buf[k] = self.items[self.i];
+                    self.i += 1;
+                }
+                work += 1;
+                if work >= budget {
+                    return false;
+                }
+            }
+            let k = self.i + self.j - mid;
+            let rest = if self.i < mid {
+                self.i..mid
+            } else {
+                self.j..hi
+            };
+            let len = rest.len();
+            self.buf[k..k + len].copy_from_slice(&self.items[rest]);
+            work += len / 8;
+            self.lo = hi;
+            if self.lo >= n {
+                std::mem::swap(&mut self.items, &mut self.buf);
+                self.width *= 2;
+                self.lo = 0;
+            }
+            self.i = self.lo;
+            self.j = (self.lo + self.width).min(n);
+        }
+        true
+    }
+
+    pub fn into_sorted(self) -> Vec<T> {
+        self.items
+    }
+}
+
+/// Orders a query's cells by day, then listing order (numeric ids by
+/// number...), the order rows are replied in, in bounded steps: the
+/// names are sorted (their keys computed as compared), ranked, then the
+/// cells sorted as one integer each, day in the high half (offset: year 0
+/// is negative days), listing rank in the low half.
+pub struct CellOrdering {
+    names: Option<SlicedSort<u32>>,
+    by_order: Vec<u32>,
+    rank: Vec<u32>,
+    cells: Option<SlicedSort<u64>>,
+    cell_count: usize,
+}
+
+const DAY_OFFSET: i64 = 1 << 20;
+
+impl CellOrdering {
+    pub fn new(names: usize, cells: usize) -> CellOrdering {
+        CellOrdering {
+            names: Some(SlicedSort::new((0..names as u32).collect())),
+            by_order: Vec::new(),
+            rank: Vec::new(),
+            cells: None,
+            cell_count: cells,
+        }
+    }
+
+    /// About `budget` items of work; `true` when `cells` are in order.
+    pub fn step(
+        &mut self,
+        names: &ListingNames,
+        cells: &mut [(NaiveDate, u32)],
+        budget: usize,
+    ) -> bool {
+        if let Some(sort) = &mut self.names {
+            let key = |i: &u32| ListingKey::of(&names[*i as usize]);
+            if !sort.step(budget, |a, b| key(a) < key(b)) {
+                return false;
+            }
+            self.by_order = self
+                .names
+                .take()
+                .map(SlicedSort::into_sorted)
+                .unwrap_or_default();
+            self.rank = vec![0u32; self.by_order.len()];
+            for (r, &i) in self.by_order.iter().enumerate() {
+                self.rank[i as usize] = r as u32;
+            }
+            let keyed = cells
+                .iter()
+                .map(|&(day, i)| {
+                    (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32)
+                        | u64::from(self.rank[i as usize])
+                })
+                .collect();
+            self.cells = Some(SlicedSort::new(keyed));
+            return false;
+        }
+        let Some(sort) = &mut self.cells else {
+            return true;
+        };
+        if !sort.step(budget, |a, b| a < b) {
+            return false;
+        }
+        let keyed = self
+            .cells
+            .take()
+            .map(SlicedSort::into_sorted)
             .unwrap_or_default();
-        *cell = (day, by_order[(k & 0xffff_ffff) as usize]);
+        debug_assert_eq!(keyed.len(), self.cell_count);
+        for (cell, k) in cells.iter_mut().zip(keyed) {
+            let day = NaiveDate::from_num_days_from_ce_opt(((k >> 32) as i64 - DAY_OFFSET) as i32)
+                .unwrap_or_default();
+            *cell = (day, self.by_order[(k & 0xffff_ffff) as usize]);
+        }
+        true
     }
 }
 
@@ -1382,6 +1529,55 @@ mod tests {
             v.sort_by(|a, b| listing_cmp(a.as_bytes(), b.as_bytes()));
             v
         });
+    }
+
+    #[test]
+    fn ordering_in_small_steps_equals_ordering_at_once() {
+        let d = |n: i32| NaiveDate::from_num_days_from_ce_opt(735_000 + n).unwrap();
+        let mut x: u64 = 88172645463325252;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        // Over several runs (RUN = 4096), numeric and other ids.
+        let names: ListingNames = (0..9_000)
+            .map(|i| match next(3) {
+                0 => format!("{}", next(1_000_000)),
+                1 => format!("{:05}", next(100_000)),
+                _ => format!("sku-{}-{i}", next(50)),
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .iter()
+            .map(|s| s.as_bytes())
+            .collect();
+        let cells: Vec<(NaiveDate, u32)> = (0..20_000)
+            .map(|_| (d(next(40) as i32), next(names.len() as u64) as u32))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut shuffled = cells.clone();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, next(i as u64 + 1) as usize);
+        }
+        let mut want = shuffled.clone();
+        want.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| listing_cmp(&names[a.1 as usize], &names[b.1 as usize]))
+        });
+        for budget in [1, 97, 5_000, usize::MAX] {
+            let mut got = shuffled.clone();
+            let mut ordering = CellOrdering::new(names.len(), got.len());
+            let mut steps = 0;
+            while !ordering.step(&names, &mut got, budget) {
+                steps += 1;
+            }
+            assert_eq!(got, want, "budget {budget}");
+            if budget < 5_000 {
+                assert!(steps > 100, "budget {budget}: {steps} steps");
+            }
+        }
     }
 
     #[test]
