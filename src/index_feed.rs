@@ -28,7 +28,7 @@ use chrono::NaiveDate;
 use redis_module::Context;
 
 use crate::config;
-use crate::redis::context::{select_db, selected_db};
+use crate::redis::context::{db_size, select_db, selected_db};
 use crate::redis::events::{class, KeyEvent, ServerEvent, Written};
 use crate::redis::scan::Cursor;
 use crate::redis::slices::{self, Sliced, Step};
@@ -328,6 +328,8 @@ struct RebuildWork {
     epoch: u64,
     db: i32,
     cursor: Cursor,
+    /// The database whose keys were last reserved room for.
+    reserved: i32,
 }
 
 impl RebuildWork {
@@ -336,6 +338,7 @@ impl RebuildWork {
             epoch,
             db: 0,
             cursor: Cursor::new(),
+            reserved: -1,
         }
     }
 }
@@ -370,6 +373,17 @@ impl Sliced for RebuildWork {
                 break true; // Past the last database.
             }
             let db = self.db;
+            if self.reserved != db {
+                self.reserved = db;
+                // Room for this database's day hashes at once (an upper
+                // bound: its keys).
+                let keys = usize::try_from(db_size(ctx)).unwrap_or(0);
+                with_state(|st| {
+                    if let Some(rebuild) = st.rebuild.as_mut() {
+                        rebuild.partial.reserve(keys.min(1 << 24));
+                    }
+                });
+            }
             // A scan writes nothing, so no notification borrows the state
             // meanwhile; findings are added after the batch.
             let more = self.cursor.scan_batch(ctx, |k| {
@@ -399,8 +413,9 @@ impl Sliced for RebuildWork {
             if !finished {
                 return Step::More;
             }
-            if let Some(done) = st.rebuild.take() {
+            if let Some(mut done) = st.rebuild.take() {
                 stats::INDEX_REBUILDS.add(1);
+                done.partial.trim();
                 st.index = done.partial;
                 st.built_for = Some(done.scheme);
             }

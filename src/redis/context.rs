@@ -42,6 +42,12 @@ pub fn select_db(ctx: &Context, db: i32) -> bool {
     unsafe { api!(RedisModule_SelectDb)(ctx.ctx, db) == raw::REDISMODULE_OK as i32 }
 }
 
+/// Keys in the selected database.
+pub fn db_size(ctx: &Context) -> u64 {
+    // SAFETY: live context.
+    unsafe { api!(RedisModule_DbSize)(ctx.ctx) }
+}
+
 /// The server's clock, in unix milliseconds.
 pub fn now_ms() -> i64 {
     // SAFETY: plain API call.

@@ -102,6 +102,25 @@ impl Interner {
         true
     }
 
+    /// Room for `more` ids at once (a rebuild knows roughly how many keys
+    /// it will see): growing the map of 600,000 ids step by step would
+    /// rehash them all in one step.
+    fn reserve(&mut self, more: usize) {
+        self.ids.reserve(more);
+        self.names.reserve(more);
+        self.uses.reserve(more);
+    }
+
+    /// Gives back what a reservation left unused, when that is cheap (few
+    /// ids to rehash) and worth it.
+    fn trim(&mut self) {
+        if self.ids.len() <= 65_536 && self.ids.capacity() > 4 * self.ids.len() + 1024 {
+            self.ids.shrink_to_fit();
+            self.names.shrink_to_fit();
+            self.uses.shrink_to_fit();
+        }
+    }
+
     /// Interned ids now in use.
     pub fn len(&self) -> usize {
         self.ids.len()
@@ -514,6 +533,17 @@ impl Planner {
         }
         let mut taken = 0;
         if let Some(days) = ix.dbs.get(&self.db) {
+            if self.cells.is_empty() {
+                // Room for every cell now: growing the map of 600,000
+                // listings step by step would rehash it all in one step.
+                let cells: usize = days
+                    .days
+                    .range(self.start..=self.end)
+                    .map(|(_, e)| e.ids.len())
+                    .sum();
+                self.cells.reserve(cells);
+                self.local.reserve(cells.min(ix.listings.len()));
+            }
             for (&d, entry) in days.days.range(self.day..=self.end) {
                 let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
                 let from = if d == self.day {
@@ -853,6 +883,16 @@ impl Index {
             self.id_epoch = next_epoch();
         }
         self.compact_if_sparse();
+    }
+
+    /// See [`Interner::reserve`]: for a rebuild about to scan `keys` keys.
+    pub fn reserve(&mut self, keys: usize) {
+        self.listings.reserve(keys);
+    }
+
+    /// A rebuild is done: see [`Interner::trim`].
+    pub fn trim(&mut self) {
+        self.listings.trim();
     }
 
     pub fn db(&self, db: i32) -> Option<&DayIndex> {

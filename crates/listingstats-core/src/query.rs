@@ -512,8 +512,12 @@ impl Row {
 pub struct Aggregator {
     group: GroupBy,
     width: usize,
-    listing_ids: FxHashMap<Vec<u8>, u32>,
-    listings: Vec<Vec<u8>>,
+    /// Listing number by the hash of its id (no allocation per listing:
+    /// 600,000 of them would cost as many frees in one step at the end);
+    /// ids whose hash another id took first are in `collisions`.
+    listing_ids: FxHashMap<u64, u32>,
+    collisions: FxHashMap<Vec<u8>, u32>,
+    listings: ListingNames,
     /// (day number or -1, listing index or u32::MAX) -> index into `sums`.
     groups: FxHashMap<(i32, u32), usize>,
     keys: Vec<(i32, u32)>,
@@ -535,7 +539,8 @@ impl Aggregator {
             group,
             width: plan.width(),
             listing_ids: FxHashMap::default(),
-            listings: Vec::new(),
+            collisions: FxHashMap::default(),
+            listings: ListingNames::default(),
             groups: FxHashMap::default(),
             keys: Vec::new(),
             sums: Vec::new(),
@@ -545,9 +550,20 @@ impl Aggregator {
         }
     }
 
+    /// Makes room for `groups` groups (of `listings` listings) at once:
+    /// the maps of a big answer then never rehash in one long step.
+    pub fn reserve(&mut self, groups: usize, listings: usize) {
+        if matches!(self.group, GroupBy::Day | GroupBy::Listing) {
+            self.groups.reserve(groups);
+            self.keys.reserve(groups);
+            self.sums.reserve(groups * self.width);
+            self.listing_ids.reserve(listings);
+        }
+    }
+
     /// Output order of two group keys: date, then listing.
     fn key_cmp(&self, a: (i32, u32), b: (i32, u32)) -> Ordering {
-        let listing = |i: u32| (i != NO_LISTING).then(|| self.listings[i as usize].as_slice());
+        let listing = |i: u32| (i != NO_LISTING).then(|| &self.listings[i as usize]);
         a.0.cmp(&b.0)
             .then_with(|| match (listing(a.1), listing(b.1)) {
                 (Some(la), Some(lb)) => listing_cmp(la, lb),
@@ -556,12 +572,25 @@ impl Aggregator {
     }
 
     fn listing_index(&mut self, listing: &[u8]) -> u32 {
-        if let Some(&i) = self.listing_ids.get(listing) {
-            return i;
+        use std::hash::BuildHasher;
+        self.listing_index_hashed(listing, rustc_hash::FxBuildHasher.hash_one(listing))
+    }
+
+    fn listing_index_hashed(&mut self, listing: &[u8], hash: u64) -> u32 {
+        match self.listing_ids.get(&hash) {
+            Some(&i) if &self.listings[i as usize] == listing => return i,
+            Some(_) => {
+                if let Some(&i) = self.collisions.get(listing) {
+                    return i;
+                }
+                let i = self.listings.push(listing);
+                self.collisions.insert(listing.to_vec(), i);
+                return i;
+            }
+            None => {}
         }
-        let i = self.listings.len() as u32;
-        self.listing_ids.insert(listing.to_vec(), i);
-        self.listings.push(listing.to_vec());
+        let i = self.listings.push(listing);
+        self.listing_ids.insert(hash, i);
         i
     }
 
@@ -663,7 +692,7 @@ impl Aggregator {
         let date = (day_num != NO_DAY)
             .then(|| NaiveDate::from_num_days_from_ce_opt(day_num))
             .flatten();
-        let listing = (li != NO_LISTING).then(|| self.listings[li as usize].as_slice());
+        let listing = (li != NO_LISTING).then(|| &self.listings[li as usize]);
         for (m, (metric, &(n, d))) in plan.metrics.iter().zip(&plan.slots).enumerate() {
             let (numerator, denominator) = (sums[n], sums[d]);
             if numerator == 0 && denominator == 0 {
@@ -1529,6 +1558,19 @@ mod tests {
             v.sort_by(|a, b| listing_cmp(a.as_bytes(), b.as_bytes()));
             v
         });
+    }
+
+    #[test]
+    fn listings_whose_hashes_collide_stay_apart() {
+        let p = plan(&["cart_to_checkout_ctr"]);
+        let mut agg = Aggregator::new(&p, GroupBy::Listing);
+        let a = agg.listing_index_hashed(b"a", 7);
+        let b = agg.listing_index_hashed(b"b", 7);
+        let c = agg.listing_index_hashed(b"c", 7);
+        assert_eq!([a, b, c], [0, 1, 2]);
+        assert_eq!(agg.listing_index_hashed(b"b", 7), 1);
+        assert_eq!(agg.listing_index_hashed(b"a", 7), 0);
+        assert_eq!(agg.listing_index(b"a"), 3, "another hash: another entry");
     }
 
     #[test]
