@@ -139,7 +139,7 @@ impl Drop for Job {
 }
 
 /// Cells a planning step copies out of the index (about 1 ms).
-const PLAN_STEP: usize = 16_384;
+const PLAN_STEP: usize = 2048;
 
 /// A job's use of the cache: the column of each of its terms, and every
 /// column's term, to read a whole row when the cache misses one.
@@ -613,12 +613,12 @@ impl Job {
             self.order = Some(order);
             match self.finish {
                 Finish::Query(Format::Json) => {
-                // About 100 bytes a row: one allocation, not a doubling
-                // (and a copy of tens of megabytes) in one step.
-                self.json
-                    .reserve(self.agg.len() * self.plan.metrics.len() * 100);
-                self.json.extend_from_slice(JSON_HEAD.as_bytes());
-            }
+                    // About 100 bytes a row: one allocation, not a doubling
+                    // (and a copy of tens of megabytes) in one step.
+                    self.json
+                        .reserve(self.agg.len() * self.plan.metrics.len() * 100);
+                    self.json.extend_from_slice(JSON_HEAD.as_bytes());
+                }
                 _ => out.array_of_unknown_len(),
             }
             if deadline.is_some() {

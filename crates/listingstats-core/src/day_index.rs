@@ -207,19 +207,30 @@ impl Default for Day {
     }
 }
 
+/// A listing of a cached day that has no row yet.
+const NO_ROW: u32 = u32::MAX;
+
 impl Day {
     fn cached(&self) -> bool {
         !self.rows.is_empty()
     }
 
-    /// The values of the listing at position `at`, if the day is cached.
+    /// The values of the listing at position `at`, if it has a row.
     fn row(&self, at: usize, stride: usize) -> Option<&[i64]> {
-        let r = *self.rows.get(at)? as usize;
+        let r = *self.rows.get(at)?;
+        if r == NO_ROW {
+            return None;
+        }
+        let r = r as usize;
         self.values.get(r * stride..(r + 1) * stride)
     }
 
     fn row_mut(&mut self, at: usize, stride: usize) -> Option<&mut [i64]> {
-        let r = *self.rows.get(at)? as usize;
+        let r = *self.rows.get(at)?;
+        if r == NO_ROW {
+            return None;
+        }
+        let r = r as usize;
         self.values.get_mut(r * stride..(r + 1) * stride)
     }
 
@@ -239,10 +250,12 @@ impl Day {
         self.expires = i64::MAX;
     }
 
-    /// Starts caching this day: a row per listing, all unknown.
+    /// Starts caching this day: no listing has a row yet. The values get
+    /// room for every listing, untouched until filled: a day of 600,000
+    /// listings starts in one small step.
     fn start_cache(&mut self, stride: usize) {
-        self.rows = (0..self.ids.len() as u32).collect();
-        self.values = vec![UNKNOWN; self.ids.len() * stride];
+        self.rows = vec![NO_ROW; self.ids.len()];
+        self.values = Vec::with_capacity(self.ids.len() * stride);
         self.free = Vec::new();
     }
 
@@ -254,27 +267,35 @@ impl Day {
         self.expires = i64::MAX;
     }
 
-    /// A row for a new listing at position `at` (the day is cached).
-    fn insert_row(&mut self, at: usize, stride: usize) {
-        let r = match self.free.pop() {
-            Some(r) => {
-                self.values[r as usize * stride] = UNKNOWN;
-                r
-            }
-            None => {
-                grow(&mut self.values, stride);
-                self.values.extend(std::iter::repeat_n(UNKNOWN, stride));
-                (self.values.len() / stride.max(1) - 1) as u32
-            }
-        };
+    /// The row of the listing at `at`, made (unknown) if it has none.
+    fn make_row(&mut self, at: usize, stride: usize) -> &mut [i64] {
+        if self.rows[at] == NO_ROW {
+            self.rows[at] = match self.free.pop() {
+                Some(r) => r,
+                None => {
+                    grow(&mut self.values, stride);
+                    self.values.extend(std::iter::repeat_n(UNKNOWN, stride));
+                    (self.values.len() / stride.max(1) - 1) as u32
+                }
+            };
+        }
+        let r = self.rows[at] as usize;
+        &mut self.values[r * stride..(r + 1) * stride]
+    }
+
+    /// A new listing at position `at` of a cached day: no row until read.
+    fn insert_row(&mut self, at: usize) {
         grow(&mut self.rows, 1);
-        self.rows.insert(at, r);
+        self.rows.insert(at, NO_ROW);
     }
 
     /// Frees the row of the listing at position `at` (the day is cached).
     /// When most rows are free, the day stops caching: queries refill it.
     fn remove_row(&mut self, at: usize, stride: usize) {
         let r = self.rows.remove(at);
+        if r == NO_ROW {
+            return;
+        }
         if let Some(v) = self.values.get_mut(r as usize * stride) {
             *v = UNKNOWN;
         }
@@ -327,7 +348,7 @@ impl DayIndex {
                 grow(&mut entry.ids, 1);
                 entry.ids.insert(at, listing);
                 if entry.cached() {
-                    entry.insert_row(at, stride);
+                    entry.insert_row(at);
                 }
                 self.entries += 1;
                 true
@@ -433,6 +454,12 @@ pub struct ListingNames {
 }
 
 impl ListingNames {
+    /// Room for `names` more names of `bytes` bytes in all.
+    pub fn reserve(&mut self, names: usize, bytes: usize) {
+        self.ends.reserve(names);
+        self.bytes.reserve(bytes);
+    }
+
     /// Adds a name; returns its position.
     pub fn push(&mut self, name: &[u8]) -> u32 {
         self.bytes.extend_from_slice(name);
@@ -502,9 +529,39 @@ pub struct Planner {
     next_id: u32,
     /// The index instance pinned, while planning.
     pinned: Option<u64>,
-    local: FxHashMap<u32, u32>,
+    /// The planner's number of each listing number met so far. Numbers
+    /// are pinned, so this stays right across steps.
+    local: Local,
     pub names: ListingNames,
     pub cells: Vec<(NaiveDate, u32)>,
+}
+
+const NOT_MET: u32 = u32::MAX;
+
+/// Listing number -> planner's number: a table by number (no hashing per
+/// cell) when the query covers a good part of the numbers, else a map
+/// (a small query in a big index allocates little).
+enum Local {
+    Table(Vec<u32>),
+    Map(FxHashMap<u32, u32>),
+}
+
+impl Local {
+    fn get_or(&mut self, global: u32, table_len: usize, new: impl FnOnce() -> u32) -> u32 {
+        match self {
+            Local::Table(table) => {
+                let g = global as usize;
+                if g >= table.len() {
+                    table.resize(table_len.max(g + 1), NOT_MET);
+                }
+                if table[g] == NOT_MET {
+                    table[g] = new();
+                }
+                table[g]
+            }
+            Local::Map(map) => *map.entry(global).or_insert_with(new),
+        }
+    }
 }
 
 /// What a planning step did.
@@ -534,15 +591,24 @@ impl Planner {
         let mut taken = 0;
         if let Some(days) = ix.dbs.get(&self.db) {
             if self.cells.is_empty() {
-                // Room for every cell now: growing the map of 600,000
-                // listings step by step would rehash it all in one step.
+                // Room for every cell now: a list of 600,000 grown step by
+                // step would be copied whole in one step.
                 let cells: usize = days
                     .days
                     .range(self.start..=self.end)
                     .map(|(_, e)| e.ids.len())
                     .sum();
+                let names = cells.min(ix.listings.len());
                 self.cells.reserve(cells);
-                self.local.reserve(cells.min(ix.listings.len()));
+                self.names.reserve(names, names * 8);
+                let table = ix.listings.names.len();
+                self.local = if names * 8 >= table {
+                    Local::Table(vec![NOT_MET; table])
+                } else {
+                    let mut map = FxHashMap::default();
+                    map.reserve(names);
+                    Local::Map(map)
+                };
             }
             for (&d, entry) in days.days.range(self.day..=self.end) {
                 let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
@@ -557,17 +623,17 @@ impl Planner {
                         self.next_id = global;
                         return Planned::More;
                     }
-                    let at = *self
-                        .local
-                        .entry(global)
-                        .or_insert_with(|| self.names.push(ix.listings.name(global)));
+                    let names = &mut self.names;
+                    let at = self.local.get_or(global, ix.listings.names.len(), || {
+                        names.push(ix.listings.name(global))
+                    });
                     self.cells.push((day, at));
                     taken += 1;
                 }
             }
         }
         self.release(ix);
-        self.local = FxHashMap::default();
+        self.local = Local::Map(FxHashMap::default());
         Planned::Done
     }
 
@@ -579,7 +645,7 @@ impl Planner {
             day: start,
             next_id: 0,
             pinned: None,
-            local: FxHashMap::default(),
+            local: Local::Map(FxHashMap::default()),
             names: ListingNames::default(),
             cells: Vec::new(),
         }
@@ -775,9 +841,7 @@ impl Index {
         if !entry.cached() {
             entry.start_cache(stride);
         }
-        if let Some(cached) = entry.row_mut(at, stride) {
-            cached.copy_from_slice(row);
-        }
+        entry.make_row(at, stride).copy_from_slice(row);
         if let Some(t) = expires {
             entry.expires = entry.expires.min(t);
         }
@@ -1506,5 +1570,22 @@ mod tests {
         q.release(&mut ix);
         assert!(ix.listings.get(b"m1").is_none());
         assert!(!q.is_pinned());
+    }
+
+    #[test]
+    fn a_small_query_in_a_big_index_plans_through_a_map() {
+        let mut ix = Index::default();
+        let (a, b) = (d("2016-01-01"), d("2016-01-02"));
+        for i in 0..10_000 {
+            ix.add(0, a, format!("l{i}").as_bytes());
+        }
+        for name in ["l9999", "l5", "zz"] {
+            ix.add(0, b, name.as_bytes());
+        }
+        let mut p = Planner::new(0, b, b);
+        while p.step(&mut ix, 2) == Planned::More {}
+        assert!(matches!(p.local, Local::Map(_)));
+        let got: Vec<String> = planned(&p).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(got, ["l5", "l9999", "zz"]);
     }
 }

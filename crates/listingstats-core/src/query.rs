@@ -1024,7 +1024,7 @@ pub struct SlicedSort<T> {
     j: usize,
 }
 
-const RUN: usize = 4096;
+const RUN: usize = 1024;
 
 impl<T: Copy> SlicedSort<T> {
     pub fn new(items: Vec<T>) -> Self {
@@ -1108,13 +1108,26 @@ impl<T: Copy> SlicedSort<T> {
 /// number...), the order rows are replied in, in bounded steps: the
 /// names are sorted (their keys computed as compared), ranked, then the
 /// cells sorted as one integer each, day in the high half (offset: year 0
-/// is negative days), listing rank in the low half.
+/// is negative days), listing rank in the low half, and written back.
 pub struct CellOrdering {
+    stage: Stage,
+    /// Where the current chunked stage is.
+    next: usize,
     names: Option<SlicedSort<u32>>,
     by_order: Vec<u32>,
     rank: Vec<u32>,
+    keyed: Vec<u64>,
     cells: Option<SlicedSort<u64>>,
-    cell_count: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    SortNames,
+    Rank,
+    Key,
+    SortCells,
+    Write,
+    Done,
 }
 
 const DAY_OFFSET: i64 = 1 << 20;
@@ -1122,11 +1135,13 @@ const DAY_OFFSET: i64 = 1 << 20;
 impl CellOrdering {
     pub fn new(names: usize, cells: usize) -> CellOrdering {
         CellOrdering {
+            stage: Stage::SortNames,
+            next: 0,
             names: Some(SlicedSort::new((0..names as u32).collect())),
             by_order: Vec::new(),
             rank: Vec::new(),
+            keyed: Vec::with_capacity(cells),
             cells: None,
-            cell_count: cells,
         }
     }
 
@@ -1137,48 +1152,84 @@ impl CellOrdering {
         cells: &mut [(NaiveDate, u32)],
         budget: usize,
     ) -> bool {
-        if let Some(sort) = &mut self.names {
-            let key = |i: &u32| ListingKey::of(&names[*i as usize]);
-            if !sort.step(budget, |a, b| key(a) < key(b)) {
-                return false;
+        // The end of a chunk of `budget` items from `next`, of `len`.
+        let chunk = |next: usize, len: usize| next.saturating_add(budget.max(1)).min(len);
+        match self.stage {
+            Stage::SortNames => {
+                let Some(sort) = &mut self.names else {
+                    return false;
+                };
+                let key = |i: &u32| ListingKey::of(&names[*i as usize]);
+                if sort.step(budget, |a, b| key(a) < key(b)) {
+                    self.by_order = self
+                        .names
+                        .take()
+                        .map(SlicedSort::into_sorted)
+                        .unwrap_or_default();
+                    self.rank = vec![0u32; self.by_order.len()];
+                    self.stage = Stage::Rank;
+                    self.next = 0;
+                }
             }
-            self.by_order = self
-                .names
-                .take()
-                .map(SlicedSort::into_sorted)
-                .unwrap_or_default();
-            self.rank = vec![0u32; self.by_order.len()];
-            for (r, &i) in self.by_order.iter().enumerate() {
-                self.rank[i as usize] = r as u32;
+            Stage::Rank => {
+                let end = chunk(self.next, self.by_order.len());
+                for r in self.next..end {
+                    self.rank[self.by_order[r] as usize] = r as u32;
+                }
+                self.next = end;
+                if end == self.by_order.len() {
+                    self.stage = Stage::Key;
+                    self.next = 0;
+                }
             }
-            let keyed = cells
-                .iter()
-                .map(|&(day, i)| {
-                    (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32)
-                        | u64::from(self.rank[i as usize])
-                })
-                .collect();
-            self.cells = Some(SlicedSort::new(keyed));
-            return false;
+            Stage::Key => {
+                let end = chunk(self.next, cells.len());
+                self.keyed
+                    .extend(cells[self.next..end].iter().map(|&(day, i)| {
+                        (((day.num_days_from_ce() as i64 + DAY_OFFSET) as u64) << 32)
+                            | u64::from(self.rank[i as usize])
+                    }));
+                self.next = end;
+                if end == cells.len() {
+                    self.cells = Some(SlicedSort::new(std::mem::take(&mut self.keyed)));
+                    self.rank = Vec::new();
+                    self.stage = Stage::SortCells;
+                }
+            }
+            Stage::SortCells => {
+                let Some(sort) = &mut self.cells else {
+                    return false;
+                };
+                if sort.step(budget, |a, b| a < b) {
+                    self.keyed = self
+                        .cells
+                        .take()
+                        .map(SlicedSort::into_sorted)
+                        .unwrap_or_default();
+                    self.stage = Stage::Write;
+                    self.next = 0;
+                }
+            }
+            Stage::Write => {
+                let end = chunk(self.next, cells.len());
+                for (cell, &k) in cells[self.next..end]
+                    .iter_mut()
+                    .zip(&self.keyed[self.next..end])
+                {
+                    let day = NaiveDate::from_num_days_from_ce_opt(
+                        ((k >> 32) as i64 - DAY_OFFSET) as i32,
+                    )
+                    .unwrap_or_default();
+                    *cell = (day, self.by_order[(k & 0xffff_ffff) as usize]);
+                }
+                self.next = end;
+                if end == cells.len() {
+                    self.stage = Stage::Done;
+                }
+            }
+            Stage::Done => {}
         }
-        let Some(sort) = &mut self.cells else {
-            return true;
-        };
-        if !sort.step(budget, |a, b| a < b) {
-            return false;
-        }
-        let keyed = self
-            .cells
-            .take()
-            .map(SlicedSort::into_sorted)
-            .unwrap_or_default();
-        debug_assert_eq!(keyed.len(), self.cell_count);
-        for (cell, k) in cells.iter_mut().zip(keyed) {
-            let day = NaiveDate::from_num_days_from_ce_opt(((k >> 32) as i64 - DAY_OFFSET) as i32)
-                .unwrap_or_default();
-            *cell = (day, self.by_order[(k & 0xffff_ffff) as usize]);
-        }
-        true
+        self.stage == Stage::Done
     }
 }
 
