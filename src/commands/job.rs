@@ -37,12 +37,12 @@ use crate::redis::reply::Reply;
 use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
-use listingstats_core::date::{days_between, push_day};
+use listingstats_core::date::push_day;
 use listingstats_core::day_index::ListingNames;
 use listingstats_core::day_index::{Cached, Planned, Planner};
 use listingstats_core::metrics::Metric;
 use listingstats_core::query::{
-    check_cells, json_tail, order_cells, push_json_row, push_legacy_line, Aggregator, CellOrdering,
+    check_cells, json_tail, push_json_row, push_legacy_line, Aggregator, CellOrdering, Cells,
     FieldPlan, Format, GroupBy, Listings, Rank, Ranked, RowView, TopPicker, JSON_HEAD,
 };
 use listingstats_core::settings::{Settings, StarSource};
@@ -98,7 +98,7 @@ pub struct Job {
     finish: Finish,
     /// Listing ids the cells refer to.
     names: ListingNames,
-    cells: Vec<(NaiveDate, u32)>,
+    cells: Cells,
     next: usize,
     /// `*` passes over keys the user may not read; an explicit set fails.
     skip_unreadable: bool,
@@ -137,6 +137,10 @@ impl Drop for Job {
         }
     }
 }
+
+/// Groups an answer makes room for at once (see `Aggregator::reserve`):
+/// an explicit set's cells may be millions, mostly absent.
+const RESERVE_MAX: usize = 1 << 20;
 
 /// Cells a planning step copies out of the index (about 1 ms).
 const PLAN_STEP: usize = 2048;
@@ -235,26 +239,22 @@ impl Job {
     ) -> Result<Job> {
         check_cluster(ctx, span)?;
         let mut names = ListingNames::default();
-        let mut cells = Vec::new();
+        let mut cells = Cells::default();
         let skip_unreadable = matches!(span.listings, Listings::All);
         match span.listings {
             Listings::Ids(ids) => {
                 check_cells(span.start, span.end, ids.len(), settings.max_query_cells)?;
                 names = ids.iter().copied().collect();
-                for day in days_between(span.start, span.end) {
-                    cells.extend((0..ids.len() as u32).map(|i| (day, i)));
-                }
+                // Day by day, listings in listing order: the output order.
+                cells = Cells::grid(span.start, span.end, &names);
             }
             // The scan path finds its keys as it goes (see `scan`); the
             // index path fills its cells below.
             Listings::All => {}
         }
-        if rows_follow_cells(group, &finish) {
-            order_cells(&names, &mut cells);
-        }
         let values = vec![0; plan.width()];
         let mut agg = Aggregator::new(&plan, group);
-        agg.reserve(cells.len(), names.len());
+        agg.reserve(cells.len().min(RESERVE_MAX), names.len());
         let from_index =
             matches!(span.listings, Listings::All) && settings.star_source == StarSource::Index;
         let scans = matches!(span.listings, Listings::All) && !from_index;
@@ -356,9 +356,9 @@ impl Job {
         } else {
             Phase::Reading
         };
-        self.agg.reserve(cells.len(), names.len());
+        self.agg.reserve(cells.len().min(RESERVE_MAX), names.len());
         self.names = names;
-        self.cells = cells;
+        self.cells = Cells::List(cells);
         Ok(true)
     }
 
@@ -369,8 +369,13 @@ impl Job {
             self.phase = Phase::Reading;
             return true;
         };
+        let Cells::List(cells) = &mut self.cells else {
+            self.ordering = None;
+            self.phase = Phase::Reading;
+            return true;
+        };
         loop {
-            if ordering.step(&self.names, &mut self.cells, PLAN_STEP) {
+            if ordering.step(&self.names, cells, PLAN_STEP) {
                 self.ordering = None;
                 self.phase = Phase::Reading;
                 return true;
@@ -421,7 +426,7 @@ impl Job {
                 cache.epoch = ix.id_epoch();
             }
             while self.next < end {
-                let (day, at) = self.cells[self.next];
+                let (day, at) = self.cells.get(self.next);
                 let listing = &self.names[at as usize];
                 let id = match cache.ids[at as usize] {
                     NO_ID => match ix.listings.get(listing) {
@@ -461,7 +466,7 @@ impl Job {
         now: i64,
     ) -> Result<()> {
         let scheme = &self.settings.keys;
-        let (day, at) = self.cells[self.next];
+        let (day, at) = self.cells.get(self.next);
         let listing = &self.names[at as usize];
         self.next += 1;
         let mut checked = None;

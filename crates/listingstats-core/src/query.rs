@@ -1009,6 +1009,69 @@ pub fn order_cells(names: &ListingNames, cells: &mut [(NaiveDate, u32)]) {
     while !ordering.step(names, cells, usize::MAX) {}
 }
 
+/// A query's cells: `(day, listing position)` per day hash to read, in
+/// the order they are read.
+pub enum Cells {
+    /// A `*` query's, copied out of the index.
+    List(Vec<(NaiveDate, u32)>),
+    /// An explicit set's: every listing on every day, day by day, the
+    /// listings in listing order. Never made into a list: 10 listings over
+    /// the years 0000-9999 are 36.5 million cells, and a query's memory
+    /// follows its answer, not the cells it covers.
+    Grid {
+        first: i32,
+        days: usize,
+        order: Vec<u32>,
+    },
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Cells::List(Vec::new())
+    }
+}
+
+impl Cells {
+    /// Every listing of `names` on every day from `start` to `end`.
+    pub fn grid(start: NaiveDate, end: NaiveDate, names: &ListingNames) -> Cells {
+        let mut order: Vec<u32> = (0..names.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            ListingKey::of(&names[a as usize]).cmp(&ListingKey::of(&names[b as usize]))
+        });
+        Cells::Grid {
+            first: start.num_days_from_ce(),
+            days: usize::try_from(end.num_days_from_ce() - start.num_days_from_ce() + 1)
+                .unwrap_or(0),
+            order,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Cells::List(list) => list.len(),
+            Cells::Grid { days, order, .. } => days * order.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cell `i` (`i < len()`).
+    pub fn get(&self, i: usize) -> (NaiveDate, u32) {
+        match self {
+            Cells::List(list) => list[i],
+            Cells::Grid { first, order, .. } => {
+                let day = *first + (i / order.len()) as i32;
+                (
+                    NaiveDate::from_num_days_from_ce_opt(day).unwrap_or_default(),
+                    order[i % order.len()],
+                )
+            }
+        }
+    }
+}
+
 /// A merge sort that runs in bounded steps: sorted runs of [`RUN`]
 /// items first, then bottom-up merges, each step doing about `budget`
 /// items of work, so a sort of 600,000 items never holds the server.
@@ -1609,6 +1672,27 @@ mod tests {
             v.sort_by(|a, b| listing_cmp(a.as_bytes(), b.as_bytes()));
             v
         });
+    }
+
+    #[test]
+    fn a_grid_is_the_ordered_list_of_every_cell() {
+        let names: ListingNames = ["10", "9", "sku-a", "0009", "2155"]
+            .iter()
+            .map(|n| n.as_bytes())
+            .collect();
+        let (start, end) = (day("2015-12-30"), day("2016-01-02"));
+        let mut list: Vec<(NaiveDate, u32)> = crate::date::days_between(start, end)
+            .flat_map(|d| (0..names.len() as u32).map(move |i| (d, i)))
+            .collect();
+        order_cells(&names, &mut list);
+        let grid = Cells::grid(start, end, &names);
+        assert_eq!(grid.len(), list.len());
+        let got: Vec<_> = (0..grid.len()).map(|i| grid.get(i)).collect();
+        assert_eq!(got, list);
+        // The years 0000-9999 for 10 listings: 36.5M cells, no list.
+        let grid = Cells::grid(day("0000-01-01"), day("9999-12-31"), &names);
+        assert_eq!(grid.len(), 3_652_425 * 5);
+        assert_eq!(grid.get(grid.len() - 1), (day("9999-12-31"), 2));
     }
 
     #[test]
