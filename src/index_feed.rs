@@ -169,10 +169,12 @@ pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<Ca
 }
 
 /// Runs `f` on the index (and its cache) in one borrow: for a run of
-/// cache look-ups. `f` must not call Redis (a write would notify, and the
-/// notification would find the state borrowed).
-pub fn with_index<R>(f: impl FnOnce(&mut Index) -> R) -> R {
-    with_state(|st| f(&mut st.index))
+/// cache look-ups. `f` also learns whether the index is current (then a
+/// day hash it does not hold does not exist). `f` must not call Redis (a
+/// write would notify, and the notification would find the state
+/// borrowed).
+pub fn with_index<R>(f: impl FnOnce(&mut Index, bool) -> R) -> R {
+    with_state(|st| f(&mut st.index, st.built_for.is_some()))
 }
 
 /// What [`cached`] found.
@@ -181,8 +183,11 @@ pub enum Lookup {
     Hit,
     /// Read the whole row (every column) and [`fill`] it.
     Miss,
-    /// Read the query's values from the hash; nothing to fill.
-    Absent,
+    /// No such day hash: the index is current and does not hold it.
+    Gone,
+    /// Read the query's values from the hash; nothing to fill (the index
+    /// is being rebuilt, or the columns changed).
+    Read,
 }
 
 /// A cell's values from the cache, into `out` (the query's terms).
@@ -203,7 +208,8 @@ pub fn cached(
                 Lookup::Hit
             }
             Cached::Unknown => Lookup::Miss,
-            Cached::Absent => Lookup::Absent,
+            Cached::Absent if st.built_for.is_some() => Lookup::Gone,
+            Cached::Absent | Cached::Stale => Lookup::Read,
         },
     )
 }

@@ -419,7 +419,8 @@ impl Job {
         };
         let end = (self.next + RUN).min(self.cells.len());
         let start = self.next;
-        let result = index_feed::with_index(|ix| {
+        let mut gone = 0u64;
+        let result = index_feed::with_index(|ix, current| {
             if cache.epoch != ix.id_epoch() || cache.ids.len() != self.names.len() {
                 cache.ids.clear();
                 cache.ids.resize(self.names.len(), NO_ID);
@@ -429,30 +430,40 @@ impl Job {
                 let (day, at) = self.cells.get(self.next);
                 let listing = &self.names[at as usize];
                 let id = match cache.ids[at as usize] {
-                    NO_ID => match ix.listings.get(listing) {
-                        Some(id) => {
-                            cache.ids[at as usize] = id;
-                            id
+                    NO_ID => ix.listings.get(listing),
+                    id => Some(id),
+                };
+                let cached = match id {
+                    Some(id) => {
+                        cache.ids[at as usize] = id;
+                        ix.cached_at(cache.columns.version, self.db, day, id, now)
+                    }
+                    None => Cached::Absent,
+                };
+                match cached {
+                    Cached::Row(row) => {
+                        for (v, &c) in self.values.iter_mut().zip(&cache.columns.columns) {
+                            *v = row[c];
                         }
-                        None => return Ok(()),
-                    },
-                    id => id,
-                };
-                let Cached::Row(row) = ix.cached_at(cache.columns.version, self.db, day, id, now)
-                else {
-                    return Ok(());
-                };
-                for (v, &c) in self.values.iter_mut().zip(&cache.columns.columns) {
-                    *v = row[c];
+                        self.agg.add_at(day, at, listing, &self.values)?;
+                    }
+                    // The index is current and holds no such day hash.
+                    Cached::Absent if current => gone += 1,
+                    _ => return Ok(()),
                 }
-                self.agg.add_at(day, at, listing, &self.values)?;
                 self.next += 1;
             }
             Ok(())
         });
         let served = (self.next - start) as u64;
-        self.examined += served;
-        stats::CACHE_HITS.add(served);
+        // An explicit set counts every key it names; `*` the day hashes
+        // found.
+        self.examined += if self.skip_unreadable {
+            served - gone
+        } else {
+            served
+        };
+        stats::CACHE_HITS.add(served - gone);
         result
     }
 
@@ -517,7 +528,8 @@ impl Job {
                             None => false,
                         }
                     }
-                    Lookup::Absent => reader
+                    Lookup::Gone => false,
+                    Lookup::Read => reader
                         .row(&key(checked), &fields.own, &mut self.values)?
                         .is_some(),
                 }

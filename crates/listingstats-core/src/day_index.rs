@@ -322,9 +322,12 @@ pub enum Cached<'a> {
     Row(&'a [i64]),
     /// Indexed, but its values must be read from the hash, then filled.
     Unknown,
-    /// No day hash is indexed for it (or the columns changed since the
-    /// reader planned): read the hash, fill nothing.
+    /// No day hash is indexed for it: when the index is current, there is
+    /// none.
     Absent,
+    /// The columns changed since the reader planned: read the hash, fill
+    /// nothing.
+    Stale,
 }
 
 /// One database's days, each with its sorted listing numbers.
@@ -787,7 +790,7 @@ impl Index {
     ) -> Cached<'_> {
         let stride = self.stride();
         if version != self.columns.version {
-            return Cached::Absent;
+            return Cached::Stale;
         }
         let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
             return Cached::Absent;
@@ -813,6 +816,7 @@ impl Index {
     ) -> Cached<'_> {
         match self.listings.get(listing) {
             Some(id) => self.cached_at(version, db, day, id, now_ms),
+            None if version != self.columns.version => Cached::Stale,
             None => Cached::Absent,
         }
     }
@@ -1301,7 +1305,7 @@ mod tests {
         let old = ix.columns_version();
         // A new term replaces the columns and drops the values.
         ix.set_columns(true, &terms(&["imp", "clk", "/c.*/"]));
-        assert_eq!(ix.cached(old, 0, d("2016-01-01"), b"a", 0), Cached::Absent);
+        assert_eq!(ix.cached(old, 0, d("2016-01-01"), b"a", 0), Cached::Stale);
         ix.fill(old, 0, d("2016-01-01"), b"a", &[1, 1, 1], None);
         assert_eq!(
             ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
