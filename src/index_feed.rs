@@ -2,9 +2,11 @@
 //! with the data.
 //!
 //! * Keyspace notifications: every hash write to a day-hash name adds it
-//!   (HINCRBY from this module or any other client); `del`, `expired`,
-//!   `evicted`, `rename_from`, `move_from` remove it; `rename_to`,
-//!   `restore`, `copy_to`, `move_to` add it.
+//!   (HINCRBY from this module or any other client; a field's expiry) and
+//!   makes its cached row unknown; `del`, `expired`, `evicted`,
+//!   `rename_from`, `move_from` remove it; `rename_to`, `restore`,
+//!   `copy_to`, `move_to` add it; any other event on the name (another
+//!   type written over it) makes its row unknown.
 //! * Server events: FLUSHDB/FLUSHALL clear, SWAPDB swaps.
 //! * Rebuilds, by an in-process scan of every database, run in slices of
 //!   about 1 ms (`redis::slices`), so the server keeps serving meanwhile:
@@ -85,13 +87,18 @@ pub fn invalidate() {
 /// the key may have a new expiry, which the caller reads (outside the
 /// state: opening a key can expire it, which notifies).
 fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) -> bool {
-    let removes = e.class & (class::EXPIRED | class::EVICTED) != 0
-        || matches!(e.event, b"del" | b"rename_from" | b"move_from");
+    // By event name, not class: Valkey 9 sends a hash field's expiry
+    // (`hexpired`) in the `expired` class, and the key stays.
+    let removes = matches!(
+        e.event,
+        b"del" | b"rename_from" | b"move_from" | b"expired" | b"evicted"
+    );
     let arrives = matches!(e.event, b"rename_to" | b"restore" | b"copy_to" | b"move_to");
+    let hash_write = e.class & (class::HASH | class::EXPIRED | class::EVICTED) != 0;
     if removes {
         index.remove(e.db, day, listing);
         false
-    } else if e.class & class::HASH != 0 || arrives {
+    } else if hash_write || arrives {
         // Indexed, or its cached row made unknown: a hash was written.
         index.add(e.db, day, listing);
         arrives

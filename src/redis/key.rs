@@ -287,6 +287,22 @@ impl KeyRef {
         }
     }
 
+    /// The earliest expiry (unix ms) of the hash's fields that have their
+    /// own (HEXPIRE, Redis 7.4+); `None` without one or on servers without
+    /// the API.
+    pub(super) fn field_min_expire_ms(&self) -> Option<i64> {
+        // SAFETY: live key handle (NULL for an absent key, which the API
+        // accepts as "no expiry"); the function pointer is checked.
+        unsafe {
+            let get = (*ptr::addr_of!(raw::RedisModule_HashFieldMinExpire))?;
+            if self.key.is_null() {
+                return None;
+            }
+            let at = get(self.key);
+            (at >= 0).then_some(at)
+        }
+    }
+
     /// Sets the key's expiry to the absolute unix time `at_ms`, exactly
     /// the instant replicas receive in `PEXPIREAT` (the caller replicates
     /// it). A relative expiry (RM_SetExpire) would be re-based on the

@@ -649,7 +649,8 @@ impl<'c> Reader<'c> {
 
     /// Reads `fields` of the day hash `key` into `out`, with no permission
     /// check (the caller made it): `None` when the key is absent or not a
-    /// hash, else the key's expiry (unix ms), if it has one.
+    /// hash, else when the values read may change by themselves (unix ms):
+    /// the key's expiry or its fields' earliest (HEXPIRE), if any.
     pub fn row(
         &self,
         key: &[u8],
@@ -658,9 +659,14 @@ impl<'c> Reader<'c> {
     ) -> Result<Option<Option<i64>>> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         let open = OpenKey::open(self.ctx, &name, false);
-        Ok(open
-            .read_counters(key, fields, out)?
-            .then(|| open.expire_at_ms()))
+        if !open.read_counters(key, fields, out)? {
+            return Ok(None);
+        }
+        let expires = match (open.expire_at_ms(), open.field_min_expire_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Some(expires))
     }
 
     /// The expiry (unix ms) of `key`, if it exists and has one.

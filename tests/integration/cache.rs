@@ -223,6 +223,20 @@ fn the_cache_equals_the_hashes_after_every_kind_of_writer() {
     cmd(&mut c, &["PEXPIRE", "2015-12-30_7", "50"]);
     std::thread::sleep(Duration::from_millis(120));
     assert_cache_matches_hashes(&mut c, metrics, "a key past its expiry");
+
+    // A field with its own expiry (HEXPIRE, Redis 7.4+ and Valkey 9), past
+    // but not yet reclaimed: the cache must not count it either.
+    match call(
+        &mut c,
+        &["HPEXPIRE", "2015-12-29_3", "50", "FIELDS", "1", CLICK],
+    ) {
+        Ok(_) => {
+            std::thread::sleep(Duration::from_millis(120));
+            assert_cache_matches_hashes(&mut c, metrics, "a field past its expiry");
+        }
+        // Older servers have no field expiry at all.
+        Err(e) => assert!(e.to_lowercase().contains("unknown command"), "{e}"),
+    }
     cmd(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "1"]);
 
     // A custom metric: a new column, then writes with a pattern column.
