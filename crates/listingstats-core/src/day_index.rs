@@ -1280,74 +1280,47 @@ mod tests {
         }
     }
 
+    /// What the cache holds for listing "a" on 2016-01-01 of db 0, read
+    /// with the current columns.
+    fn cached_a(ix: &mut Index) -> Cached<'_> {
+        let v = ix.columns_version();
+        ix.cached(v, 0, d("2016-01-01"), b"a", 0)
+    }
+
+    fn fill_a(ix: &mut Index, row: &[i64]) {
+        let v = ix.columns_version();
+        ix.fill(v, 0, d("2016-01-01"), b"a", row, None);
+    }
+
     #[test]
     fn columns_change_only_for_a_new_term() {
         let mut ix = Index::default();
         ix.set_columns(true, &terms(&["imp", "clk"]));
         ix.add(0, d("2016-01-01"), b"a");
-        ix.fill(
-            ix.columns_version(),
-            0,
-            d("2016-01-01"),
-            b"a",
-            &[10, 2],
-            None,
-        );
+        fill_a(&mut ix, &[10, 2]);
         // The same terms, in any order, keep what is cached.
         ix.set_columns(true, &terms(&["clk", "imp"]));
-        assert_eq!(
-            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
-            Cached::Row(&[10, 2])
-        );
+        assert_eq!(cached_a(&mut ix), Cached::Row(&[10, 2]));
         assert_eq!(ix.column(b"clk"), Some(1));
-        // A stale reader (columns changed since it planned) is told to
-        // read the hash, and fills nothing.
+        // A new term replaces the columns and drops the values; a reader
+        // that planned with the old columns is told to read the hash, and
+        // fills nothing.
         let old = ix.columns_version();
-        // A new term replaces the columns and drops the values.
         ix.set_columns(true, &terms(&["imp", "clk", "/c.*/"]));
         assert_eq!(ix.cached(old, 0, d("2016-01-01"), b"a", 0), Cached::Stale);
         ix.fill(old, 0, d("2016-01-01"), b"a", &[1, 1, 1], None);
-        assert_eq!(
-            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
-            Cached::Unknown
-        );
-        ix.fill(
-            ix.columns_version(),
-            0,
-            d("2016-01-01"),
-            b"a",
-            &[10, 2, 12],
-            None,
-        );
+        assert_eq!(cached_a(&mut ix), Cached::Unknown);
+        fill_a(&mut ix, &[10, 2, 12]);
         // With a pattern column, a counter write cannot be applied.
         ix.written(0, d("2016-01-01"), b"a", &[(b"clk", 3)]);
-        assert_eq!(
-            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
-            Cached::Unknown
-        );
-        ix.fill(
-            ix.columns_version(),
-            0,
-            d("2016-01-01"),
-            b"a",
-            &[10, 3, 13],
-            None,
-        );
+        assert_eq!(cached_a(&mut ix), Cached::Unknown);
+        fill_a(&mut ix, &[10, 3, 13]);
+        assert_eq!(cached_a(&mut ix), Cached::Row(&[10, 3, 13]));
         // Off: nothing cached, nothing kept.
         ix.set_columns(false, &[]);
-        assert_eq!(
-            ix.cached(ix.columns_version(), 0, d("2016-01-01"), b"a", 0),
-            Cached::Unknown
-        );
+        assert_eq!(cached_a(&mut ix), Cached::Unknown);
         assert_eq!(ix.cache_bytes(), 0);
-        ix.fill(
-            ix.columns_version(),
-            0,
-            d("2016-01-01"),
-            b"a",
-            &[1, 2, 3],
-            None,
-        );
+        fill_a(&mut ix, &[1, 2, 3]);
         assert_eq!(ix.cache_bytes(), 0);
     }
 
