@@ -1,0 +1,268 @@
+//! Reading a job's cells: from the query cache when it holds them, from
+//! their hashes otherwise (filling the cache), and the `star-source scan`
+//! path.
+
+use std::time::Instant;
+
+use super::{Job, Span};
+use crate::index_feed::{self, CacheUse, Lookup};
+use crate::redis::context::now_ms;
+use crate::redis::store::{FieldNames, Reader};
+use crate::stats;
+use listingstats_core::day_index::Cached;
+use listingstats_core::metrics::Metric;
+use listingstats_core::query::FieldPlan;
+use listingstats_core::{Error, Result};
+
+/// A job's use of the cache: the column of each of its terms, and every
+/// column's term, to read a whole row when the cache misses one.
+pub(super) struct CacheRead {
+    columns: CacheUse,
+    all: FieldPlan,
+    row: Vec<i64>,
+    /// Where each of the job's terms is in a row read with `all`.
+    in_row: Vec<usize>,
+    /// The index's number of each of the job's listings (by position in
+    /// its names; [`NO_ID`]: not looked up yet), valid in `epoch`.
+    ids: Vec<u32>,
+    epoch: u64,
+}
+
+const NO_ID: u32 = u32::MAX;
+
+/// Cells served from the cache per borrow of the index.
+const RUN: usize = 256;
+
+/// The names of a job's terms, and of every cached column's.
+pub(super) struct Fields {
+    own: FieldNames,
+    all: Option<FieldNames>,
+}
+
+/// How a job uses the cache: `None` when it is off.
+pub(super) fn cache_for(
+    enabled: bool,
+    registry: Vec<Metric>,
+    plan: &FieldPlan,
+) -> Result<Option<CacheRead>> {
+    let all = FieldPlan::new(registry)?;
+    let Some(columns) = index_feed::use_cache(enabled, all.terms(), plan.terms()) else {
+        return Ok(None);
+    };
+    // Every term of the plan is a registered metric's, so in `all`.
+    let Some(in_row) = plan
+        .terms()
+        .iter()
+        .map(|t| all.terms().iter().position(|a| a == t))
+        .collect::<Option<Vec<usize>>>()
+    else {
+        return Ok(None);
+    };
+    Ok(Some(CacheRead {
+        row: vec![0; all.width()],
+        columns,
+        all,
+        in_row,
+        ids: Vec::new(),
+        epoch: 0,
+    }))
+}
+
+impl Job {
+    /// Reads cells until all are read (`Ok(true)`) or `deadline` passes.
+    pub(super) fn step(
+        &mut self,
+        reader: &Reader<'_>,
+        fields: &Fields,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        let everything = reader.reads_everything();
+        let now = now_ms();
+        while self.next < self.cells.len() {
+            if everything {
+                self.run_cached(now)?;
+                if self.next == self.cells.len() {
+                    break;
+                }
+            }
+            self.read_one(reader, fields, everything, now)?;
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        Ok(self.next == self.cells.len())
+    }
+
+    /// Serves up to [`RUN`] cells from the cache in one borrow of the
+    /// index, stopping at the first it cannot (a miss, an absent cell).
+    /// Only for a caller who may read every key: no check is needed.
+    fn run_cached(&mut self, now: i64) -> Result<()> {
+        let Some(cache) = self.cache.as_mut() else {
+            return Ok(());
+        };
+        let end = (self.next + RUN).min(self.cells.len());
+        let start = self.next;
+        let mut gone = 0u64;
+        let result = index_feed::with_index(|ix, current| {
+            if cache.epoch != ix.id_epoch() || cache.ids.len() != self.names.len() {
+                cache.ids.clear();
+                cache.ids.resize(self.names.len(), NO_ID);
+                cache.epoch = ix.id_epoch();
+            }
+            while self.next < end {
+                let (day, at) = self.cells.get(self.next);
+                let listing = &self.names[at as usize];
+                let id = match cache.ids[at as usize] {
+                    NO_ID => ix.listings.get(listing),
+                    id => Some(id),
+                };
+                let cached = match id {
+                    Some(id) => {
+                        cache.ids[at as usize] = id;
+                        ix.cached_at(cache.columns.version, self.db, day, id, now)
+                    }
+                    None => Cached::Absent,
+                };
+                match cached {
+                    Cached::Row(row) => {
+                        for (v, &c) in self.values.iter_mut().zip(&cache.columns.columns) {
+                            *v = row[c];
+                        }
+                        self.agg.add_at(day, at, listing, &self.values)?;
+                    }
+                    // The index is current and holds no such day hash.
+                    Cached::Absent if current => gone += 1,
+                    _ => return Ok(()),
+                }
+                self.next += 1;
+            }
+            Ok(())
+        });
+        let served = (self.next - start) as u64;
+        // An explicit set counts every key it names; `*` the day hashes
+        // found.
+        self.examined += if self.skip_unreadable {
+            served - gone
+        } else {
+            served
+        };
+        stats::CACHE_HITS.add(served - gone);
+        result
+    }
+
+    /// Reads the next cell: its permission first, then from the cache, or
+    /// from its hash (filling the cache).
+    fn read_one(
+        &mut self,
+        reader: &Reader<'_>,
+        fields: &Fields,
+        everything: bool,
+        now: i64,
+    ) -> Result<()> {
+        let scheme = &self.settings.keys;
+        let (day, at) = self.cells.get(self.next);
+        let listing = &self.names[at as usize];
+        self.next += 1;
+        let mut checked = None;
+        if !everything {
+            let name = scheme.day_key(day, listing);
+            if self.skip_unreadable {
+                if !reader.may_read(&name) {
+                    return Ok(());
+                }
+            } else {
+                reader.check_read(&name)?;
+            }
+            checked = Some(name);
+        }
+        let key =
+            |checked: Option<Vec<u8>>| checked.unwrap_or_else(|| scheme.day_key(day, listing));
+        let found = match (&mut self.cache, &fields.all) {
+            (Some(cache), Some(all)) => {
+                match index_feed::cached(
+                    &cache.columns,
+                    self.db,
+                    day,
+                    listing,
+                    now,
+                    &mut self.values,
+                ) {
+                    Lookup::Hit => {
+                        stats::CACHE_HITS.add(1);
+                        true
+                    }
+                    Lookup::Miss => {
+                        stats::CACHE_MISSES.add(1);
+                        match reader.row(&key(checked), all, &mut cache.row)? {
+                            Some(expires) => {
+                                index_feed::fill(
+                                    &cache.columns,
+                                    self.db,
+                                    day,
+                                    listing,
+                                    &cache.row,
+                                    expires,
+                                );
+                                for (v, &at) in self.values.iter_mut().zip(&cache.in_row) {
+                                    *v = cache.row[at];
+                                }
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    Lookup::Gone => false,
+                    Lookup::Read => reader
+                        .row(&key(checked), &fields.own, &mut self.values)?
+                        .is_some(),
+                }
+            }
+            _ => reader
+                .row(&key(checked), &fields.own, &mut self.values)?
+                .is_some(),
+        };
+        if found {
+            self.agg.add_at(day, at, listing, &self.values)?;
+        }
+        // An explicit set counts every key it names; `*` counts the day
+        // hashes found, as the scan path does (the index may name keys
+        // deleted or retyped since).
+        if found || !self.skip_unreadable {
+            self.examined += 1;
+        }
+        Ok(())
+    }
+
+    /// The field names a slice reads with (made once per slice).
+    pub(super) fn fields(&self, reader: &Reader<'_>) -> Fields {
+        Fields {
+            own: reader.field_names(&self.plan),
+            all: self.cache.as_ref().map(|c| reader.field_names(&c.all)),
+        }
+    }
+
+    /// The simple path for `*`: one scan of the whole keyspace.
+    pub(super) fn scan(&mut self, reader: &Reader<'_>, span: &Span<'_>) -> Result<()> {
+        let fields = reader.field_names(&self.plan);
+        let scheme = &self.settings.keys;
+        let max = u64::try_from(self.settings.max_query_cells).unwrap_or(0);
+        let in_range = |name: &[u8]| matches!(scheme.parse_day_key(name), Some((d, _)) if d >= span.start && d <= span.end);
+        let mut found = 0u64;
+        let agg = &mut self.agg;
+        reader.scan(&fields, in_range, |name, values| {
+            found += 1;
+            if found > max {
+                return Err(Error::invalid(format!(
+                    "query matches more than max-query-cells {max} day hashes"
+                )));
+            }
+            match scheme.parse_day_key(name) {
+                Some((day, listing)) => agg.add(day, listing, values),
+                None => Ok(()),
+            }
+        })?;
+        stats::SCANS.add(1);
+        self.examined = found;
+        Ok(())
+    }
+}
