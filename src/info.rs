@@ -10,6 +10,7 @@ pub fn fields() -> Vec<(&'static str, u64)> {
         ("index_entries", size.entries as u64),
         ("index_bytes", size.bytes as u64),
         ("index_building", u64::from(size.building)),
+        ("cache_warming", u64::from(size.warming)),
         ("cache_columns", size.cache_columns as u64),
         ("cache_bytes", size.cache_bytes as u64),
         (

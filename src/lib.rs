@@ -42,6 +42,10 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     // Another key scheme: the index names other keys. Free it now; the next
     // query that needs it rebuilds it.
     config::on_key_scheme_change(index_feed::invalidate);
+    // What the cache warm-up caches: the registered metrics' counters.
+    index_feed::warm::registry_from(|ctx| {
+        commands::metric::current_registry(ctx, &config::current().keys).ok()
+    });
     eviction::init(ctx);
     redis::info::register(ctx, info::fields);
     if commands::register_all(ctx) == Status::Err {

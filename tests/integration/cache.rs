@@ -306,3 +306,79 @@ fn a_replica_keeps_its_own_cache_equal_to_its_data() {
         assert_eq!(cmd(&mut r, &q), cmd(&mut m, &q), "{q:?}");
     }
 }
+
+#[test]
+fn the_cache_is_filled_ahead_of_queries_after_a_reload_and_a_change() {
+    let server = Server::start();
+    let mut c = server.conn();
+    write_plain(&mut c);
+    let entries = info_num(&mut c, "index_entries");
+    assert_eq!(entries, 56);
+    let warmed = |c: &mut Connection| eventually(10, || info_num(c, "cache_warming") == 0);
+    // A reload rebuilds the index; a pass then reads every day hash.
+    cmd(&mut c, &["DEBUG", "RELOAD"]);
+    assert!(warmed(&mut c));
+    assert_eq!(
+        info_num(&mut c, "cache_bytes"),
+        entries * 4 * 8 + entries * 4
+    );
+    // Every question is answered from the cache: the pass read every hash.
+    let metrics = "cart_to_checkout_ctr,ldp_add_to_cart_ctr";
+    let misses = info_num(&mut c, "cache_misses");
+    for q in questions(metrics) {
+        cmd(&mut c, &q.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    assert_eq!(info_num(&mut c, "cache_misses"), misses);
+    assert_cache_matches_hashes(&mut c, metrics, "after a warm-up");
+
+    // A metric with a new event name: the first query that sees it drops
+    // the cache and starts a pass, which fills it again.
+    cmd(
+        &mut c,
+        &[
+            "LISTINGSTATS.METRIC",
+            "SET",
+            "ldp_clicks",
+            "search:click",
+            IMP,
+        ],
+    );
+    cmd(
+        &mut c,
+        &[
+            "LISTINGSTATS.QUERY",
+            "ldp_clicks",
+            "2015-12-28",
+            "2015-12-28",
+            "1",
+        ],
+    );
+    assert!(warmed(&mut c));
+    assert_eq!(info_num(&mut c, "cache_columns"), 5);
+    assert_eq!(
+        info_num(&mut c, "cache_bytes"),
+        entries * 5 * 8 + entries * 4
+    );
+    let misses = info_num(&mut c, "cache_misses");
+    cmd(
+        &mut c,
+        &[
+            "LISTINGSTATS.QUERY",
+            "ldp_clicks",
+            "2015-12-28",
+            "2016-01-03",
+            "*",
+        ],
+    );
+    assert_eq!(info_num(&mut c, "cache_misses"), misses);
+
+    // Off frees it at once; on fills it again.
+    cmd(&mut c, &["CONFIG", "SET", "listingstats.cache", "no"]);
+    assert_eq!(info_num(&mut c, "cache_bytes"), 0);
+    cmd(&mut c, &["CONFIG", "SET", "listingstats.cache", "yes"]);
+    assert!(warmed(&mut c));
+    assert_eq!(
+        info_num(&mut c, "cache_bytes"),
+        entries * 5 * 8 + entries * 4
+    );
+}

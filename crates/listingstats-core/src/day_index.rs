@@ -668,6 +668,29 @@ impl Planner {
     }
 }
 
+/// Where a pass over every indexed day hash is (see
+/// [`Index::unknown_rows`]): a database, a day, the next listing number.
+/// Nothing is pinned: if numbers are renumbered meanwhile, a pass may
+/// visit some day hashes twice or not at all, which only a best-effort
+/// pass (warming the cache) may accept.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    db: i32,
+    day: i32,
+    next_id: u32,
+}
+
+impl Default for Pass {
+    fn default() -> Self {
+        // Days before year 1 have negative numbers.
+        Pass {
+            db: i32::MIN,
+            day: i32::MIN,
+            next_id: 0,
+        }
+    }
+}
+
 /// The index of every database.
 pub struct Index {
     pub listings: Interner,
@@ -734,7 +757,8 @@ impl Index {
     /// `enabled`), or nothing. Columns are only ever replaced whole: a
     /// changed set drops every cached value (rows fill again as queries
     /// read them).
-    pub fn set_columns(&mut self, enabled: bool, terms: &[Vec<u8>]) {
+    /// `true` when the columns changed.
+    pub fn set_columns(&mut self, enabled: bool, terms: &[Vec<u8>]) -> bool {
         let keep = if enabled {
             terms.len() == self.columns.terms.len()
                 && terms.iter().all(|t| self.columns.terms.contains(t))
@@ -742,7 +766,7 @@ impl Index {
             self.columns.terms.is_empty()
         };
         if keep {
-            return;
+            return false;
         }
         for days in self.dbs.values_mut() {
             days.drop_values();
@@ -757,6 +781,7 @@ impl Index {
         } else {
             Columns::default()
         };
+        true
     }
 
     /// The cached column of a term.
@@ -772,6 +797,59 @@ impl Index {
     /// The version of the current columns (0: none).
     pub fn columns_version(&self) -> u64 {
         self.columns.version
+    }
+
+    /// Appends to `out` up to `limit` more day hashes `(db, day, listing)`
+    /// whose row is not cached, from `pass` on, looking at no more than
+    /// `limit * 16` entries; `false` when the pass has reached the end.
+    pub fn unknown_rows(
+        &self,
+        pass: &mut Pass,
+        limit: usize,
+        out: &mut Vec<(i32, NaiveDate, Vec<u8>)>,
+    ) -> bool {
+        let stride = self.stride();
+        let mut dbs: Vec<i32> = self
+            .dbs
+            .keys()
+            .copied()
+            .filter(|&db| db >= pass.db)
+            .collect();
+        dbs.sort_unstable();
+        let mut looked = 0usize;
+        let start = out.len();
+        for db in dbs {
+            if db != pass.db {
+                *pass = Pass {
+                    db,
+                    day: i32::MIN,
+                    next_id: 0,
+                };
+            }
+            for (&d, entry) in self.dbs[&db].days.range(pass.day..) {
+                let from = if d == pass.day {
+                    entry.ids.partition_point(|&id| id < pass.next_id)
+                } else {
+                    0
+                };
+                for (at, &id) in entry.ids.iter().enumerate().skip(from) {
+                    if out.len() - start >= limit || looked >= limit.saturating_mul(16) {
+                        pass.day = d;
+                        pass.next_id = id;
+                        return true;
+                    }
+                    looked += 1;
+                    if entry.row(at, stride).is_none_or(|row| row[0] == UNKNOWN) {
+                        let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
+                        out.push((db, day, self.listings.name(id).to_vec()));
+                    }
+                }
+            }
+            pass.db = db.saturating_add(1);
+            pass.day = i32::MIN;
+            pass.next_id = 0;
+        }
+        false
     }
 
     /// See the field `id_epoch`.
@@ -1564,5 +1642,37 @@ mod tests {
         assert!(matches!(p.local, Local::Map(_)));
         let got: Vec<String> = planned(&p).into_iter().map(|(_, n)| n).collect();
         assert_eq!(got, ["l5", "l9999", "zz"]);
+    }
+
+    #[test]
+    fn a_pass_finds_every_row_not_cached() {
+        let mut ix = Index::default();
+        ix.set_columns(true, &terms(&["a", "b"]));
+        let v = ix.columns_version();
+        let mut want = Vec::new();
+        for db in [0, 3] {
+            for k in 0..3 {
+                let day = d("0000-01-01") + chrono::Days::new(k * 1000 * 365);
+                for i in 0..50 {
+                    let name = format!("l{i}");
+                    ix.add(db, day, name.as_bytes());
+                    if i % 3 == 0 {
+                        ix.fill(v, db, day, name.as_bytes(), &[1, 2], None);
+                    } else {
+                        want.push((db, day, name.into_bytes()));
+                    }
+                }
+            }
+        }
+        let mut pass = Pass::default();
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while ix.unknown_rows(&mut pass, 7, &mut got) {
+            calls += 1;
+        }
+        assert!(calls > 10, "{calls}");
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
     }
 }

@@ -216,7 +216,7 @@ impl Job {
         let cache = if scans {
             None
         } else {
-            cache_for(settings.cache, registry, &plan)?
+            cache_for(ctx, settings.cache, registry, &plan)?
         };
         let mut job = Job {
             start: span.start,

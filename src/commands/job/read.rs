@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use redis_module::Context;
+
 use super::{Job, Span};
 use crate::index_feed::{self, CacheUse, Lookup};
 use crate::redis::context::now_ms;
@@ -41,12 +43,13 @@ pub(super) struct Fields {
 
 /// How a job uses the cache: `None` when it is off.
 pub(super) fn cache_for(
+    ctx: &Context,
     enabled: bool,
     registry: Vec<Metric>,
     plan: &FieldPlan,
 ) -> Result<Option<CacheRead>> {
     let all = FieldPlan::new(registry)?;
-    let Some(columns) = index_feed::use_cache(enabled, all.terms(), plan.terms()) else {
+    let Some(columns) = index_feed::use_cache(ctx, enabled, all.terms(), plan.terms()) else {
         return Ok(None);
     };
     // Every term of the plan is a registered metric's, so in `all`.

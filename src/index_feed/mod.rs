@@ -40,8 +40,14 @@ use crate::stats;
 use listingstats_core::day_index::{Cached, Index, Planned, Planner};
 use listingstats_core::keys::KeyScheme;
 
+pub mod warm;
+
 pub struct State {
     pub index: Index,
+    /// Counts cache warm-ups started (see [`warm`]); a pass ends when it
+    /// is not the newest. `warming` while the newest runs.
+    warm_epoch: u64,
+    warming: bool,
     /// The key scheme the index is current for; `None` while it is stale
     /// or being rebuilt.
     built_for: Option<KeyScheme>,
@@ -62,6 +68,8 @@ struct Rebuild {
 thread_local! {
     static STATE: RefCell<State> = RefCell::new(State {
         index: Index::default(),
+        warm_epoch: 0,
+        warming: false,
         built_for: None,
         rebuild: None,
         epoch: 0,
@@ -155,11 +163,27 @@ pub struct CacheUse {
 /// Makes the cache hold the columns `all` (the terms of every registered
 /// metric, see `FieldPlan::terms`), or nothing when `enabled` is false,
 /// and says where a query's `terms` are.
-pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<CacheUse> {
+pub fn use_cache(
+    ctx: &Context,
+    enabled: bool,
+    all: &[Vec<u8>],
+    terms: &[Vec<u8>],
+) -> Option<CacheUse> {
+    let (changed, cache) = columns(enabled, all, terms);
+    if changed && enabled {
+        // Values were dropped: fill them again ahead of queries.
+        warm::start(ctx);
+    }
+    cache
+}
+
+/// [`use_cache`] without starting a warm-up: `true` when the columns
+/// changed.
+fn columns(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> (bool, Option<CacheUse>) {
     with_state(|st| {
-        st.index.set_columns(enabled, all);
+        let changed = st.index.set_columns(enabled, all);
         if !enabled {
-            return None;
+            return (changed, None);
         }
         let column_of = |terms: &[Vec<u8>]| {
             terms
@@ -167,11 +191,14 @@ pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<Ca
                 .map(|t| st.index.column(t))
                 .collect::<Option<Vec<usize>>>()
         };
-        Some(CacheUse {
-            version: st.index.columns_version(),
-            columns: column_of(terms)?,
-            row_columns: column_of(all)?,
-        })
+        let cache = (|| {
+            Some(CacheUse {
+                version: st.index.columns_version(),
+                columns: column_of(terms)?,
+                row_columns: column_of(all)?,
+            })
+        })();
+        (changed, cache)
     })
 }
 
@@ -266,7 +293,24 @@ fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
                 start_rebuild(ctx, config::current().keys.clone());
             }
         }
-        ServerEvent::ConfigChanged(_) | ServerEvent::BecameMaster => {}
+        ServerEvent::ConfigChanged(names) => {
+            if names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(b"listingstats.cache"))
+            {
+                if config::current().cache {
+                    warm::start(ctx);
+                } else {
+                    // Off: the memory goes back now, not at the next query.
+                    with_state(|st| {
+                        st.index.set_columns(false, &[]);
+                        st.warm_epoch += 1;
+                        st.warming = false;
+                    });
+                }
+            }
+        }
+        ServerEvent::BecameMaster => {}
     }
 }
 
@@ -416,7 +460,7 @@ impl Sliced for RebuildWork {
             }
         };
         select_db(ctx, original);
-        with_state(|st| {
+        let step = with_state(|st| {
             let Some(rebuild) = st.rebuild.as_mut() else {
                 return Step::Done;
             };
@@ -433,7 +477,12 @@ impl Sliced for RebuildWork {
                 st.built_for = Some(done.scheme);
             }
             Step::Done
-        })
+        });
+        if step == Step::Done {
+            // A new index has an empty cache: fill it ahead of queries.
+            warm::start(ctx);
+        }
+        step
     }
 }
 
@@ -442,6 +491,7 @@ pub struct Size {
     pub entries: usize,
     pub bytes: usize,
     pub building: bool,
+    pub warming: bool,
     pub cache_columns: usize,
     pub cache_bytes: usize,
 }
@@ -453,6 +503,7 @@ pub fn size() -> Size {
             entries: st.index.entries(),
             bytes: st.index.heap_bytes(),
             building: st.rebuild.is_some(),
+            warming: st.warming,
             cache_columns: st.index.columns().len(),
             cache_bytes: st.index.cache_bytes(),
         }
