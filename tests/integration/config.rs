@@ -22,6 +22,8 @@ fn defaults_and_module_args_show_in_config_get() {
         ("max-batch", "10000"),
         ("max-query-cells", "1000000"),
         ("star-source", "index"),
+        ("retention-days", "0"),
+        ("cache", "yes"),
     ] {
         assert_eq!(
             config_get(&mut c, &format!("listingstats.{name}")),
@@ -106,6 +108,7 @@ fn config_set_validates_and_takes_effect() {
         ("max-query-cells", "-1", "between 1 and 1000000000"),
         ("dedup-window", "abc", "argument couldn't be parsed"),
         ("star-source", "guess", "star-source must be index or scan"),
+        ("cache", "maybe", "cache must be yes or no"),
     ] {
         let got = err(
             &mut c,
