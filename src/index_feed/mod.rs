@@ -224,6 +224,22 @@ pub enum Lookup {
     Read,
 }
 
+/// What a cache look-up means for a query: `out` (the query's terms)
+/// takes the row's values on a hit. `current`: whether the index is current.
+pub fn lookup(cached: Cached<'_>, current: bool, cache: &CacheUse, out: &mut [i64]) -> Lookup {
+    match cached {
+        Cached::Row(row) => {
+            for (v, &c) in out.iter_mut().zip(&cache.columns) {
+                *v = row[c];
+            }
+            Lookup::Hit
+        }
+        Cached::Unknown => Lookup::Miss,
+        Cached::Absent if current => Lookup::Gone,
+        Cached::Absent | Cached::Stale => Lookup::Read,
+    }
+}
+
 /// A cell's values from the cache, into `out` (the query's terms).
 pub fn cached(
     cache: &CacheUse,
@@ -233,19 +249,11 @@ pub fn cached(
     now_ms: i64,
     out: &mut [i64],
 ) -> Lookup {
-    with_state(
-        |st| match st.index.cached(cache.version, db, day, listing, now_ms) {
-            Cached::Row(row) => {
-                for (v, &c) in out.iter_mut().zip(&cache.columns) {
-                    *v = row[c];
-                }
-                Lookup::Hit
-            }
-            Cached::Unknown => Lookup::Miss,
-            Cached::Absent if st.built_for.is_some() => Lookup::Gone,
-            Cached::Absent | Cached::Stale => Lookup::Read,
-        },
-    )
+    with_state(|st| {
+        let current = st.built_for.is_some();
+        let cached = st.index.cached(cache.version, db, day, listing, now_ms);
+        lookup(cached, current, cache, out)
+    })
 }
 
 /// Stores a row read from its hash after a [`Lookup::Miss`] (`row`: the
@@ -302,11 +310,8 @@ fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
                     warm::start(ctx);
                 } else {
                     // Off: the memory goes back now, not at the next query.
-                    with_state(|st| {
-                        st.index.set_columns(false, &[]);
-                        st.warm_epoch += 1;
-                        st.warming = false;
-                    });
+                    warm::stop();
+                    with_state(|st| st.index.set_columns(false, &[]));
                 }
             }
         }

@@ -71,6 +71,14 @@ pub fn start(ctx: &Context) {
     );
 }
 
+/// Ends any pass under way.
+pub fn stop() {
+    with_state(|st| {
+        st.warm_epoch += 1;
+        st.warming = false;
+    });
+}
+
 /// Day hashes found per look at the index.
 const BATCH: usize = 64;
 

@@ -82,13 +82,14 @@ impl Job {
         let everything = reader.reads_everything();
         let now = now_ms();
         while self.next < self.cells.len() {
+            let mut stopped_on = None;
             if everything {
-                self.run_cached(now)?;
+                stopped_on = self.run_cached(now)?;
                 if self.next == self.cells.len() {
                     break;
                 }
             }
-            self.read_one(reader, fields, everything, now)?;
+            self.read_one(reader, fields, everything, now, stopped_on)?;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -97,11 +98,12 @@ impl Job {
     }
 
     /// Serves up to [`RUN`] cells from the cache in one borrow of the
-    /// index, stopping at the first it cannot (a miss, an absent cell).
-    /// Only for a caller who may read every key: no check is needed.
-    fn run_cached(&mut self, now: i64) -> Result<()> {
+    /// index, stopping at the first it cannot, whose look-up it returns (a
+    /// miss, or a cell to read from its hash) for [`Job::read_one`]. Only
+    /// for a caller who may read every key: no check is needed.
+    fn run_cached(&mut self, now: i64) -> Result<Option<Lookup>> {
         let Some(cache) = self.cache.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let end = (self.next + RUN).min(self.cells.len());
         let start = self.next;
@@ -126,20 +128,15 @@ impl Job {
                     }
                     None => Cached::Absent,
                 };
-                match cached {
-                    Cached::Row(row) => {
-                        for (v, &c) in self.values.iter_mut().zip(&cache.columns.columns) {
-                            *v = row[c];
-                        }
-                        self.agg.add_at(day, at, listing, &self.values)?;
-                    }
+                match index_feed::lookup(cached, current, &cache.columns, &mut self.values) {
+                    Lookup::Hit => self.agg.add_at(day, at, listing, &self.values)?,
                     // The index is current and holds no such day hash.
-                    Cached::Absent if current => gone += 1,
-                    _ => return Ok(()),
+                    Lookup::Gone => gone += 1,
+                    stop => return Ok(Some(stop)),
                 }
                 self.next += 1;
             }
-            Ok(())
+            Ok(None)
         });
         let served = (self.next - start) as u64;
         // An explicit set counts every key it names; `*` the day hashes
@@ -154,13 +151,15 @@ impl Job {
     }
 
     /// Reads the next cell: its permission first, then from the cache, or
-    /// from its hash (filling the cache).
+    /// from its hash (filling the cache). `known`: its cache look-up, when
+    /// [`Job::run_cached`] made it already.
     fn read_one(
         &mut self,
         reader: &Reader<'_>,
         fields: &Fields,
         everything: bool,
         now: i64,
+        known: Option<Lookup>,
     ) -> Result<()> {
         let scheme = &self.settings.keys;
         let (day, at) = self.cells.get(self.next);
@@ -182,14 +181,18 @@ impl Job {
             |checked: Option<Vec<u8>>| checked.unwrap_or_else(|| scheme.day_key(day, listing));
         let found = match (&mut self.cache, &fields.all) {
             (Some(cache), Some(all)) => {
-                match index_feed::cached(
-                    &cache.columns,
-                    self.db,
-                    day,
-                    listing,
-                    now,
-                    &mut self.values,
-                ) {
+                let lookup = match known {
+                    Some(lookup) => lookup,
+                    None => index_feed::cached(
+                        &cache.columns,
+                        self.db,
+                        day,
+                        listing,
+                        now,
+                        &mut self.values,
+                    ),
+                };
+                match lookup {
                     Lookup::Hit => {
                         stats::CACHE_HITS.add(1);
                         true
