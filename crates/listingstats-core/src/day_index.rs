@@ -1031,12 +1031,15 @@ impl Index {
         self.compact_if_sparse();
     }
 
-    /// See [`Interner::reserve`]: for a rebuild about to scan `keys` keys.
+    /// Room for up to `keys` listing ids at once, for a rebuild about to
+    /// scan that many keys (growing the map of 600,000 ids step by step
+    /// would rehash them all in one step).
     pub fn reserve(&mut self, keys: usize) {
         self.listings.reserve(keys);
     }
 
-    /// A rebuild is done: see [`Interner::trim`].
+    /// A rebuild is done: gives back what [`Index::reserve`] left unused,
+    /// when that is cheap.
     pub fn trim(&mut self) {
         self.listings.trim();
     }

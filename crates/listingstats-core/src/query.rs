@@ -919,16 +919,18 @@ impl TopPicker {
     }
 }
 
-/// The Lua script's line for a row, `metric=>key : 33.33%`; `None` for a
-/// row with a zero denominator (the script left those out). GROUPBY DAY rows.
+/// [`push_legacy_line`] as a string (tests).
+#[cfg(test)]
 pub fn legacy_line(row: &RowView<'_>, plan: &FieldPlan, scheme: &KeyScheme) -> Option<String> {
     let mut out = Vec::new();
     push_legacy_line(&mut out, row, plan, scheme)
         .then(|| String::from_utf8_lossy(&out).into_owned())
 }
 
-/// [`legacy_line`] appended to a reused buffer (no allocation per row);
-/// `false` (nothing written) when the row has no line.
+/// Appends the Lua script's line for a row, `metric=>key : 33.33%`, to a
+/// reused buffer (no allocation per row); `false` (nothing written) for a
+/// row with a zero denominator (the script left those out). GROUPBY DAY
+/// rows.
 pub fn push_legacy_line(
     out: &mut Vec<u8>,
     row: &RowView<'_>,
@@ -953,16 +955,18 @@ pub fn push_legacy_line(
     true
 }
 
-/// One row of the JSON form; `date`/`listing` are `"*"` where grouped
-/// away, as in the RESP form; `value` is null when undefined.
+/// [`push_json_row`] as a string (tests).
+#[cfg(test)]
 pub fn json_row(row: &RowView<'_>, plan: &FieldPlan) -> String {
     let mut out = Vec::new();
     push_json_row(&mut out, row, plan);
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// [`json_row`] appended to a reused buffer: serialised straight from the
-/// row, with no JSON tree built per row.
+/// Appends one row of the JSON form to a reused buffer; `date`/`listing`
+/// are `"*"` where grouped away, as in the RESP form; `value` is null when
+/// undefined. Serialised straight from the row, with no JSON tree built
+/// per row.
 pub fn push_json_row(out: &mut Vec<u8>, row: &RowView<'_>, plan: &FieldPlan) {
     #[derive(serde::Serialize)]
     struct JsonRow<'a> {
@@ -1002,8 +1006,8 @@ pub fn json_tail(keys_examined: u64) -> String {
     format!("],\"keys_examined\":{keys_examined}}}")
 }
 
-/// Orders cells by day, then listing order (numeric ids by number...), the
-/// order rows are replied in; ranks are computed once per distinct listing.
+/// [`CellOrdering`] in one go (tests: the reference it is checked against).
+#[cfg(test)]
 pub fn order_cells(names: &ListingNames, cells: &mut [(NaiveDate, u32)]) {
     let mut ordering = CellOrdering::new(names.len(), cells.len());
     while !ordering.step(names, cells, usize::MAX) {}
@@ -1072,7 +1076,7 @@ impl Cells {
     }
 }
 
-/// A merge sort that runs in bounded steps: sorted runs of [`RUN`]
+/// A merge sort that runs in bounded steps: sorted runs of 1,024
 /// items first, then bottom-up merges, each step doing about `budget`
 /// items of work, so a sort of 600,000 items never holds the server.
 pub struct SlicedSort<T> {
