@@ -640,33 +640,54 @@ impl<'c> Reader<'c> {
         self.acl.is_unrestricted()
     }
 
-    /// Fails when the caller may not read
-    /// `key` (and logs it in ACL LOG).
+    /// Fails when the caller may not read `key` (and logs it in ACL LOG).
     pub fn check_read(&self, key: &[u8]) -> Result<()> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         self.acl.check(&name, Native::Hmget)
     }
 
     /// Reads `fields` of the day hash `key` into `out`, with no permission
-    /// check (the caller made it): `None` when the key is absent or not a
-    /// hash, else when the values read may change by themselves (unix ms):
-    /// the key's expiry or its fields' earliest (HEXPIRE), if any.
+    /// check (the caller made it): `Ok(false)` when the key is absent or
+    /// not a hash; an error when a needed value is not an integer.
+    pub fn counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
+        Ok(self.read(key, fields, out, false)?.is_some())
+    }
+
+    /// [`Reader::counters`] for a row the query cache keeps: `None` when
+    /// the key is absent or not a hash, else when the values read may
+    /// change by themselves (unix ms): the key's expiry or its fields'
+    /// earliest (HEXPIRE), if any.
     pub fn row(
         &self,
         key: &[u8],
         fields: &FieldNames,
         out: &mut [i64],
     ) -> Result<Option<Option<i64>>> {
+        self.read(key, fields, out, true)
+    }
+
+    /// The counters, and (`expiry`) when they may change by themselves.
+    fn read(
+        &self,
+        key: &[u8],
+        fields: &FieldNames,
+        out: &mut [i64],
+        expiry: bool,
+    ) -> Result<Option<Option<i64>>> {
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         let open = OpenKey::open(self.ctx, &name, false);
         if !open.read_counters(key, fields, out)? {
             return Ok(None);
         }
-        let expires = match (open.expire_at_ms(), open.field_min_expire_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok(Some(expires))
+        if !expiry {
+            return Ok(Some(None));
+        }
+        Ok(Some(
+            match (open.expire_at_ms(), open.field_min_expire_ms()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        ))
     }
 
     /// The expiry (unix ms) of `key`, if it exists and has one.

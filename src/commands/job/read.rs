@@ -218,14 +218,12 @@ impl Job {
                         }
                     }
                     Lookup::Gone => false,
-                    Lookup::Read => reader
-                        .row(&key(checked), &fields.own, &mut self.values)?
-                        .is_some(),
+                    Lookup::Read => {
+                        reader.counters(&key(checked), &fields.own, &mut self.values)?
+                    }
                 }
             }
-            _ => reader
-                .row(&key(checked), &fields.own, &mut self.values)?
-                .is_some(),
+            _ => reader.counters(&key(checked), &fields.own, &mut self.values)?,
         };
         if found {
             self.agg.add_at(day, at, listing, &self.values)?;
