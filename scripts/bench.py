@@ -20,6 +20,7 @@ import instructions  # noqa: E402
 import memory  # noqa: E402
 import query  # noqa: E402
 import star  # noqa: E402
+import tax  # noqa: E402
 from harness import machine  # noqa: E402
 from redislab import ROOT  # noqa: E402
 
@@ -33,6 +34,7 @@ SECTIONS = {
     "memory": memory.section_memory,
     "follow": follow.section_follow,
     "bigday": bigday.section_bigday,
+    "tax": tax.section_tax,
 }
 
 

@@ -59,13 +59,14 @@ pub fn on_key_scheme_change(hook: fn()) {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 9] = [
+static HANDLES: [Setting; 10] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
     Setting(Name::DedupWindow),
     Setting(Name::MaxBatch),
     Setting(Name::MaxQueryCells),
+    Setting(Name::MaxJsonRows),
     Setting(Name::StarSource),
     Setting(Name::RetentionDays),
     Setting(Name::Cache),
@@ -87,6 +88,7 @@ impl ConfigurationValue<RedisString> for Setting {
         let before = current().keys.clone();
         update(|s| s.set(self.0, text)).map_err(config_error)?;
         if current().keys != before {
+            crate::redis::events::watch_prefix(current().keys.prefix.as_bytes());
             if let Some(hook) = ON_KEY_SCHEME_CHANGE.get() {
                 hook();
             }
@@ -152,5 +154,7 @@ pub fn init(ctx: &Context, args: &[RedisString]) -> std::result::Result<(), Stri
 
     let words: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    update(|s| s.apply_module_args(&words)).map_err(|e| e.to_string())
+    update(|s| s.apply_module_args(&words)).map_err(|e| e.to_string())?;
+    crate::redis::events::watch_prefix(current().keys.prefix.as_bytes());
+    Ok(())
 }

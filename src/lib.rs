@@ -34,7 +34,6 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     redis::cluster::init(ctx);
-    redis::filter::init(ctx);
     if let Err(reason) = config::init(ctx, args).and_then(|()| index_feed::init(ctx)) {
         ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
         return Status::Err;

@@ -93,7 +93,13 @@ fn reload(ctx: &Context) {
             .collect();
         p.followed = followed;
     });
+    watch_followed(ctx);
     kick(ctx);
+}
+
+/// Stream events reach this module only while some stream is followed.
+fn watch_followed(ctx: &Context) {
+    events::watch_streams(ctx, followed_streams() > 0);
 }
 
 /// Stops tracking `stream` of database `db` (unfollowed or gone).
@@ -104,6 +110,9 @@ fn forget(db: i32, stream: &[u8]) {
         }
         p.dirty.remove(&(db, stream.to_vec()));
     });
+    if followed_streams() == 0 {
+        events::close_streams();
+    }
 }
 
 /// Starts the pump if it is not running and there is work.
@@ -438,6 +447,7 @@ impl Command for Follow {
             p.followed.entry(db).or_default().insert(stream.clone());
             p.dirty.insert((db, stream));
         });
+        watch_followed(ctx);
         kick(ctx);
         Ok(RedisValue::SimpleStringStatic("OK"))
     }

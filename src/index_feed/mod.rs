@@ -97,9 +97,12 @@ pub fn invalidate() {
 fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) -> bool {
     // By event name, not class: Valkey 9 sends a hash field's expiry
     // (`hexpired`) in the `expired` class, and the key stays.
+    // `overwritten`: the key event of another value written over the name
+    // (Redis 7.2+, Valkey); a hash that arrives in its place (RESTORE,
+    // COPY ... REPLACE) sends its own event next and is added again.
     let removes = matches!(
         e.event,
-        b"del" | b"rename_from" | b"move_from" | b"expired" | b"evicted"
+        b"del" | b"rename_from" | b"move_from" | b"expired" | b"evicted" | b"overwritten"
     );
     let arrives = matches!(e.event, b"rename_to" | b"restore" | b"copy_to" | b"move_to");
     let hash_write = e.class & (class::HASH | class::EXPIRED | class::EVICTED) != 0;
@@ -123,15 +126,23 @@ fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) ->
 }
 
 fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
-    let expiry_of = with_state(|st| {
+    let Some(expiry_of) = with_state(|st| {
         let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
             (Some(scheme), _) => (scheme, &mut st.index),
             (None, Some(rebuild)) => (&rebuild.scheme, &mut rebuild.partial),
+            // Stale: the rebuild that follows finds the day hashes.
             (None, None) => return None,
         };
         let (day, listing) = scheme.parse_day_key(e.key)?;
-        (apply(index, e, day, listing) && st.built_for.is_some()).then_some(day)
-    });
+        Some((apply(index, e, day, listing) && st.built_for.is_some()).then_some(day))
+    }) else {
+        return;
+    };
+    if e.class & (class::HASH | class::GENERIC) != 0 {
+        // A day hash may exist from now on: another value written over it
+        // must be seen (a no-op after the first time).
+        events::watch_overwrites(ctx);
+    }
     if let Some(day) = expiry_of {
         if let Some(at) = Reader::unchecked(ctx).expiry(e.key) {
             with_state(|st| st.index.expires(e.db, day, at));
@@ -139,16 +150,30 @@ fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
     }
 }
 
-/// The module wrote counters of a day hash that existed (no notification
-/// reaches [`on_key_event`] then): its cached row takes the values.
-fn on_counters_written(db: i32, key: &[u8], fields: &Written<'_>) {
-    with_state(|st| {
-        if let Some(scheme) = &st.built_for {
-            if let Some((day, listing)) = scheme.parse_day_key(key) {
-                st.index.written(db, day, listing, fields);
-            }
+/// The module wrote counters of a day hash (its own handlers do not get
+/// the notification): a new hash is indexed (its row unknown), a known
+/// one's cached row takes the values.
+fn on_counters_written(ctx: &Context, db: i32, key: &[u8], fields: &Written<'_>, created: bool) {
+    let day_hash = with_state(|st| {
+        let current = st.built_for.is_some();
+        let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
+            (Some(scheme), _) => (scheme, &mut st.index),
+            (None, Some(rebuild)) => (&rebuild.scheme, &mut rebuild.partial),
+            (None, None) => return false,
+        };
+        let Some((day, listing)) = scheme.parse_day_key(key) else {
+            return false;
+        };
+        if created {
+            index.add(db, day, listing);
+        } else if current {
+            index.written(db, day, listing, fields);
         }
+        true
     });
+    if created && day_hash {
+        events::watch_overwrites(ctx);
+    }
 }
 
 /// What a query reads the cache with: the columns' version, and the
@@ -465,6 +490,9 @@ impl Sliced for RebuildWork {
             }
         };
         select_db(ctx, original);
+        if !found.is_empty() {
+            events::watch_overwrites(ctx);
+        }
         let step = with_state(|st| {
             let Some(rebuild) = st.rebuild.as_mut() else {
                 return Step::Done;

@@ -101,11 +101,13 @@ thread_local! {
 pub struct Acl {
     ctx: *mut raw::RedisModuleCtx,
     user: *mut raw::RedisModuleUser,
-    /// The user's name, for the unrestricted look-up below.
+    /// The user's name, for the unrestricted look-up below: these bytes,
+    /// or those of `name_string` (the caller's, owned here) when set.
     name: Vec<u8>,
+    name_string: *mut raw::RedisModuleString,
     /// Checks made so far, and whether the user's root selector is exactly
     /// `+@all ~*` (every command on every key: no check can fail), looked
-    /// up once a reader has made [`Acl::LOOKUP_AFTER`] checks.
+    /// up once this command has made [`Acl::LOOKUP_AFTER`] checks.
     checks: std::cell::Cell<u32>,
     unrestricted: std::cell::Cell<Option<bool>>,
 }
@@ -121,6 +123,7 @@ impl Acl {
             ctx,
             user,
             name,
+            name_string: ptr::null_mut(),
             checks: std::cell::Cell::new(0),
             unrestricted: std::cell::Cell::new(None),
         }
@@ -135,7 +138,13 @@ impl Acl {
     /// selectors (they only add permissions). Anything else, even a user
     /// as broad in effect, keeps the per-key checks.
     fn lookup_unrestricted(&self) -> bool {
-        let Ok(name) = std::str::from_utf8(&self.name) else {
+        let name = if self.name_string.is_null() {
+            &self.name[..]
+        } else {
+            // SAFETY: owned by this Acl, freed in Drop.
+            unsafe { lent_bytes(self.name_string) }
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
             return false;
         };
         let ctx = Context::new(self.ctx);
@@ -154,33 +163,18 @@ impl Acl {
 
     pub fn of_caller(ctx: &Context) -> Acl {
         // SAFETY: live context; the name string is ours and freed here; the
-        // user is freed in Drop.
+        // user is freed in Drop. Permissions are looked up afresh for every
+        // command: nothing cached across commands could notice an `ACL`
+        // change without a command filter, a cost to all traffic.
         unsafe {
             let name = api!(RedisModule_GetCurrentUserName)(ctx.ctx);
             if name.is_null() {
                 return Acl::unchecked(ctx.ctx);
             }
-            let bytes = lent_bytes(name);
-            let acl = match known_unrestricted(bytes) {
-                // No check can fail: none is made (INCR's hot path).
-                Some(true) => Acl::unchecked(ctx.ctx),
-                known => {
-                    let user = api!(RedisModule_GetModuleUserFromUserName)(name);
-                    let acl = Acl::new(ctx.ctx, user, bytes.to_vec());
-                    acl.unrestricted.set(known);
-                    acl
-                }
-            };
-            api!(RedisModule_FreeString)(ctx.ctx, name);
-            if acl.unrestricted.get().is_none() && !acl.user.is_null() {
-                // First command of this user since the last ACL change.
-                let unrestricted = acl.lookup_unrestricted();
-                remember_unrestricted(&acl.name, unrestricted);
-                if unrestricted {
-                    return Acl::unchecked(ctx.ctx);
-                }
-                acl.unrestricted.set(Some(false));
-            }
+            let user = api!(RedisModule_GetModuleUserFromUserName)(name);
+            let mut acl = Acl::new(ctx.ctx, user, Vec::new());
+            // The name is copied only if a look-up needs it (many checks).
+            acl.name_string = name;
             acl
         }
     }
@@ -197,11 +191,7 @@ impl Acl {
                 listingstats_core::error::quote(name)
             )));
         }
-        let acl = Acl::new(ctx, user, name.to_vec());
-        // What the command's own check found, unless an ACL change since
-        // made it unknown (then the first checks count up to a look-up).
-        acl.unrestricted.set(known_unrestricted(name));
-        Ok(acl)
+        Ok(Acl::new(ctx, user, name.to_vec()))
     }
 
     /// Whether every check passes without asking: no user, or one known
@@ -302,36 +292,12 @@ impl Acl {
     }
 }
 
-thread_local! {
-    /// user name -> (ACL change count when looked up, unrestricted?).
-    static UNRESTRICTED: std::cell::RefCell<rustc_hash::FxHashMap<Vec<u8>, (u64, bool)>> =
-        Default::default();
-}
-
-/// Whether `user`'s root selector is exactly `+@all ~*`, as looked up since
-/// the last `ACL` command (`filter.rs`); `None` when not known.
-fn known_unrestricted(user: &[u8]) -> Option<bool> {
-    let now = super::filter::acl_changes();
-    UNRESTRICTED.with(|m| {
-        m.borrow()
-            .get(user)
-            .filter(|(at, _)| *at == now)
-            .map(|&(_, unrestricted)| unrestricted)
-    })
-}
-
-fn remember_unrestricted(user: &[u8], unrestricted: bool) {
-    let now = super::filter::acl_changes();
-    UNRESTRICTED.with(|m| {
-        let mut m = m.borrow_mut();
-        // Stale entries go with the next change; users are few.
-        m.retain(|_, (at, _)| *at == now);
-        m.insert(user.to_vec(), (now, unrestricted));
-    });
-}
-
 impl Drop for Acl {
     fn drop(&mut self) {
+        if !self.name_string.is_null() {
+            // SAFETY: GetCurrentUserName's string, freed once.
+            unsafe { api!(RedisModule_FreeString)(self.ctx, self.name_string) };
+        }
         if !self.user.is_null() {
             // SAFETY: created by GetModuleUserFromUserName, freed once.
             unsafe { api!(RedisModule_FreeModuleUser)(self.user) };

@@ -34,13 +34,17 @@ pub fn changes() -> u64 {
     filter::cluster_changes()
 }
 
-/// Reads the cluster flag (OnLoad, before settings). The command filter
-/// that notices slot changes is `filter.rs`.
+/// Reads the cluster flag (OnLoad, before settings), and on a cluster
+/// installs the command filter that notices slot changes (`filter.rs`).
 pub fn init(ctx: &Context) -> bool {
     // SAFETY: live context.
     let flags = unsafe { api!(RedisModule_GetContextFlags)(ctx.ctx) as u32 };
     let on = flags & raw::REDISMODULE_CTX_FLAGS_CLUSTER != 0;
     CLUSTER.store(on, Ordering::Relaxed);
+    if on {
+        // Only a cluster node has slots to watch.
+        filter::init(ctx);
+    }
     on
 }
 

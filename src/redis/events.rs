@@ -2,8 +2,28 @@
 //!
 //! Handlers are plain functions registered at load; each runs under
 //! `catch_unwind` (nothing unwinds into Redis from a notification).
+//!
+//! Loading the module must not slow down traffic that never touches it,
+//! so the subscriptions are as narrow as the module's state allows:
+//!
+//! * At load: the hash, generic, expired and evicted classes only (a day
+//!   hash is written, created by RESTORE/RENAME/COPY/MOVE, or removed).
+//!   Each notification first passes a gate of a few byte comparisons on
+//!   the key name ([`watch_prefix`], `KeyScheme::may_concern`) before any
+//!   context, lock or handler.
+//! * [`watch_overwrites`], called when the first day hash is known: another
+//!   type written over a day hash (SET, SORT ... STORE, SUNIONSTORE, ...).
+//!   Where the server has key events (Redis 7.2+, Valkey) that is the
+//!   `overwritten` key event; on Redis 7.0 it is the string, list, set and
+//!   zset classes.
+//! * [`watch_streams`], called when a stream is first followed: the stream
+//!   class.
+//!
+//! A subscription, once made, stays for the life of the module (the API
+//! cannot drop one on every server the module supports); the gate keeps
+//! what it then costs to a callback that returns at once.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
 use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,8 +46,16 @@ pub mod class {
     pub const LIST: i32 = raw::REDISMODULE_NOTIFY_LIST;
     pub const SET: i32 = raw::REDISMODULE_NOTIFY_SET;
     pub const ZSET: i32 = raw::REDISMODULE_NOTIFY_ZSET;
-    /// Every class any handler wants: the one subscription's mask.
-    pub const ALL: i32 = HASH | GENERIC | EXPIRED | EVICTED | STREAM | STRING | LIST | SET | ZSET;
+    /// Not a keyspace class: the server's `overwritten` key event (another
+    /// value written over a key), delivered as event `overwritten`.
+    pub const OVERWRITTEN: i32 = 1 << 30;
+    /// Subscribed at load.
+    pub const BASE: i32 = HASH | GENERIC | EXPIRED | EVICTED;
+    /// Where the server has no key events: the classes whose writes can put
+    /// another type over a day hash.
+    pub const OVERWRITES: i32 = STRING | LIST | SET | ZSET;
+    /// Every class a handler can be given.
+    pub const ALL: i32 = BASE | OVERWRITES | STREAM | OVERWRITTEN;
 }
 
 /// One keyspace notification.
@@ -86,13 +114,21 @@ unsafe extern "C" fn on_key(
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
-    if QUIET.with(Cell::get) {
+    // SAFETY: Redis passes a live key name for the duration of this
+    // callback. Nothing here can panic (no unwinding into Redis).
+    let key = unsafe { lent_bytes(key) };
+    if !GATE.with(|g| g.passes(class, key)) {
         return raw::REDISMODULE_OK as c_int;
     }
+    // SAFETY: a NUL-terminated event name, live for the callback.
+    let event = unsafe { CStr::from_ptr(event).to_bytes() };
+    dispatch(ctx, class, event, key);
+    raw::REDISMODULE_OK as c_int
+}
+
+/// Calls every handler of `class` with one event.
+fn dispatch(ctx: *mut raw::RedisModuleCtx, class: i32, event: &[u8], key: &[u8]) {
     let context = Context::new(ctx);
-    // SAFETY: Redis passes a NUL-terminated event name and a live key name
-    // for the duration of this callback.
-    let (event, key) = unsafe { (CStr::from_ptr(event).to_bytes(), lent_bytes(key)) };
     let e = KeyEvent {
         db: selected_db(&context),
         class,
@@ -104,13 +140,138 @@ unsafe extern "C" fn on_key(
             let _ = catch_unwind(AssertUnwindSafe(|| h(&context, &e)));
         }
     });
-    raw::REDISMODULE_OK as c_int
+}
+
+/// The key event `overwritten` (Redis 7.2+, Valkey), for the handlers of
+/// [`class::OVERWRITTEN`]; the other key events (deleted, expired,
+/// evicted) also come as keyspace notifications, which the handlers take.
+unsafe extern "C" fn on_key_event(
+    ctx: *mut raw::RedisModuleCtx,
+    _e: raw::RedisModuleEvent,
+    sub: u64,
+    data: *mut c_void,
+) {
+    if sub != raw::REDISMODULE_SUBEVENT_KEY_OVERWRITTEN || data.is_null() {
+        return;
+    }
+    // SAFETY: for the key event Redis passes a RedisModuleKeyInfo whose
+    // key is open for the callback; its name lives as long.
+    let key = unsafe {
+        let info = &*data.cast::<raw::RedisModuleKeyInfoV1>();
+        let Some(name_of) = *std::ptr::addr_of!(raw::RedisModule_GetKeyNameFromModuleKey) else {
+            return;
+        };
+        let name = name_of(info.key);
+        if name.is_null() {
+            return;
+        }
+        lent_bytes(name)
+    };
+    if GATE.with(|g| g.passes(class::OVERWRITTEN, key)) {
+        dispatch(ctx, class::OVERWRITTEN, b"overwritten", key);
+    }
+}
+
+/// What decides, before anything else, whether a notification reaches the
+/// handlers: a few byte comparisons, no allocation, lock or map look-up.
+struct Gate {
+    /// Set while the module fires a notification its own handlers need not
+    /// see (see [`without_own_handlers`]).
+    quiet: Cell<bool>,
+    /// Some stream is followed: stream and generic events pass.
+    streams: Cell<bool>,
+    /// The key prefix of day hashes and of the module's registry.
+    prefix: RefCell<Vec<u8>>,
+}
+
+impl Gate {
+    fn passes(&self, class: i32, key: &[u8]) -> bool {
+        if self.quiet.get() {
+            return false;
+        }
+        // A followed stream can be added to, deleted, renamed, expired or
+        // written over; hash writes never land on a stream.
+        if self.streams.get() && class & !class::HASH != 0 {
+            return true;
+        }
+        match self.prefix.try_borrow() {
+            Ok(prefix) => listingstats_core::keys::may_concern(&prefix, key),
+            Err(_) => true,
+        }
+    }
 }
 
 thread_local! {
-    /// Set while the module fires a notification its own handlers need not
-    /// see (see [`without_own_handlers`]).
-    static QUIET: Cell<bool> = const { Cell::new(false) };
+    static GATE: Gate = const {
+        Gate {
+            quiet: Cell::new(false),
+            streams: Cell::new(false),
+            prefix: RefCell::new(Vec::new()),
+        }
+    };
+    /// Which of the later subscriptions were made.
+    static WATCHING: Cell<(bool, bool)> = const { Cell::new((false, false)) };
+}
+
+/// The key prefix that day hash names and the registry start with (at load
+/// and whenever `key-prefix` changes).
+pub fn watch_prefix(prefix: &[u8]) {
+    GATE.with(|g| *g.prefix.borrow_mut() = prefix.to_vec());
+}
+
+/// From now on, also tells the handlers of [`class::OVERWRITTEN`] (or, on
+/// Redis 7.0, of [`class::OVERWRITES`]) of other values written over keys.
+/// Called when the first day hash is known; the first call subscribes, the
+/// others cost a thread-local read.
+pub fn watch_overwrites(ctx: &Context) {
+    let (overwrites, streams) = WATCHING.with(Cell::get);
+    if overwrites {
+        return;
+    }
+    WATCHING.with(|w| w.set((true, streams)));
+    let event = raw::RedisModuleEvent {
+        id: raw::REDISMODULE_EVENT_KEY,
+        dataver: 1,
+    };
+    // SAFETY: plain reads of API pointers; subscribing appends to the
+    // server's list (safe while it iterates: the new entry comes after).
+    unsafe {
+        let key_events = match *std::ptr::addr_of!(raw::RedisModule_IsSubEventSupported) {
+            Some(supported) => {
+                supported(event, raw::REDISMODULE_SUBEVENT_KEY_OVERWRITTEN) != 0
+                    && has_api!(RedisModule_GetKeyNameFromModuleKey)
+            }
+            None => false,
+        };
+        let subscribed = key_events
+            && api!(RedisModule_SubscribeToServerEvent)(ctx.ctx, event, Some(on_key_event))
+                == raw::REDISMODULE_OK as c_int;
+        if !subscribed {
+            api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, class::OVERWRITES, Some(on_key));
+        }
+    }
+}
+
+/// Stream events stop reaching the handlers (nothing is followed any more).
+pub fn close_streams() {
+    GATE.with(|g| g.streams.set(false));
+}
+
+/// From now on, also tells handlers of stream events (a stream is
+/// followed). `false` closes the gate to them again (nothing followed).
+pub fn watch_streams(ctx: &Context, on: bool) {
+    GATE.with(|g| g.streams.set(on));
+    let (overwrites, streams) = WATCHING.with(Cell::get);
+    if !on || streams {
+        return;
+    }
+    WATCHING.with(|w| w.set((overwrites, true)));
+    // SAFETY: as in watch_overwrites.
+    unsafe {
+        api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, class::STREAM, Some(on_key));
+    }
+    // Another type written over a followed stream ends its following.
+    watch_overwrites(ctx);
 }
 
 /// Runs `notify`, which fires a keyspace notification, without calling this
@@ -119,47 +280,52 @@ thread_local! {
 /// a counter of a day hash that already existed. Saves the handlers' cost on
 /// INCR's hot path.
 pub fn without_own_handlers<R>(notify: impl FnOnce() -> R) -> R {
-    QUIET.with(|q| q.set(true));
+    GATE.with(|g| g.quiet.set(true));
     let out = notify();
-    QUIET.with(|q| q.set(false));
+    GATE.with(|g| g.quiet.set(false));
     out
 }
 
 /// `(field, new value)` pairs the module wrote to one hash.
 pub type Written<'a> = [(&'a [u8], i64)];
-type WrittenHandler = fn(i32, &[u8], &Written<'_>);
+/// `(ctx, db, key, written, created)`: `created` when the hash is new.
+type WrittenHandler = fn(&Context, i32, &[u8], &Written<'_>, bool);
 
+// A hook and not an import: this layer cannot import the index it tells.
 static WRITTEN: std::sync::OnceLock<WrittenHandler> = std::sync::OnceLock::new();
 
-/// Registers the one handler told of counters written to a hash that
-/// already existed, in place of the module's own keyspace handlers (see
-/// [`without_own_handlers`]): it gets the values, with no notification
-/// to parse.
+/// Registers the one handler told of counters the module wrote to a hash,
+/// in place of the module's own keyspace handlers (see
+/// [`without_own_handlers`]): it gets the values, with no notification to
+/// parse.
 pub fn on_counters_written(handler: WrittenHandler) {
     let _ = WRITTEN.set(handler);
 }
 
 /// Tells the handler of [`on_counters_written`].
-pub fn counters_written(db: i32, key: &[u8], fields: &Written<'_>) {
+pub fn counters_written(ctx: &Context, key: &[u8], fields: &Written<'_>, created: bool) {
     if let Some(h) = WRITTEN.get() {
-        let _ = catch_unwind(AssertUnwindSafe(|| h(db, key, fields)));
+        let db = selected_db(ctx);
+        let _ = catch_unwind(AssertUnwindSafe(|| h(ctx, db, key, fields, created)));
     }
 }
 
-/// Calls `handler` for every notification of `classes` (every key; the
-/// handler filters).
+/// Calls `handler` for every notification of `classes` that passes the
+/// gate (a key name that may concern the module; the handler checks it in
+/// full). The first call subscribes to [`class::BASE`]; the other classes
+/// arrive once [`watch_overwrites`] or [`watch_streams`] subscribed them.
 pub fn on_keyspace(
     ctx: &Context,
     classes: i32,
     handler: fn(&Context, &KeyEvent<'_>),
 ) -> Result<(), String> {
     if !add(&KEY_HANDLERS, (classes, handler)) {
-        return Ok(()); // Subscribed already, for every class in `class::ALL`.
+        return Ok(()); // Subscribed already.
     }
     // SAFETY: OnLoad; the trampoline lives as long as the module. One
     // subscription for all handlers: each call would add another.
     let ok =
-        unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, class::ALL, Some(on_key)) };
+        unsafe { api!(RedisModule_SubscribeToKeyspaceEvents)(ctx.ctx, class::BASE, Some(on_key)) };
     if ok == raw::REDISMODULE_OK as c_int {
         Ok(())
     } else {

@@ -17,7 +17,7 @@
 //! | `reply.rs` | writing a reply piece by piece |
 //! | `blocked.rs` | a blocked client and the reply it collects |
 //! | `slices.rs` | work run in slices on a timer (queries, index rebuilds) |
-//! | `filter.rs` | the command filter that drops cached slots and ACL look-ups |
+//! | `filter.rs` | on a cluster node, the command filter that drops the cached slots |
 //! | `events.rs` | keyspace notifications and server events |
 //! | `cluster.rs` | cluster mode, and the slots this node serves |
 //! | `command.rs` | registering commands: dispatch, ACL categories, COMMAND DOCS |

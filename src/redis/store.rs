@@ -298,19 +298,14 @@ impl<'c> RedisStore<'c> {
         notify(self.ctx, class, event, name);
     }
 
-    /// The `hincrby` notification of counters written to a day hash. When
-    /// the hash `existed` before, the `*` index does not change, so the
-    /// module's own handlers are spared (other subscribers still get the
-    /// event); the caller tells the cache the values instead
-    /// ([`events::counters_written`]).
-    fn notify_counters(&self, key_name: *mut raw::RedisModuleString, existed: bool) {
-        if existed {
-            events::without_own_handlers(|| {
-                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name)
-            });
-        } else {
-            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name);
-        }
+    /// The `hincrby` notification of counters written to a day hash. The
+    /// module's own handlers are spared it (other subscribers still get the
+    /// event): the caller tells the index and cache directly, with the
+    /// values and whether the hash is new ([`events::counters_written`]).
+    fn notify_counters(&self, key_name: *mut raw::RedisModuleString) {
+        events::without_own_handlers(|| {
+            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hincrby", key_name)
+        });
     }
 
     fn create_string(&self, bytes: &[u8]) -> RedisString {
@@ -368,10 +363,8 @@ impl CounterStore for RedisStore<'_> {
         current.open.hash_set_int(name, value);
         let key_name = current.name.inner;
         self.replicate_hincrby(key_name, name, delta);
-        self.notify_counters(key_name, existed);
-        if existed {
-            events::counters_written(selected_db(self.ctx), key, &[(field, value)]);
-        }
+        self.notify_counters(key_name);
+        events::counters_written(self.ctx, key, &[(field, value)], !existed);
     }
 
     /// One key, several fields: `HSET key f1 v1 f2 v2 ...` of the final
@@ -404,15 +397,13 @@ impl CounterStore for RedisStore<'_> {
             argv.extend([name, text.inner]);
         }
         self.replicate_argv(c"HSET", &mut argv);
-        self.notify_counters(key_name, existed);
-        if existed {
-            let written: smallvec::SmallVec<[(&[u8], i64); 8]> = increments
-                .iter()
-                .zip(values)
-                .map(|(inc, &v)| (&inc.field[..], v))
-                .collect();
-            events::counters_written(selected_db(self.ctx), key, &written);
-        }
+        self.notify_counters(key_name);
+        let written: smallvec::SmallVec<[(&[u8], i64); 8]> = increments
+            .iter()
+            .zip(values)
+            .map(|(inc, &v)| (&inc.field[..], v))
+            .collect();
+        events::counters_written(self.ctx, key, &written, !existed);
     }
 
     fn expire_at(&mut self, key: &[u8], at_ms: i64) {

@@ -12,6 +12,7 @@ mod follow;
 mod incr;
 mod ingest;
 mod migrate;
+mod overwrite;
 mod query;
 mod replication;
 mod retention;

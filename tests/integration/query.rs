@@ -1310,3 +1310,93 @@ fn pattern_metrics_sum_matching_fields() {
     );
     assert!(e.contains("not an integer"), "{e}");
 }
+
+#[test]
+fn a_json_answer_over_max_json_rows_is_refused_and_resp_is_not() {
+    let server = Server::start();
+    let mut c = server.conn();
+    for l in 1..=9 {
+        set(
+            &mut c,
+            &[
+                "HSET",
+                &format!("2015-12-22_{l}"),
+                CO_IMP,
+                "10",
+                CO_CLICK,
+                "3",
+            ],
+        );
+    }
+    let v: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("listingstats.max-json-rows")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v[1], "50000");
+    set(
+        &mut c,
+        &["CONFIG", "SET", "listingstats.max-json-rows", "5"],
+    );
+    for set_of in ["*", "1,2,3,4,5,6,7,8,9"] {
+        let q = |format: &'static str| {
+            vec![
+                "LISTINGSTATS.QUERY",
+                "cart_to_checkout_ctr",
+                "2015-12-22",
+                "2015-12-22",
+                set_of,
+                "GROUPBY",
+                "LISTING",
+                "FORMAT",
+                format,
+            ]
+        };
+        let e = err(&mut c, &q("JSON"));
+        assert!(
+            e.contains("9 rows") && e.contains("max-json-rows 5") && e.contains("FORMAT RESP"),
+            "{e}"
+        );
+        // The same answer row by row is not limited.
+        let Value::Array(rows) = call(&mut c, &q("RESP")).unwrap() else {
+            panic!("RESP answer is not an array")
+        };
+        assert_eq!(rows.len(), 9);
+        // A total is one row: under the limit.
+        let total = call(
+            &mut c,
+            &[
+                "LISTINGSTATS.QUERY",
+                "cart_to_checkout_ctr",
+                "2015-12-22",
+                "2015-12-22",
+                set_of,
+                "GROUPBY",
+                "TOTAL",
+                "FORMAT",
+                "JSON",
+            ],
+        );
+        assert!(total.is_ok(), "{total:?}");
+    }
+    // 0: no limit.
+    set(
+        &mut c,
+        &["CONFIG", "SET", "listingstats.max-json-rows", "0"],
+    );
+    let ok = call(
+        &mut c,
+        &[
+            "LISTINGSTATS.QUERY",
+            "cart_to_checkout_ctr",
+            "2015-12-22",
+            "2015-12-22",
+            "*",
+            "GROUPBY",
+            "LISTING",
+            "FORMAT",
+            "JSON",
+        ],
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}

@@ -102,6 +102,15 @@ impl Default for KeyScheme {
     }
 }
 
+/// [`KeyScheme::may_concern`] for a scheme with `prefix`.
+pub fn may_concern(prefix: &[u8], key: &[u8]) -> bool {
+    let Some(rest) = key.strip_prefix(prefix) else {
+        return false;
+    };
+    (rest.len() >= 12 && rest[4] == b'-' && rest[7] == b'-' && rest[10] == b'_')
+        || rest.starts_with(b"listingstats:metrics")
+}
+
 impl KeyScheme {
     /// The day hash of `listing` on `day`. `listing` must be valid.
     pub fn day_key(&self, day: NaiveDate, listing: &[u8]) -> Vec<u8> {
@@ -125,6 +134,17 @@ impl KeyScheme {
                 out.push(b'}');
             }
         }
+    }
+
+    /// Whether `key` could concern the module at all, by a few byte
+    /// comparisons and no allocation: a day hash name's shape in this
+    /// scheme (prefix, `dddd-dd-dd_`, no date or listing check), or the
+    /// metric registry (`<prefix>listingstats:metrics`, and its copies on a
+    /// cluster). Run on every
+    /// keyspace notification of the server before anything else; a `true`
+    /// is then checked in full ([`KeyScheme::parse_day_key`]).
+    pub fn may_concern(&self, key: &[u8]) -> bool {
+        may_concern(self.prefix.as_bytes(), key)
     }
 
     /// The day and listing a key names, or `None` when it is not a day hash
@@ -252,6 +272,44 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn may_concern_passes_every_day_hash_and_module_key() {
+        for format in [KeyFormat::DateListing, KeyFormat::Tagged] {
+            for prefix in ["", "ls:"] {
+                let scheme = KeyScheme {
+                    prefix: prefix.into(),
+                    format,
+                };
+                let key = scheme.day_key(day("2015-12-22"), b"2155");
+                assert!(scheme.may_concern(&key));
+                assert!(scheme.may_concern(&scheme.metrics_key()));
+                assert!(scheme.may_concern(&scheme.metrics_key_in(7)));
+                // Dedup shards and the follow registry: no handler wants them.
+                assert!(!scheme.may_concern(&scheme.seen_key(1, 2)));
+                assert!(!scheme.may_concern(&scheme.following_key()));
+                for other in [
+                    &b"key:__rand_int__"[..],
+                    b"mylist",
+                    b"2015-12-22",
+                    b"myhash",
+                    b"",
+                ] {
+                    assert!(
+                        !scheme.may_concern(other),
+                        "{}",
+                        String::from_utf8_lossy(other)
+                    );
+                }
+            }
+        }
+        let prefixed = KeyScheme {
+            prefix: "ls:".into(),
+            format: KeyFormat::DateListing,
+        };
+        assert!(!prefixed.may_concern(b"2015-12-22_2155"));
+        assert!(!prefixed.may_concern(b"listingstats:metrics"));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub enum Name {
     DedupWindow,
     MaxBatch,
     MaxQueryCells,
+    MaxJsonRows,
     StarSource,
     RetentionDays,
     Cache,
@@ -45,13 +46,14 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 9] = [
+    pub const ALL: [Name; 10] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
         Name::DedupWindow,
         Name::MaxBatch,
         Name::MaxQueryCells,
+        Name::MaxJsonRows,
         Name::StarSource,
         Name::RetentionDays,
         Name::Cache,
@@ -65,6 +67,7 @@ impl Name {
             Name::DedupWindow => "dedup-window",
             Name::MaxBatch => "max-batch",
             Name::MaxQueryCells => "max-query-cells",
+            Name::MaxJsonRows => "max-json-rows",
             Name::StarSource => "star-source",
             Name::RetentionDays => "retention-days",
             Name::Cache => "cache",
@@ -93,6 +96,11 @@ impl Name {
                 min: 1,
                 max: 1_000_000_000,
             }),
+            // 0: no limit.
+            Name::MaxJsonRows => Some(Bounds {
+                min: 0,
+                max: 1_000_000_000,
+            }),
             // A hundred years; 0 keeps day hashes forever.
             Name::RetentionDays => Some(Bounds {
                 min: 0,
@@ -113,6 +121,9 @@ pub struct Settings {
     pub dedup_window: i64,
     pub max_batch: i64,
     pub max_query_cells: i64,
+    /// Rows a `FORMAT JSON` answer may hold (0: any). The answer is one
+    /// bulk string, which the server copies into the reply in one step.
+    pub max_json_rows: i64,
     pub star_source: StarSource,
     /// Days a day hash is kept after its day ends; 0 keeps it forever.
     pub retention_days: i64,
@@ -132,6 +143,7 @@ impl Default for Settings {
             dedup_window: 604_800,
             max_batch: 10_000,
             max_query_cells: 1_000_000,
+            max_json_rows: 50_000,
             star_source: StarSource::Index,
             retention_days: 0,
             cluster: false,
@@ -150,6 +162,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window.to_string(),
             Name::MaxBatch => self.max_batch.to_string(),
             Name::MaxQueryCells => self.max_query_cells.to_string(),
+            Name::MaxJsonRows => self.max_json_rows.to_string(),
             Name::RetentionDays => self.retention_days.to_string(),
             Name::StarSource => match self.star_source {
                 StarSource::Index => "index".into(),
@@ -164,6 +177,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window,
             Name::MaxBatch => self.max_batch,
             Name::MaxQueryCells => self.max_query_cells,
+            Name::MaxJsonRows => self.max_json_rows,
             Name::RetentionDays => self.retention_days,
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
                 0
@@ -228,7 +242,11 @@ impl Settings {
                     }
                 }
             }
-            Name::DedupWindow | Name::MaxBatch | Name::MaxQueryCells | Name::RetentionDays => {}
+            Name::DedupWindow
+            | Name::MaxBatch
+            | Name::MaxQueryCells
+            | Name::MaxJsonRows
+            | Name::RetentionDays => {}
         }
         Ok(())
     }
@@ -246,6 +264,7 @@ impl Settings {
             Name::DedupWindow => self.dedup_window = n,
             Name::MaxBatch => self.max_batch = n,
             Name::MaxQueryCells => self.max_query_cells = n,
+            Name::MaxJsonRows => self.max_json_rows = n,
             Name::RetentionDays => self.retention_days = n,
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
             }
@@ -304,6 +323,7 @@ mod tests {
                 ("dedup-window", "604800".into()),
                 ("max-batch", "10000".into()),
                 ("max-query-cells", "1000000".into()),
+                ("max-json-rows", "50000".into()),
                 ("star-source", "index".into()),
                 ("retention-days", "0".into()),
                 ("cache", "yes".into()),

@@ -23,6 +23,15 @@ impl Job {
                 stats::KEYS_EXAMINED.add(self.examined);
                 self.counted = true;
             }
+            if let Finish::Query(Format::Json) = self.finish {
+                let rows = self.agg.len() * self.plan.metrics.len();
+                if let Err(e) = check_json_rows(rows, self.settings.max_json_rows) {
+                    // Nothing is written yet: the reply is the error.
+                    stats::ERRORS.add(1);
+                    out.error(&e.reply_text());
+                    return true;
+                }
+            }
             let order = if let Finish::Top {
                 n,
                 min_denominator,
@@ -138,6 +147,21 @@ impl Job {
             _ => out.out.set_array_len(self.rendered),
         }
         true
+    }
+}
+
+/// A `FORMAT JSON` answer is one bulk string, which the module API copies
+/// into the reply in one step (about 1 ms per 8,000 rows here): past
+/// `max-json-rows` (0: no limit) it is refused, once its rows are counted
+/// and before any of it is built.
+fn check_json_rows(rows: usize, max: i64) -> listingstats_core::Result<()> {
+    match usize::try_from(max) {
+        Ok(max) if max > 0 && rows > max => Err(listingstats_core::Error::invalid(format!(
+            "the answer has {rows} rows, over max-json-rows {max}: FORMAT JSON is one string the \
+             server copies in one step; use FORMAT RESP (sent row by row), a smaller range or \
+             listing set, or raise listingstats.max-json-rows"
+        ))),
+        _ => Ok(()),
     }
 }
 
