@@ -4,6 +4,7 @@ server without the module, and against a module whose keyspace callback is
 empty (the module API's own floor), in instructions per call (callgrind,
 the whole server) and in server microseconds per call (INFO commandstats)."""
 
+import contextlib
 import glob
 import os
 import shutil
@@ -98,19 +99,33 @@ def load_day_hashes(port):
         time.sleep(0.5)
 
 
-def instructions(binary, extra, day_hashes, calls=50_000):
-    """Instructions per call of every command, the whole server counted."""
-    out = tempfile.mkdtemp(prefix="tax-")
+@contextlib.contextmanager
+def serving(launcher, binary, extra, day_hashes):
+    """A server (`launcher` + `binary`, e.g. under valgrind) on a free port,
+    with DAY_HASHES day hashes loaded first when `day_hashes`; yields
+    (port, process, its directory)."""
+    d = tempfile.mkdtemp(prefix="tax-")
     port = free_port()
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % out,
-                             binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", out, "--hz", "1", *extra],
+    proc = subprocess.Popen([*launcher(d), binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", d, *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    costs = {}
     try:
         wait_ready(port, proc)
         if day_hashes:
             load_day_hashes(port)
+        yield port, proc, d
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def instructions(binary, extra, day_hashes, calls=50_000):
+    """Instructions per call of every command, the whole server counted."""
+    def callgrind(d):
+        return ["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % d]
+    costs = {}
+    with serving(callgrind, binary, ["--hz", "1", *extra], day_hashes) as (port, proc, out):
         for label, args in COMMANDS:
             bench(port, args, 5_000)
             subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
@@ -120,10 +135,6 @@ def instructions(binary, extra, day_hashes, calls=50_000):
             dump = max(set(glob.glob(out + "/cg.*")) - before, key=os.path.getmtime)
             costs[label] = total_instructions(dump) / calls
             os.remove(dump)
-    finally:
-        proc.terminate()
-        proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
     return costs
 
 
@@ -137,28 +148,16 @@ def total_instructions(dump):
 
 def microseconds(binary, extra, day_hashes, calls=200_000):
     """Server microseconds per call (INFO commandstats), no valgrind."""
-    d = tempfile.mkdtemp(prefix="tax-")
-    port = free_port()
-    pin = ["taskset", "-c", str(SERVER_CPU)] if shutil.which("taskset") else []
-    proc = subprocess.Popen([*pin, binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", d, *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def pinned(_d):
+        return ["taskset", "-c", str(SERVER_CPU)] if shutil.which("taskset") else []
     costs = {}
-    try:
-        wait_ready(port, proc)
-        if day_hashes:
-            load_day_hashes(port)
+    with serving(pinned, binary, extra, day_hashes) as (port, _proc, _d):
         c = Client(port)
         for label, args in COMMANDS:
             bench(port, args, 20_000)
             c.call("CONFIG", "RESETSTAT")
             bench(port, args, calls)
-            name = args[0].lower()
-            costs[label] = commandstats(c)[name]["usec_per_call"]
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(d, ignore_errors=True)
+            costs[label] = commandstats(c)[args[0].lower()]["usec_per_call"]
     return costs
 
 

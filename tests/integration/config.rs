@@ -21,7 +21,7 @@ fn defaults_and_module_args_show_in_config_get() {
         ("dedup-window", "604800"),
         ("max-batch", "10000"),
         ("max-query-cells", "1000000"),
-        ("max-json-rows", "50000"),
+        ("max-json-rows", "25000"),
         ("star-source", "index"),
         ("retention-days", "0"),
         ("cache", "yes"),

@@ -1333,7 +1333,7 @@ fn a_json_answer_over_max_json_rows_is_refused_and_resp_is_not() {
         .arg("listingstats.max-json-rows")
         .query(&mut c)
         .unwrap();
-    assert_eq!(v[1], "50000");
+    assert_eq!(v[1], "25000");
     set(
         &mut c,
         &["CONFIG", "SET", "listingstats.max-json-rows", "5"],

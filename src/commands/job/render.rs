@@ -151,7 +151,7 @@ impl Job {
 }
 
 /// A `FORMAT JSON` answer is one bulk string, which the module API copies
-/// into the reply in one step (about 1 ms per 8,000 rows here): past
+/// into the reply in one step (`bench bigday` measures the stall): past
 /// `max-json-rows` (0: no limit) it is refused, once its rows are counted
 /// and before any of it is built.
 fn check_json_rows(rows: usize, max: i64) -> listingstats_core::Result<()> {
