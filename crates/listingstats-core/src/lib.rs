@@ -2,6 +2,8 @@
 //! compiler keeps it that way. Everything here is unit-tested with
 //! `cargo test` and no server.
 
+#![forbid(unsafe_code)]
+
 pub mod cluster;
 pub mod date;
 pub mod day_index;

@@ -1,0 +1,284 @@
+//! One database's days: each day's sorted listing numbers, and beside them
+//! the cached rows of those that have one.
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, NaiveDate};
+
+/// A cached value that is not known: the row must be read from its hash.
+/// (A counter that really holds `i64::MIN` is then re-read every time:
+/// correct, only not cached.)
+pub const UNKNOWN: i64 = i64::MIN;
+
+/// One day: its listing numbers, sorted, and their cached rows.
+///
+/// Rows are not kept in listing order: `rows[i]` is the row of `ids[i]`
+/// in `values`. A new listing in the middle of a day then moves 8 bytes
+/// per entry (its number and its row's number), not its whole row: a day
+/// of 600,000 listings written in any order stays cheap to add to.
+pub(super) struct Day {
+    pub(super) ids: Vec<u32>,
+    /// Empty (nothing cached for this day), or aligned with `ids`.
+    rows: Vec<u32>,
+    /// `stride` values per row; a row whose first value is [`UNKNOWN`] is
+    /// not cached (free rows too).
+    values: Vec<i64>,
+    /// Rows no listing uses, for the next new one.
+    free: Vec<u32>,
+    /// The earliest expiry (ms since the epoch) seen among this day's
+    /// hashes; `i64::MAX` for none.
+    pub(super) expires: i64,
+}
+
+impl Default for Day {
+    fn default() -> Self {
+        Day {
+            ids: Vec::new(),
+            rows: Vec::new(),
+            values: Vec::new(),
+            free: Vec::new(),
+            expires: i64::MAX,
+        }
+    }
+}
+
+/// A listing of a cached day that has no row yet.
+const NO_ROW: u32 = u32::MAX;
+
+impl Day {
+    pub(super) fn cached(&self) -> bool {
+        !self.rows.is_empty()
+    }
+
+    /// The values of the listing at position `at`, if it has a row.
+    pub(super) fn row(&self, at: usize, stride: usize) -> Option<&[i64]> {
+        let r = *self.rows.get(at)?;
+        if r == NO_ROW {
+            return None;
+        }
+        let r = r as usize;
+        self.values.get(r * stride..(r + 1) * stride)
+    }
+
+    pub(super) fn row_mut(&mut self, at: usize, stride: usize) -> Option<&mut [i64]> {
+        let r = *self.rows.get(at)?;
+        if r == NO_ROW {
+            return None;
+        }
+        let r = r as usize;
+        self.values.get_mut(r * stride..(r + 1) * stride)
+    }
+
+    /// Marks the row at `at` unknown.
+    pub(super) fn forget(&mut self, at: usize, stride: usize) {
+        if let Some(row) = self.row_mut(at, stride) {
+            row[0] = UNKNOWN;
+        }
+    }
+
+    /// Every row unknown: after its earliest expiry passed, each hash is
+    /// read again (and reports its own expiry then).
+    pub(super) fn forget_all(&mut self, stride: usize) {
+        for row in self.values.chunks_exact_mut(stride.max(1)) {
+            row[0] = UNKNOWN;
+        }
+        self.expires = i64::MAX;
+    }
+
+    /// Starts caching this day: no listing has a row yet. The values get
+    /// room for every listing, untouched until filled: a day of 600,000
+    /// listings starts in one small step.
+    pub(super) fn start_cache(&mut self, stride: usize) {
+        self.rows = vec![NO_ROW; self.ids.len()];
+        self.values = Vec::with_capacity(self.ids.len() * stride);
+        self.free = Vec::new();
+    }
+
+    /// Stops caching this day.
+    fn drop_cache(&mut self) {
+        self.rows = Vec::new();
+        self.values = Vec::new();
+        self.free = Vec::new();
+        self.expires = i64::MAX;
+    }
+
+    /// The row of the listing at `at`, made (unknown) if it has none.
+    pub(super) fn make_row(&mut self, at: usize, stride: usize) -> &mut [i64] {
+        if self.rows[at] == NO_ROW {
+            self.rows[at] = match self.free.pop() {
+                Some(r) => r,
+                None => {
+                    grow(&mut self.values, stride);
+                    self.values.extend(std::iter::repeat_n(UNKNOWN, stride));
+                    (self.values.len() / stride.max(1) - 1) as u32
+                }
+            };
+        }
+        let r = self.rows[at] as usize;
+        &mut self.values[r * stride..(r + 1) * stride]
+    }
+
+    /// A new listing at position `at` of a cached day: no row until read.
+    fn insert_row(&mut self, at: usize) {
+        grow(&mut self.rows, 1);
+        self.rows.insert(at, NO_ROW);
+    }
+
+    /// Frees the row of the listing at position `at` (the day is cached).
+    /// When most rows are free, the day stops caching: queries refill it.
+    fn remove_row(&mut self, at: usize, stride: usize) {
+        let r = self.rows.remove(at);
+        if r == NO_ROW {
+            return;
+        }
+        if let Some(v) = self.values.get_mut(r as usize * stride) {
+            *v = UNKNOWN;
+        }
+        self.free.push(r);
+        if self.free.len() > 64 && self.free.len() > self.rows.len() {
+            self.drop_cache();
+        }
+    }
+}
+
+/// Makes room for `extra` more items, growing by a sixteenth instead of
+/// doubling: a day's lists are its memory, and a doubled list of 600,000
+/// rows would leave megabytes unused. Still amortised O(1) per item.
+fn grow<T>(list: &mut Vec<T>, extra: usize) {
+    if list.len() + extra > list.capacity() {
+        list.reserve_exact(list.len() / 16 + extra.max(16));
+    }
+}
+
+/// The outcome of looking a cell up in the cache.
+#[derive(Debug, PartialEq)]
+pub enum Cached<'a> {
+    /// The row's columns, exact.
+    Row(&'a [i64]),
+    /// Indexed, but its values must be read from the hash, then filled.
+    Unknown,
+    /// No day hash is indexed for it: when the index is current, there is
+    /// none.
+    Absent,
+    /// The columns changed since the reader planned: read the hash, fill
+    /// nothing.
+    Stale,
+}
+
+/// One database's days, each with its sorted listing numbers.
+#[derive(Default)]
+pub struct DayIndex {
+    pub(super) days: BTreeMap<i32, Day>,
+    entries: usize,
+}
+
+impl DayIndex {
+    /// True when the entry is new; an existing entry's row becomes unknown
+    /// (something wrote its hash).
+    pub fn insert(&mut self, day: NaiveDate, listing: u32, stride: usize) -> bool {
+        let entry = self.days.entry(day.num_days_from_ce()).or_default();
+        match entry.ids.binary_search(&listing) {
+            Ok(at) => {
+                entry.forget(at, stride);
+                false
+            }
+            Err(at) => {
+                grow(&mut entry.ids, 1);
+                entry.ids.insert(at, listing);
+                if entry.cached() {
+                    entry.insert_row(at);
+                }
+                self.entries += 1;
+                true
+            }
+        }
+    }
+
+    /// True when the entry was there.
+    pub fn remove(&mut self, day: NaiveDate, listing: u32, stride: usize) -> bool {
+        let key = day.num_days_from_ce();
+        let Some(entry) = self.days.get_mut(&key) else {
+            return false;
+        };
+        let Ok(at) = entry.ids.binary_search(&listing) else {
+            return false;
+        };
+        entry.ids.remove(at);
+        if entry.cached() {
+            entry.remove_row(at, stride);
+        }
+        self.entries -= 1;
+        if entry.ids.is_empty() {
+            self.days.remove(&key);
+        } else if entry.ids.len() * 4 < entry.ids.capacity() && entry.ids.capacity() > 64 {
+            entry.ids.shrink_to(entry.ids.len() * 2);
+            entry.rows.shrink_to(entry.ids.len() * 2);
+        }
+        true
+    }
+
+    /// The day and position of an entry.
+    pub(super) fn find(&mut self, day: NaiveDate, listing: u32) -> Option<(&mut Day, usize)> {
+        let entry = self.days.get_mut(&day.num_days_from_ce())?;
+        let at = entry.ids.binary_search(&listing).ok()?;
+        Some((entry, at))
+    }
+
+    /// Drops every cached value (the columns changed, or the cache is off).
+    pub(super) fn drop_values(&mut self) {
+        for day in self.days.values_mut() {
+            day.drop_cache();
+        }
+    }
+
+    /// Every listing number of every day, for forgetting a database.
+    pub(super) fn all(&self) -> impl Iterator<Item = u32> + '_ {
+        self.days.values().flat_map(|d| d.ids.iter().copied())
+    }
+
+    /// Applies a monotonic renumbering (see `Interner::compact`): the
+    /// order, and so the rows' alignment, is kept.
+    pub(super) fn renumber(&mut self, map: &[u32]) {
+        for day in self.days.values_mut() {
+            for l in day.ids.iter_mut() {
+                *l = map[*l as usize];
+            }
+        }
+    }
+
+    /// Every (day, listing) from `start` to `end`, both included.
+    pub fn in_range(
+        &self,
+        start: NaiveDate,
+        end: NaiveDate,
+    ) -> impl Iterator<Item = (NaiveDate, u32)> + '_ {
+        self.days
+            .range(start.num_days_from_ce()..=end.num_days_from_ce())
+            .flat_map(|(&d, entry)| {
+                let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
+                entry.ids.iter().map(move |&l| (day, l))
+            })
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    pub fn days(&self) -> usize {
+        self.days.len()
+    }
+
+    /// Heap bytes used, roughly: list capacity plus map nodes, without
+    /// the cached values.
+    pub fn heap_bytes(&self) -> usize {
+        self.days.values().map(|d| d.ids.capacity() * 4 + 64).sum()
+    }
+
+    /// Heap bytes of the cache: values, row numbers, free rows.
+    pub fn cache_bytes(&self) -> usize {
+        self.days
+            .values()
+            .map(|d| d.values.capacity() * 8 + (d.rows.capacity() + d.free.capacity()) * 4)
+            .sum()
+    }
+}

@@ -1,0 +1,183 @@
+//! Copying a `*` query's cells out of the index in bounded steps; a pass
+//! over every indexed day hash.
+
+use super::index::Index;
+use super::names::ListingNames;
+
+use chrono::{Datelike, NaiveDate};
+use rustc_hash::FxHashMap;
+
+/// Copies a `*` query's cells out of the index a bounded number at a time,
+/// so a day of 600,000 listings is planned in slices: between slices the
+/// index pins its numbers (none is freed or renumbered), so the planner's
+/// cursor and its map of numbers stay right whatever is written meanwhile.
+/// A day hash added meanwhile is planned when it lies ahead of the cursor.
+/// If the index is replaced (FLUSHALL, a rebuild), planning starts over.
+pub struct Planner {
+    db: i32,
+    start: i32,
+    end: i32,
+    /// Where the next step resumes: a day, and the first listing number
+    /// not yet taken on it.
+    day: i32,
+    next_id: u32,
+    /// The index instance pinned, while planning.
+    pinned: Option<u64>,
+    /// The planner's number of each listing number met so far. Numbers
+    /// are pinned, so this stays right across steps.
+    pub(super) local: Local,
+    pub names: ListingNames,
+    pub cells: Vec<(NaiveDate, u32)>,
+}
+
+const NOT_MET: u32 = u32::MAX;
+
+/// Listing number -> planner's number: a table by number (no hashing per
+/// cell) when the query covers a good part of the numbers, else a map
+/// (a small query in a big index allocates little).
+pub(super) enum Local {
+    Table(Vec<u32>),
+    Map(FxHashMap<u32, u32>),
+}
+
+impl Local {
+    fn get_or(&mut self, global: u32, table_len: usize, new: impl FnOnce() -> u32) -> u32 {
+        match self {
+            Local::Table(table) => {
+                let g = global as usize;
+                if g >= table.len() {
+                    table.resize(table_len.max(g + 1), NOT_MET);
+                }
+                if table[g] == NOT_MET {
+                    table[g] = new();
+                }
+                table[g]
+            }
+            Local::Map(map) => *map.entry(global).or_insert_with(new),
+        }
+    }
+}
+
+/// What a planning step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Planned {
+    /// Every cell is planned (and the index unpinned).
+    Done,
+    /// More to plan.
+    More,
+}
+
+impl Planner {
+    pub fn new(db: i32, start: NaiveDate, end: NaiveDate) -> Planner {
+        Planner::new_raw(db, start.num_days_from_ce(), end.num_days_from_ce())
+    }
+
+    /// Plans up to `budget` more cells.
+    pub fn step(&mut self, ix: &mut Index, budget: usize) -> Planned {
+        if self.pinned != Some(ix.instance) {
+            if self.pinned.is_some() {
+                // Another index now: what was planned named the old one.
+                *self = Planner::new_raw(self.db, self.start, self.end);
+            }
+            ix.pin();
+            self.pinned = Some(ix.instance);
+        }
+        let mut taken = 0;
+        if let Some(days) = ix.dbs.get(&self.db) {
+            if self.cells.is_empty() {
+                // Room for every cell now: a list of 600,000 grown step by
+                // step would be copied whole in one step.
+                let cells: usize = days
+                    .days
+                    .range(self.start..=self.end)
+                    .map(|(_, e)| e.ids.len())
+                    .sum();
+                let names = cells.min(ix.listings.len());
+                self.cells.reserve(cells);
+                self.names.reserve(names, names * 8);
+                let table = ix.listings.names.len();
+                self.local = if names * 8 >= table {
+                    Local::Table(vec![NOT_MET; table])
+                } else {
+                    let mut map = FxHashMap::default();
+                    map.reserve(names);
+                    Local::Map(map)
+                };
+            }
+            for (&d, entry) in days.days.range(self.day..=self.end) {
+                let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
+                let from = if d == self.day {
+                    entry.ids.partition_point(|&id| id < self.next_id)
+                } else {
+                    0
+                };
+                for &global in &entry.ids[from..] {
+                    if taken == budget {
+                        self.day = d;
+                        self.next_id = global;
+                        return Planned::More;
+                    }
+                    let names = &mut self.names;
+                    let at = self.local.get_or(global, ix.listings.names.len(), || {
+                        names.push(ix.listings.name(global))
+                    });
+                    self.cells.push((day, at));
+                    taken += 1;
+                }
+            }
+        }
+        self.release(ix);
+        self.local = Local::Map(FxHashMap::default());
+        Planned::Done
+    }
+
+    fn new_raw(db: i32, start: i32, end: i32) -> Planner {
+        Planner {
+            db,
+            start,
+            end,
+            day: start,
+            next_id: 0,
+            pinned: None,
+            local: Local::Map(FxHashMap::default()),
+            names: ListingNames::default(),
+            cells: Vec::new(),
+        }
+    }
+
+    /// Unpins the index (planning done or abandoned); `ix` is the current
+    /// index, which may not be the one pinned.
+    pub fn release(&mut self, ix: &mut Index) {
+        if self.pinned.take() == Some(ix.instance) {
+            ix.unpin();
+        }
+    }
+
+    /// Whether the index is still pinned by this planner.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned.is_some()
+    }
+}
+
+/// Where a pass over every indexed day hash is (see
+/// [`Index::unknown_rows`]): a database, a day, the next listing number.
+/// Nothing is pinned: if numbers are renumbered meanwhile, a pass may
+/// visit some day hashes twice or not at all, which only a best-effort
+/// pass (warming the cache) may accept.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub(super) db: i32,
+    pub(super) day: i32,
+    pub(super) next_id: u32,
+}
+
+impl Default for Pass {
+    fn default() -> Self {
+        // Days before year 1 have negative numbers.
+        Pass {
+            db: i32::MIN,
+            day: i32::MIN,
+            next_id: 0,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Summing day hashes into groups and making rows: ratios of sums, never
+//! averages of ratios.
+
+use super::args::GroupBy;
+use super::fields::FieldPlan;
+use super::order::listing_cmp;
+use std::cmp::Ordering;
+
+use rustc_hash::FxHashMap;
+
+use chrono::NaiveDate;
+
+use crate::day_index::ListingNames;
+use crate::error::{quote, Error, Result};
+
+/// One output row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub metric: usize,
+    pub date: Option<NaiveDate>,
+    pub listing: Option<Vec<u8>>,
+    pub numerator: i64,
+    pub denominator: i64,
+    /// `None` when the denominator is 0.
+    pub value: Option<f64>,
+}
+
+/// A [`Row`] that borrows its listing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RowView<'a> {
+    pub metric: usize,
+    pub date: Option<NaiveDate>,
+    pub listing: Option<&'a [u8]>,
+    pub numerator: i64,
+    pub denominator: i64,
+    pub value: Option<f64>,
+}
+
+impl RowView<'_> {
+    pub fn to_row(&self) -> Row {
+        Row {
+            metric: self.metric,
+            date: self.date,
+            listing: self.listing.map(<[u8]>::to_vec),
+            numerator: self.numerator,
+            denominator: self.denominator,
+            value: self.value,
+        }
+    }
+}
+
+impl Row {
+    pub fn view(&self) -> RowView<'_> {
+        RowView {
+            metric: self.metric,
+            date: self.date,
+            listing: self.listing.as_deref(),
+            numerator: self.numerator,
+            denominator: self.denominator,
+            value: self.value,
+        }
+    }
+}
+
+/// Sums of counters per group.
+pub struct Aggregator {
+    group: GroupBy,
+    width: usize,
+    /// Listing number by the hash of its id (no allocation per listing:
+    /// 600,000 of them would cost as many frees in one step at the end);
+    /// ids whose hash another id took first are in `collisions`.
+    listing_ids: FxHashMap<u64, u32>,
+    collisions: FxHashMap<Vec<u8>, u32>,
+    listings: ListingNames,
+    /// (day number or -1, listing index or u32::MAX) -> index into `sums`.
+    groups: FxHashMap<(i32, u32), usize>,
+    pub(super) keys: Vec<(i32, u32)>,
+    sums: Vec<i64>,
+    fields: Vec<Vec<u8>>,
+    /// The listing index of each caller's position (see `add_at`).
+    at_positions: Vec<u32>,
+    /// Whether groups were created in output order (the command layer
+    /// feeds day hashes in that order), so no sort is needed at the end.
+    pub(super) in_order: bool,
+}
+
+const NO_DAY: i32 = i32::MIN;
+const NO_LISTING: u32 = u32::MAX;
+
+impl Aggregator {
+    pub fn new(plan: &FieldPlan, group: GroupBy) -> Aggregator {
+        Aggregator {
+            group,
+            width: plan.width(),
+            listing_ids: FxHashMap::default(),
+            collisions: FxHashMap::default(),
+            listings: ListingNames::default(),
+            groups: FxHashMap::default(),
+            keys: Vec::new(),
+            sums: Vec::new(),
+            fields: plan.names.clone(),
+            at_positions: Vec::new(),
+            in_order: true,
+        }
+    }
+
+    /// Makes room for `groups` groups (of `listings` listings) at once:
+    /// the maps of a big answer then never rehash in one long step.
+    pub fn reserve(&mut self, groups: usize, listings: usize) {
+        if matches!(self.group, GroupBy::Day | GroupBy::Listing) {
+            self.groups.reserve(groups);
+            self.keys.reserve(groups);
+            self.sums.reserve(groups * self.width);
+            self.listing_ids.reserve(listings);
+        }
+    }
+
+    /// Output order of two group keys: date, then listing.
+    fn key_cmp(&self, a: (i32, u32), b: (i32, u32)) -> Ordering {
+        let listing = |i: u32| (i != NO_LISTING).then(|| &self.listings[i as usize]);
+        a.0.cmp(&b.0)
+            .then_with(|| match (listing(a.1), listing(b.1)) {
+                (Some(la), Some(lb)) => listing_cmp(la, lb),
+                _ => Ordering::Equal,
+            })
+    }
+
+    pub(super) fn listing_index(&mut self, listing: &[u8]) -> u32 {
+        use std::hash::BuildHasher;
+        self.listing_index_hashed(listing, rustc_hash::FxBuildHasher.hash_one(listing))
+    }
+
+    pub(super) fn listing_index_hashed(&mut self, listing: &[u8], hash: u64) -> u32 {
+        match self.listing_ids.get(&hash) {
+            Some(&i) if &self.listings[i as usize] == listing => return i,
+            Some(_) => {
+                if let Some(&i) = self.collisions.get(listing) {
+                    return i;
+                }
+                let i = self.listings.push(listing);
+                self.collisions.insert(listing.to_vec(), i);
+                return i;
+            }
+            None => {}
+        }
+        let i = self.listings.push(listing);
+        self.listing_ids.insert(hash, i);
+        i
+    }
+
+    /// Adds one existing day hash: `values[i]` is the counter of
+    /// `plan.fields[i]` (0 when absent).
+    pub fn add(&mut self, day: NaiveDate, listing: &[u8], values: &[i64]) -> Result<()> {
+        let li = match self.group {
+            GroupBy::Day | GroupBy::Listing => self.listing_index(listing),
+            GroupBy::Date | GroupBy::Total => NO_LISTING,
+        };
+        self.add_group(day, li, values)
+    }
+
+    /// [`Aggregator::add`] for a caller that numbers its listings
+    /// (`position`, one number per listing, as [`ListingNames`] does):
+    /// the listing is found by its number, not hashed on every call.
+    pub fn add_at(
+        &mut self,
+        day: NaiveDate,
+        position: u32,
+        listing: &[u8],
+        values: &[i64],
+    ) -> Result<()> {
+        let li = match self.group {
+            GroupBy::Day | GroupBy::Listing => {
+                let p = position as usize;
+                if p >= self.at_positions.len() {
+                    self.at_positions.resize(p + 1, NO_LISTING);
+                }
+                match self.at_positions[p] {
+                    NO_LISTING => {
+                        let li = self.listing_index(listing);
+                        self.at_positions[p] = li;
+                        li
+                    }
+                    li => li,
+                }
+            }
+            GroupBy::Date | GroupBy::Total => NO_LISTING,
+        };
+        self.add_group(day, li, values)
+    }
+
+    fn add_group(&mut self, day: NaiveDate, li: u32, values: &[i64]) -> Result<()> {
+        let day_num = chrono::Datelike::num_days_from_ce(&day);
+        let key = match self.group {
+            GroupBy::Day => (day_num, li),
+            GroupBy::Listing => (NO_DAY, li),
+            GroupBy::Date => (day_num, NO_LISTING),
+            GroupBy::Total => (NO_DAY, NO_LISTING),
+        };
+        let width = self.width;
+        let at = match self.groups.get(&key) {
+            Some(&at) => at,
+            None => {
+                if let Some(&last) = self.keys.last() {
+                    if self.in_order && self.key_cmp(last, key) == Ordering::Greater {
+                        self.in_order = false;
+                    }
+                }
+                let at = self.sums.len();
+                self.sums.resize(at + width, 0);
+                self.groups.insert(key, at);
+                self.keys.push(key);
+                at
+            }
+        };
+        for (i, (sum, &v)) in self.sums[at..at + width].iter_mut().zip(values).enumerate() {
+            *sum = sum.checked_add(v).ok_or_else(|| {
+                Error::invalid(format!(
+                    "the sum of {} overflows a 64-bit integer",
+                    quote(&self.fields[i])
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The groups in output order: date, then listing.
+    pub fn order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.keys.len()).collect();
+        if !self.in_order {
+            order.sort_by(|&a, &b| self.key_cmp(self.keys[a], self.keys[b]));
+        }
+        order
+    }
+
+    /// Appends group `g`'s rows (metrics in the order asked): a row appears
+    /// when its numerator or denominator is non-zero.
+    pub fn group_rows(&self, plan: &FieldPlan, g: usize, out: &mut Vec<Row>) {
+        self.group_views(plan, g, |v| out.push(v.to_row()));
+    }
+
+    /// Group `g`'s rows as views that borrow the listing (no allocation
+    /// per row): what the reply is written from.
+    pub fn group_views(&self, plan: &FieldPlan, g: usize, mut f: impl FnMut(RowView<'_>)) {
+        let (day_num, li) = self.keys[g];
+        let sums = self.group_sums(g);
+        let date = (day_num != NO_DAY)
+            .then(|| NaiveDate::from_num_days_from_ce_opt(day_num))
+            .flatten();
+        let listing = (li != NO_LISTING).then(|| &self.listings[li as usize]);
+        for (m, (metric, &(n, d))) in plan.metrics.iter().zip(&plan.slots).enumerate() {
+            let (numerator, denominator) = (sums[n], sums[d]);
+            if numerator == 0 && denominator == 0 {
+                continue;
+            }
+            f(RowView {
+                metric: m,
+                date,
+                listing,
+                numerator,
+                denominator,
+                value: (denominator != 0)
+                    .then(|| numerator as f64 / denominator as f64 * metric.scale),
+            });
+        }
+    }
+
+    /// The sums of group `g` (groups are numbered as they were created).
+    pub(super) fn group_sums(&self, g: usize) -> &[i64] {
+        let at = g * self.width;
+        &self.sums[at..at + self.width]
+    }
+
+    /// The listing of group `g` (empty when grouped away).
+    pub(super) fn group_listing(&self, g: usize) -> &[u8] {
+        let li = self.keys[g].1;
+        if li == NO_LISTING {
+            return &[];
+        }
+        &self.listings[li as usize]
+    }
+
+    /// How many groups there are.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Every row, in the spec's order: date, listing, then metrics as asked
+    /// (tests; the command renders group by group).
+    #[cfg(test)]
+    pub fn rows(&self, plan: &FieldPlan) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for g in self.order() {
+            self.group_rows(plan, g, &mut rows);
+        }
+        rows
+    }
+}
