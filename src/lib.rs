@@ -14,8 +14,10 @@
 mod redis;
 
 mod alloc;
+mod budget;
 mod commands;
 mod config;
+mod engine;
 mod eviction;
 mod index_feed;
 mod info;

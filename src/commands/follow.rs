@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use redis_module::{Context, RedisValue};
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::budget::FOLLOW_SLICE;
 use crate::config;
 use crate::redis::acl::Native;
 use crate::redis::cluster;
@@ -41,8 +42,6 @@ use listingstats_core::{Error, Result};
 
 /// Entries read per step; a slice takes as many steps as fit.
 const BATCH: usize = 100;
-/// How long one slice may hold the server.
-const SLICE: Duration = Duration::from_millis(2);
 
 #[derive(Default)]
 struct Pump {
@@ -193,7 +192,7 @@ impl PumpWork {
 
 impl Sliced for PumpWork {
     fn slice_len(&self) -> Duration {
-        SLICE
+        FOLLOW_SLICE
     }
 
     fn what(&self) -> &'static str {

@@ -11,7 +11,6 @@ pub mod follow;
 pub mod get;
 pub mod incr;
 pub mod ingest;
-pub mod job;
 pub mod metric;
 pub mod migrate;
 pub mod query;

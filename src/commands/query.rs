@@ -2,9 +2,9 @@
 
 use redis_module::{Context, RedisValue};
 
-use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
 use crate::config;
+use crate::engine::{self, Finish, Job, Span};
 use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::store::Reader;
 use listingstats_core::metrics::resolve;
@@ -68,6 +68,6 @@ impl Command for Query {
             args.group,
             Finish::Query(args.format),
         )?;
-        job::run(ctx, &reader, job, &span)
+        engine::run(ctx, &reader, job)
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisValue};
 
+use crate::budget::SWEEP_SLICE;
 use crate::config;
 use crate::redis::blocked::BlockedReply;
 use crate::redis::context::{caller_name, can_block, now_ms, select_db, selected_db};
@@ -35,9 +36,6 @@ pub trait Visit: Sized + 'static {
     /// The reply, once the whole database was walked.
     fn reply(&self, out: &mut Reply);
 }
-
-/// How long one slice may hold the server.
-const SLICE: Duration = Duration::from_millis(2);
 
 struct Sweep<V: Visit> {
     visitor: V,
@@ -108,7 +106,7 @@ impl<V: Visit> Sweep<V> {
 
 impl<V: Visit> Sliced for Sweep<V> {
     fn slice_len(&self) -> Duration {
-        SLICE
+        SWEEP_SLICE
     }
 
     fn what(&self) -> &'static str {

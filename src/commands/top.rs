@@ -2,9 +2,9 @@
 
 use redis_module::{Context, RedisValue};
 
-use super::job::{self, Finish, Job, Span};
 use super::metric::current_registry;
 use crate::config;
+use crate::engine::{self, Finish, Job, Span};
 use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::store::Reader;
 use listingstats_core::metrics::resolve;
@@ -67,6 +67,6 @@ impl Command for Top {
             GroupBy::Listing,
             finish,
         )?;
-        job::run(ctx, &reader, job, &span)
+        engine::run(ctx, &reader, job)
     }
 }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use redis_module::Context;
 
+use crate::budget::REBUILD_SLICE;
 use crate::config;
 use crate::redis::context::{db_size, select_db, selected_db};
 use crate::redis::events::{class, KeyEvent, ServerEvent, Written};
@@ -404,11 +405,6 @@ fn start_rebuild(ctx: &Context, scheme: KeyScheme) {
     });
     slices::start(ctx, RebuildWork::new(epoch));
 }
-
-/// A rebuild's slice is half a query's: Redis runs every due module timer
-/// in one pass, and the pass that finishes a rebuild also runs the planning
-/// of the queries that waited for it.
-const REBUILD_SLICE: Duration = Duration::from_millis(1);
 
 /// The scan of one rebuild: which database, where in it.
 struct RebuildWork {

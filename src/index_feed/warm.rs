@@ -16,6 +16,7 @@ use chrono::NaiveDate;
 use redis_module::Context;
 
 use super::{columns, fill, with_state, CacheUse};
+use crate::budget::WARM_SLICE;
 use crate::config;
 use crate::redis::context::{select_db, selected_db};
 use crate::redis::slices::{self, Sliced, Step};
@@ -124,7 +125,7 @@ impl Warm {
 
 impl Sliced for Warm {
     fn slice_len(&self) -> Duration {
-        Duration::from_millis(1)
+        WARM_SLICE
     }
 
     fn what(&self) -> &'static str {

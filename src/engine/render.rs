@@ -1,79 +1,120 @@
-//! Writing a job's reply: rows group by group, in slices when long.
+//! Ranking (TOP) and writing a job's reply: rows group by group, in slices
+//! when long.
 
 use std::time::Instant;
 
 use chrono::NaiveDate;
 
-use super::{Finish, Job};
+use super::{Finish, Job, State};
+use crate::budget::{RENDER_STEP, TOP_RANK_STEP};
 use crate::redis::reply::Reply;
 use crate::stats;
 use listingstats_core::date::push_day;
 use listingstats_core::query::{
-    json_tail, push_json_row, push_legacy_line, Format, GroupBy, RowView, TopPicker, JSON_HEAD,
+    json_tail, push_json_row, push_legacy_line, Format, GroupBy, Ranked, RowView, TopPicker,
+    JSON_HEAD,
 };
+use listingstats_core::Result;
+
+/// A job writing its reply: the groups in output order (TOP: its ranked
+/// rows instead), how far it is, and the JSON text so far.
+pub(super) struct Renderer {
+    /// Groups in output order, made in the first step (QUERY).
+    groups: Option<Vec<usize>>,
+    /// TOP's rows, ranked.
+    top_rows: Vec<Ranked>,
+    /// Groups rendered so far, rows written so far.
+    next_group: usize,
+    rendered: usize,
+    json: Vec<u8>,
+}
+
+impl Renderer {
+    /// A QUERY's reply: its groups are ordered in the first step.
+    pub(super) fn query() -> Renderer {
+        Renderer {
+            groups: None,
+            top_rows: Vec::new(),
+            next_group: 0,
+            rendered: 0,
+            json: Vec::new(),
+        }
+    }
+
+    /// TOP's reply: its ranked rows.
+    pub(super) fn top(rows: Vec<Ranked>) -> Renderer {
+        Renderer {
+            groups: Some(Vec::new()),
+            top_rows: rows,
+            ..Renderer::query()
+        }
+    }
+}
 
 impl Job {
-    /// Writes the reply to `ctx` (a command's or a thread-safe one), or as
-    /// much of it as fits before `deadline`; `true` when it is complete.
-    /// Rows are made group by group as they are written, and the array
-    /// length is set at the end, so no step holds the server for long.
-    pub(super) fn render(&mut self, out: &mut Reply, deadline: Option<Instant>) -> bool {
-        if self.order.is_none() {
-            if !self.counted {
-                stats::KEYS_EXAMINED.add(self.examined);
-                self.counted = true;
+    /// Reading is done: counts the keys examined, refuses an answer too
+    /// big to send (nothing is written yet), and starts ranking (TOP) or
+    /// rendering.
+    pub(super) fn after_reading(&mut self) -> Result<State> {
+        stats::KEYS_EXAMINED.add(self.examined);
+        match self.finish {
+            Finish::Query(Format::Json) => {
+                check_json_rows(self.rows(), self.settings.max_json_rows)?;
+                Ok(State::Rendering(Renderer::query()))
             }
-            if let Finish::Query(Format::Json) = self.finish {
-                let rows = self.agg.len() * self.plan.metrics.len();
-                if let Err(e) = check_json_rows(rows, self.settings.max_json_rows) {
-                    // Nothing is written yet: the reply is the error.
-                    stats::ERRORS.add(1);
-                    out.error(&e.reply_text());
-                    return true;
-                }
-            }
-            let order = if let Finish::Top {
+            Finish::Query(_) => Ok(State::Rendering(Renderer::query())),
+            Finish::Top {
                 n,
                 min_denominator,
                 rank,
-            } = self.finish
-            {
+            } => {
                 // TOP ranks a chunk of groups per check of the deadline,
                 // and makes rows for its winners only: no order of every
                 // group, no row per listing.
                 debug_assert_eq!(self.group, GroupBy::Listing);
                 let scale = self.plan.metrics[0].scale;
-                let mut picker = self
-                    .picker
-                    .take()
-                    .unwrap_or_else(|| TopPicker::new(n, min_denominator, rank, scale));
-                while !picker.feed(&self.agg, &self.plan, 4096) {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        self.picker = Some(picker);
-                        return false;
-                    }
-                }
-                match picker.finish(&self.agg, &self.plan) {
-                    Ok(rows) => self.top_rows = rows,
-                    Err(e) => {
-                        // Nothing is written yet: the reply is the error.
-                        stats::ERRORS.add(1);
-                        out.error(&e.reply_text());
-                        return true;
-                    }
-                }
-                Vec::new()
-            } else {
-                self.agg.order()
-            };
-            self.order = Some(order);
+                Ok(State::Ranking(TopPicker::new(
+                    n,
+                    min_denominator,
+                    rank,
+                    scale,
+                )))
+            }
+        }
+    }
+
+    /// Ranks TOP's groups until `deadline` (`None`: to the end); `true`
+    /// once every group is ranked (`TopPicker::finish` gives the rows).
+    pub(super) fn rank(&self, picker: &mut TopPicker, deadline: Option<Instant>) -> bool {
+        while !picker.feed(&self.agg, &self.plan, TOP_RANK_STEP) {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Writes the reply to `out` (a command's or a blocked client's), or
+    /// as much of it as fits before `deadline`; `true` when it is
+    /// complete. Rows are made group by group as they are written, and the
+    /// array length is set at the end, so no step holds the server for
+    /// long.
+    pub(super) fn render(
+        &self,
+        r: &mut Renderer,
+        out: &mut Reply,
+        deadline: Option<Instant>,
+    ) -> bool {
+        if r.groups.is_none() {
+            // The first step orders the groups and opens the reply;
+            // sliced, rows start in the next.
+            r.groups = Some(self.agg.order());
             match self.finish {
                 Finish::Query(Format::Json) => {
                     // About 100 bytes a row: one allocation, not a doubling
                     // (and a copy of tens of megabytes) in one step.
-                    self.json
-                        .reserve(self.agg.len() * self.plan.metrics.len() * 100);
-                    self.json.extend_from_slice(JSON_HEAD.as_bytes());
+                    r.json.reserve(self.rows() * 100);
+                    r.json.extend_from_slice(JSON_HEAD.as_bytes());
                 }
                 _ => out.array_of_unknown_len(),
             }
@@ -81,6 +122,7 @@ impl Job {
                 return false;
             }
         }
+        let groups = r.groups.as_deref().unwrap_or_default();
         let mut out = RowWriter {
             out,
             resp3: self.resp3,
@@ -88,9 +130,9 @@ impl Job {
             text: String::with_capacity(24),
         };
         let (plan, scheme) = (&self.plan, &self.settings.keys);
-        let groups = self.order.as_deref().unwrap_or_default();
         if let Finish::Top { .. } = self.finish {
-            for ranked in &self.top_rows {
+            out.out.array(r.top_rows.len());
+            for ranked in &r.top_rows {
                 // [listing, numerator, denominator, value(, wilson bound)]
                 out.out.array(if ranked.bound.is_some() { 5 } else { 4 });
                 out.listing(ranked.row.listing.as_deref());
@@ -99,14 +141,13 @@ impl Job {
                     out.value(Some(bound));
                 }
             }
-            self.rendered = self.top_rows.len();
-            self.next_group = groups.len();
+            return true;
         }
-        let (finish, json, rendered) = (&self.finish, &mut self.json, &mut self.rendered);
+        let (finish, json, rendered) = (&self.finish, &mut r.json, &mut r.rendered);
         let mut line = Vec::with_capacity(64);
-        while self.next_group < groups.len() {
+        while r.next_group < groups.len() {
             self.agg
-                .group_views(plan, groups[self.next_group], |row| match finish {
+                .group_views(plan, groups[r.next_group], |row| match finish {
                     Finish::Query(Format::Resp) => {
                         // [metric, date, listing, numerator, denominator, value]
                         out.out.array(6);
@@ -132,19 +173,20 @@ impl Job {
                     }
                     Finish::Top { .. } => {}
                 });
-            self.next_group += 1;
-            if self.next_group.is_multiple_of(128) && deadline.is_some_and(|d| Instant::now() >= d)
+            r.next_group += 1;
+            if r.next_group.is_multiple_of(RENDER_STEP)
+                && deadline.is_some_and(|d| Instant::now() >= d)
             {
                 return false;
             }
         }
         match self.finish {
             Finish::Query(Format::Json) => {
-                self.json
+                r.json
                     .extend_from_slice(json_tail(self.examined).as_bytes());
-                out.bulk(&self.json);
+                out.bulk(&r.json);
             }
-            _ => out.out.set_array_len(self.rendered),
+            _ => out.out.set_array_len(r.rendered),
         }
         true
     }

@@ -6,14 +6,14 @@ use std::time::Instant;
 
 use redis_module::Context;
 
-use super::{Job, Span};
+use super::Job;
 use crate::index_feed::{self, CacheUse, Lookup};
 use crate::redis::context::now_ms;
 use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
-use listingstats_core::day_index::Cached;
+use listingstats_core::day_index::{Cached, ListingNames};
 use listingstats_core::metrics::Metric;
-use listingstats_core::query::FieldPlan;
+use listingstats_core::query::{Cells, FieldPlan};
 use listingstats_core::{Error, Result};
 
 /// A job's use of the cache: the column of each of its terms, and every
@@ -32,11 +32,41 @@ pub(super) struct CacheRead {
 
 const NO_ID: u32 = u32::MAX;
 
+/// A job reading its cells: the listings they name, the cells, how far it
+/// is, and its use of the cache.
+pub(super) struct Reading {
+    /// Listing ids the cells refer to.
+    pub(super) names: ListingNames,
+    pub(super) cells: Cells,
+    next: usize,
+    /// Where its terms are in the cache, when the cache is on.
+    cache: Option<CacheRead>,
+    /// One cell's values (the plan's terms).
+    values: Vec<i64>,
+}
+
+impl Reading {
+    pub(super) fn new(
+        names: ListingNames,
+        cells: Cells,
+        cache: Option<CacheRead>,
+        width: usize,
+    ) -> Reading {
+        Reading {
+            names,
+            cells,
+            next: 0,
+            cache,
+            values: vec![0; width],
+        }
+    }
+}
+
 /// Cells served from the cache per borrow of the index.
 const RUN: usize = 256;
 
 /// The names of a job's terms, and of every cached column's.
-pub(super) struct Fields {
+struct Fields {
     own: FieldNames,
     all: Option<FieldNames>,
 }
@@ -73,50 +103,51 @@ pub(super) fn cache_for(
 
 impl Job {
     /// Reads cells until all are read (`Ok(true)`) or `deadline` passes.
-    pub(super) fn step(
+    pub(super) fn read(
         &mut self,
+        r: &mut Reading,
         reader: &Reader<'_>,
-        fields: &Fields,
         deadline: Option<Instant>,
     ) -> Result<bool> {
+        let fields = &Self::fields(r, reader, &self.plan);
         let everything = reader.reads_everything();
         let now = now_ms();
-        while self.next < self.cells.len() {
+        while r.next < r.cells.len() {
             let mut stopped_on = None;
             if everything {
-                stopped_on = self.run_cached(now)?;
-                if self.next == self.cells.len() {
+                stopped_on = self.run_cached(r, now)?;
+                if r.next == r.cells.len() {
                     break;
                 }
             }
-            self.read_one(reader, fields, everything, now, stopped_on)?;
+            self.read_one(r, reader, fields, everything, now, stopped_on)?;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
         }
-        Ok(self.next == self.cells.len())
+        Ok(r.next == r.cells.len())
     }
 
     /// Serves up to [`RUN`] cells from the cache in one borrow of the
     /// index, stopping at the first it cannot, whose look-up it returns (a
     /// miss, or a cell to read from its hash) for [`Job::read_one`]. Only
     /// for a caller who may read every key: no check is needed.
-    fn run_cached(&mut self, now: i64) -> Result<Option<Lookup>> {
-        let Some(cache) = self.cache.as_mut() else {
+    fn run_cached(&mut self, r: &mut Reading, now: i64) -> Result<Option<Lookup>> {
+        let Some(cache) = r.cache.as_mut() else {
             return Ok(None);
         };
-        let end = (self.next + RUN).min(self.cells.len());
-        let start = self.next;
+        let end = (r.next + RUN).min(r.cells.len());
+        let start = r.next;
         let mut gone = 0u64;
         let result = index_feed::with_index(|ix, current| {
-            if cache.epoch != ix.id_epoch() || cache.ids.len() != self.names.len() {
+            if cache.epoch != ix.id_epoch() || cache.ids.len() != r.names.len() {
                 cache.ids.clear();
-                cache.ids.resize(self.names.len(), NO_ID);
+                cache.ids.resize(r.names.len(), NO_ID);
                 cache.epoch = ix.id_epoch();
             }
-            while self.next < end {
-                let (day, at) = self.cells.get(self.next);
-                let listing = &self.names[at as usize];
+            while r.next < end {
+                let (day, at) = r.cells.get(r.next);
+                let listing = &r.names[at as usize];
                 let id = match cache.ids[at as usize] {
                     NO_ID => ix.listings.get(listing),
                     id => Some(id),
@@ -128,17 +159,17 @@ impl Job {
                     }
                     None => Cached::Absent,
                 };
-                match index_feed::lookup(cached, current, &cache.columns, &mut self.values) {
-                    Lookup::Hit => self.agg.add_at(day, at, listing, &self.values)?,
+                match index_feed::lookup(cached, current, &cache.columns, &mut r.values) {
+                    Lookup::Hit => self.agg.add_at(day, at, listing, &r.values)?,
                     // The index is current and holds no such day hash.
                     Lookup::Gone => gone += 1,
                     stop => return Ok(Some(stop)),
                 }
-                self.next += 1;
+                r.next += 1;
             }
             Ok(None)
         });
-        let served = (self.next - start) as u64;
+        let served = (r.next - start) as u64;
         // An explicit set counts every key it names; `*` the day hashes
         // found.
         self.examined += if self.skip_unreadable {
@@ -155,6 +186,7 @@ impl Job {
     /// [`Job::run_cached`] made it already.
     fn read_one(
         &mut self,
+        r: &mut Reading,
         reader: &Reader<'_>,
         fields: &Fields,
         everything: bool,
@@ -162,9 +194,9 @@ impl Job {
         known: Option<Lookup>,
     ) -> Result<()> {
         let scheme = &self.settings.keys;
-        let (day, at) = self.cells.get(self.next);
-        let listing = &self.names[at as usize];
-        self.next += 1;
+        let (day, at) = r.cells.get(r.next);
+        let listing = &r.names[at as usize];
+        r.next += 1;
         let mut checked = None;
         if !everything {
             let name = scheme.day_key(day, listing);
@@ -179,7 +211,7 @@ impl Job {
         }
         let key =
             |checked: Option<Vec<u8>>| checked.unwrap_or_else(|| scheme.day_key(day, listing));
-        let found = match (&mut self.cache, &fields.all) {
+        let found = match (&mut r.cache, &fields.all) {
             (Some(cache), Some(all)) => {
                 let lookup = match known {
                     Some(lookup) => lookup,
@@ -189,7 +221,7 @@ impl Job {
                         day,
                         listing,
                         now,
-                        &mut self.values,
+                        &mut r.values,
                     ),
                 };
                 match lookup {
@@ -209,7 +241,7 @@ impl Job {
                                     &cache.row,
                                     expires,
                                 );
-                                for (v, &at) in self.values.iter_mut().zip(&cache.in_row) {
+                                for (v, &at) in r.values.iter_mut().zip(&cache.in_row) {
                                     *v = cache.row[at];
                                 }
                                 true
@@ -218,15 +250,13 @@ impl Job {
                         }
                     }
                     Lookup::Gone => false,
-                    Lookup::Read => {
-                        reader.counters(&key(checked), &fields.own, &mut self.values)?
-                    }
+                    Lookup::Read => reader.counters(&key(checked), &fields.own, &mut r.values)?,
                 }
             }
-            _ => reader.counters(&key(checked), &fields.own, &mut self.values)?,
+            _ => reader.counters(&key(checked), &fields.own, &mut r.values)?,
         };
         if found {
-            self.agg.add_at(day, at, listing, &self.values)?;
+            self.agg.add_at(day, at, listing, &r.values)?;
         }
         // An explicit set counts every key it names; `*` counts the day
         // hashes found, as the scan path does (the index may name keys
@@ -238,19 +268,19 @@ impl Job {
     }
 
     /// The field names a slice reads with (made once per slice).
-    pub(super) fn fields(&self, reader: &Reader<'_>) -> Fields {
+    fn fields(r: &Reading, reader: &Reader<'_>, plan: &FieldPlan) -> Fields {
         Fields {
-            own: reader.field_names(&self.plan),
-            all: self.cache.as_ref().map(|c| reader.field_names(&c.all)),
+            own: reader.field_names(plan),
+            all: r.cache.as_ref().map(|c| reader.field_names(&c.all)),
         }
     }
 
     /// The simple path for `*`: one scan of the whole keyspace.
-    pub(super) fn scan(&mut self, reader: &Reader<'_>, span: &Span<'_>) -> Result<()> {
+    pub(super) fn scan(&mut self, reader: &Reader<'_>) -> Result<()> {
         let fields = reader.field_names(&self.plan);
         let scheme = &self.settings.keys;
         let max = u64::try_from(self.settings.max_query_cells).unwrap_or(0);
-        let in_range = |name: &[u8]| matches!(scheme.parse_day_key(name), Some((d, _)) if d >= span.start && d <= span.end);
+        let in_range = |name: &[u8]| matches!(scheme.parse_day_key(name), Some((d, _)) if d >= self.start && d <= self.end);
         let mut found = 0u64;
         let agg = &mut self.agg;
         reader.scan(&fields, in_range, |name, values| {

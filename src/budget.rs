@@ -1,0 +1,48 @@
+//! Every time budget in one place: how long a piece of work may hold the
+//! server before it yields to other clients, and how much a step does
+//! between two looks at the clock.
+//!
+//! Long work runs in slices on a module timer (`redis::slices`); Redis runs
+//! every due module timer in one pass of its event loop, so the sum of the
+//! slices due together is what another client waits at worst. The goal the
+//! benchmarks check (`scripts/bench.sh bigday`, `star`) is that no client
+//! ever waits more than 10 ms.
+
+use std::time::Duration;
+
+/// One slice of a QUERY or TOP that continues after its command.
+pub const QUERY_SLICE: Duration = Duration::from_millis(2);
+
+/// How long a QUERY or TOP reads inside its command before it continues in
+/// slices with its client blocked: cached cells cost ~0.1 µs, so most
+/// queries end here, with no timer round trip; a cold one reads ~2,000
+/// hashes first.
+pub const QUERY_AT_ONCE: Duration = Duration::from_millis(3);
+
+/// Answers of at most this many rows are written inside the command;
+/// longer ones in slices.
+pub const QUERY_RENDER_AT_ONCE: usize = 4096;
+
+/// Cells a `*` query's planning copies out of the index, and cells its
+/// ordering moves, per look at the clock (about 1 ms).
+pub const QUERY_PLAN_STEP: usize = 2048;
+
+/// Groups TOP ranks per look at the clock.
+pub const TOP_RANK_STEP: usize = 4096;
+
+/// Groups an answer writes per look at the clock.
+pub const RENDER_STEP: usize = 128;
+
+/// One slice of following streams (`LISTINGSTATS.FOLLOW`).
+pub const FOLLOW_SLICE: Duration = Duration::from_millis(2);
+
+/// One slice of a walk of the whole database (`RETAIN`, `MIGRATE`).
+pub const SWEEP_SLICE: Duration = Duration::from_millis(2);
+
+/// One slice of the index rebuild: half a query's, since the timer pass
+/// that finishes a rebuild also runs the planning of the queries that
+/// waited for it.
+pub const REBUILD_SLICE: Duration = Duration::from_millis(1);
+
+/// One slice of the cache warm-up: it is best effort, behind everything.
+pub const WARM_SLICE: Duration = Duration::from_millis(1);

@@ -1,0 +1,318 @@
+//! The query engine: runs a QUERY or TOP from its plan to its reply.
+//!
+//! A job's work is a list of cells (day, listing), each one day hash to
+//! read: an explicit listing set gives days × listings (a grid, never
+//! listed); `*` gives what the per-day index holds for the range, copied
+//! out by a planner a bounded number at a time. A job is always in exactly
+//! one [`State`], which owns what that state works on:
+//!
+//! ```text
+//! Planning (`*`) -> Ordering (`*`, rows follow cells) -> Reading -> Ranking (TOP) -> Rendering
+//!                                      Scanning (`star-source scan`) -^
+//! ```
+//!
+//! [`plan`] (this file) makes the cells; [`order`](self) orders a `*`
+//! job's; `read` reads them (from the query cache or the hashes); `render`
+//! ranks (TOP) and writes the reply; `sliced` runs what is left after the
+//! command in slices of [`QUERY_SLICE`], its client blocked, so every other
+//! client is served between slices. Inside MULTI/EXEC or a script a job
+//! runs to its end at once. Budgets are in [`crate::budget`].
+//!
+//! Between slices other clients may write. Each day hash is read whole in
+//! one slice and each cell once; a day hash created meanwhile is counted
+//! only if the planner had not passed it, one changed meanwhile is read as
+//! it is when its slice comes.
+//!
+//! Cells are read in output order where rows follow them (DAY, LISTING), so
+//! rows come out of the aggregator already sorted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use redis_module::{Context, RedisValue};
+
+use crate::budget::{QUERY_AT_ONCE, QUERY_RENDER_AT_ONCE, QUERY_SLICE};
+use crate::index_feed;
+use crate::redis::cluster;
+use crate::redis::context::{can_block, is_resp3, selected_db};
+use crate::redis::reply::Reply;
+use crate::redis::store::Reader;
+use listingstats_core::day_index::ListingNames;
+use listingstats_core::metrics::Metric;
+use listingstats_core::query::{
+    check_cells, Aggregator, Cells, FieldPlan, Format, GroupBy, Listings, Rank, TopPicker,
+};
+use listingstats_core::settings::{Settings, StarSource};
+use listingstats_core::{Error, Result};
+
+mod order;
+mod read;
+mod render;
+mod sliced;
+
+use order::{Ordering, Planning};
+use read::{cache_for, Reading};
+use render::Renderer;
+
+/// What the reply is.
+pub enum Finish {
+    Query(Format),
+    Top {
+        n: usize,
+        min_denominator: i64,
+        rank: Rank,
+    },
+}
+
+/// The days and listings a query covers.
+pub struct Span<'a> {
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub listings: &'a Listings<'a>,
+}
+
+/// Where a job is; each state owns its data, so no impossible combination
+/// can be written. One per job, moved once per step: its size (the
+/// largest variant, ~640 bytes) does not matter.
+#[allow(clippy::large_enum_variant)]
+enum State {
+    /// A `*` job copying its cells out of the index, in steps (or waiting
+    /// for the index to be rebuilt).
+    Planning(Planning),
+    /// A `*` job putting its cells in output order, in steps.
+    Ordering(Ordering),
+    /// Reading its cells.
+    Reading(Reading),
+    /// `star-source scan`: one scan of the whole keyspace, at once.
+    Scanning,
+    /// TOP ranking its groups, a chunk per step.
+    Ranking(TopPicker),
+    /// Writing the reply.
+    Rendering(Renderer),
+    /// The reply is complete (or the job failed).
+    Done,
+}
+
+/// What a step of a job says.
+#[derive(Debug, PartialEq, Eq)]
+enum Progress {
+    /// There is more to do; the deadline passed or a state ended.
+    More,
+    /// The reply is complete.
+    Done,
+}
+
+/// A QUERY or TOP under way: what does not change while it runs, the sums
+/// so far, and its [`State`].
+pub struct Job {
+    start: NaiveDate,
+    end: NaiveDate,
+    settings: Arc<Settings>,
+    plan: FieldPlan,
+    group: GroupBy,
+    finish: Finish,
+    /// `*` passes over keys the user may not read; an explicit set fails.
+    skip_unreadable: bool,
+    /// Whether the client speaks RESP3 (real doubles) or RESP2.
+    resp3: bool,
+    /// The database the job reads.
+    db: i32,
+    agg: Aggregator,
+    /// Day hashes examined (INFO, and the JSON answer's `keys_examined`).
+    examined: u64,
+    state: State,
+}
+
+/// Groups an answer makes room for at once (see `Aggregator::reserve`):
+/// an explicit set's cells may be millions, mostly absent.
+const RESERVE_MAX: usize = 1 << 20;
+
+/// On Redis Cluster a node answers for its own listings only: every listing
+/// named must be served here (else the server's own `MOVED`/`TRYAGAIN`),
+/// and `*` (this node's listings) waits while a slot is moving in or out,
+/// since its day hashes are then split between two nodes.
+fn check_cluster(ctx: &Context, span: &Span<'_>) -> Result<()> {
+    let Some(view) = cluster::view_if_enabled(ctx, true)? else {
+        return Ok(());
+    };
+    match span.listings {
+        Listings::Ids(ids) => ids.iter().try_for_each(|id| view.check_listing(id)),
+        Listings::All => match cluster::split_slot(ctx, &view) {
+            Some(slot) => Err(Error::Cluster(format!(
+                "TRYAGAIN slot {slot} is being resharded on this node; '*' answers when it has moved"
+            ))),
+            None => Ok(()),
+        },
+    }
+}
+
+impl Job {
+    /// Plans a job: the cells, checked against max-query-cells before any
+    /// key is read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn plan(
+        ctx: &Context,
+        reader: &Reader<'_>,
+        settings: Arc<Settings>,
+        registry: Vec<Metric>,
+        plan: FieldPlan,
+        span: &Span<'_>,
+        group: GroupBy,
+        finish: Finish,
+    ) -> Result<Job> {
+        check_cluster(ctx, span)?;
+        let star = matches!(span.listings, Listings::All);
+        let scans = star && settings.star_source == StarSource::Scan;
+        let cache = if scans {
+            None
+        } else {
+            cache_for(ctx, settings.cache, registry, &plan)?
+        };
+        let mut agg = Aggregator::new(&plan, group);
+        let state = match span.listings {
+            Listings::Ids(ids) => {
+                check_cells(span.start, span.end, ids.len(), settings.max_query_cells)?;
+                let names: ListingNames = ids.iter().copied().collect();
+                // Day by day, listings in listing order: the output order.
+                let cells = Cells::grid(span.start, span.end, &names);
+                agg.reserve(cells.len().min(RESERVE_MAX), names.len());
+                State::Reading(Reading::new(names, cells, cache, plan.width()))
+            }
+            Listings::All if scans => State::Scanning,
+            Listings::All => {
+                State::Planning(Planning::new(selected_db(ctx), span.start, span.end, cache))
+            }
+        };
+        let mut job = Job {
+            start: span.start,
+            end: span.end,
+            settings,
+            plan,
+            group,
+            finish,
+            skip_unreadable: star,
+            resp3: is_resp3(ctx),
+            db: selected_db(ctx),
+            agg,
+            examined: 0,
+            state,
+        };
+        if matches!(job.state, State::Planning(_)) {
+            // The first planning step runs inside the command.
+            job.step(ctx, Some(reader), None, Some(Instant::now() + QUERY_SLICE))?;
+        }
+        Ok(job)
+    }
+
+    /// Works on the current state until `deadline` (`None`: to its end),
+    /// moving to the next state when it ends. `reader` is needed while
+    /// planning, reading or scanning; `out` while ranking and rendering
+    /// (nothing else writes to the client).
+    fn step(
+        &mut self,
+        ctx: &Context,
+        reader: Option<&Reader<'_>>,
+        out: Option<&mut Reply>,
+        deadline: Option<Instant>,
+    ) -> Result<Progress> {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        let (next, progress) = self.step_state(ctx, state, reader, out, deadline)?;
+        self.state = next;
+        Ok(progress)
+    }
+
+    fn step_state(
+        &mut self,
+        ctx: &Context,
+        state: State,
+        reader: Option<&Reader<'_>>,
+        out: Option<&mut Reply>,
+        deadline: Option<Instant>,
+    ) -> Result<(State, Progress)> {
+        let need_reader =
+            || reader.ok_or_else(|| Error::invalid("internal: a step without a reader"));
+        let next = match state {
+            State::Planning(mut planning) => {
+                match self.plan_from_index(ctx, need_reader()?, &mut planning, deadline)? {
+                    Some(next) => next,
+                    None => State::Planning(planning),
+                }
+            }
+            State::Ordering(mut ordering) => {
+                if ordering.step(deadline) {
+                    State::Reading(ordering.into_reading())
+                } else {
+                    State::Ordering(ordering)
+                }
+            }
+            State::Reading(mut reading) => {
+                if self.read(&mut reading, need_reader()?, deadline)? {
+                    self.after_reading()?
+                } else {
+                    State::Reading(reading)
+                }
+            }
+            State::Scanning => {
+                self.scan(need_reader()?)?;
+                self.after_reading()?
+            }
+            State::Ranking(mut picker) => {
+                if self.rank(&mut picker, deadline) {
+                    State::Rendering(Renderer::top(picker.finish(&self.agg, &self.plan)?))
+                } else {
+                    State::Ranking(picker)
+                }
+            }
+            State::Rendering(mut renderer) => {
+                let out = out.ok_or_else(|| Error::invalid("internal: a step without a reply"))?;
+                if self.render(&mut renderer, out, deadline) {
+                    return Ok((State::Done, Progress::Done));
+                }
+                State::Rendering(renderer)
+            }
+            State::Done => return Ok((State::Done, Progress::Done)),
+        };
+        Ok((next, Progress::More))
+    }
+
+    /// Rows the answer will have, once its cells are read.
+    fn rows(&self) -> usize {
+        self.agg.len() * self.plan.metrics.len()
+    }
+
+    /// Whether the job is past reading (only the reply is left).
+    fn replying(&self) -> bool {
+        matches!(self.state, State::Ranking(_) | State::Rendering(_))
+    }
+}
+
+/// Runs a job: at once, or in slices with the client blocked.
+pub fn run(ctx: &Context, reader: &Reader<'_>, mut job: Job) -> Result<RedisValue> {
+    let mut out = Reply::of(ctx);
+    if !can_block(ctx) {
+        // MULTI/EXEC or a script cannot wait: complete the rebuild (and
+        // the whole job) now.
+        if matches!(job.state, State::Planning(_)) {
+            index_feed::finish_rebuild(ctx);
+        }
+        while job.step(ctx, Some(reader), Some(&mut out), None)? == Progress::More {}
+        return Ok(RedisValue::NoReply);
+    }
+    // Work for up to QUERY_AT_ONCE; what is left (planning that waits for
+    // the index, cells, or a long reply) continues in slices.
+    let deadline = Instant::now() + QUERY_AT_ONCE;
+    while !job.replying() {
+        // Planning that did not end in its first step (in `Job::plan`)
+        // waits for the index or has much to copy: slices.
+        if matches!(job.state, State::Planning(_)) || Instant::now() >= deadline {
+            return sliced::start(ctx, job);
+        }
+        job.step(ctx, Some(reader), None, Some(deadline))?;
+    }
+    if job.rows() > QUERY_RENDER_AT_ONCE {
+        return sliced::start(ctx, job);
+    }
+    while job.step(ctx, None, Some(&mut out), None)? == Progress::More {}
+    Ok(RedisValue::NoReply)
+}

@@ -1,0 +1,145 @@
+//! A `*` job's cells: copied out of the index in steps ([`Planning`]), then
+//! put in output order in steps ([`Ordering`]) where rows follow them.
+
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use redis_module::Context;
+
+use super::read::{CacheRead, Reading};
+use super::{Finish, Job, State, RESERVE_MAX};
+use crate::budget::QUERY_PLAN_STEP;
+use crate::index_feed;
+use crate::redis::store::Reader;
+use listingstats_core::day_index::{Planned, Planner};
+use listingstats_core::query::{CellOrdering, Cells, GroupBy};
+use listingstats_core::{Error, Result};
+
+/// A `*` job copying its cells out of the index. While it does, the index
+/// is pinned (no listing number freed or renumbered); dropping it (the
+/// job done, failed, or its client gone) unpins it.
+pub(super) struct Planning {
+    planner: Planner,
+    cache: Option<CacheRead>,
+}
+
+impl Planning {
+    pub(super) fn new(
+        db: i32,
+        start: NaiveDate,
+        end: NaiveDate,
+        cache: Option<CacheRead>,
+    ) -> Planning {
+        Planning {
+            planner: Planner::new(db, start, end),
+            cache,
+        }
+    }
+}
+
+impl Drop for Planning {
+    fn drop(&mut self) {
+        index_feed::release(&mut self.planner);
+    }
+}
+
+/// A `*` job's cells being put in output order.
+pub(super) struct Ordering {
+    ordering: CellOrdering,
+    reading: Reading,
+}
+
+impl Ordering {
+    /// Orders until `deadline` (`None`: to the end); `true` when the cells
+    /// are in order.
+    pub(super) fn step(&mut self, deadline: Option<Instant>) -> bool {
+        let reading = &mut self.reading;
+        let Cells::List(cells) = &mut reading.cells else {
+            return true; // A grid is in order already.
+        };
+        loop {
+            if self.ordering.step(&reading.names, cells, QUERY_PLAN_STEP) {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
+    }
+
+    pub(super) fn into_reading(self) -> Reading {
+        self.reading
+    }
+}
+
+/// Whether reading the cells in output order pays: rows per day hash or
+/// per listing come out in the order they were read, with no sort at the
+/// end. DATE and TOTAL have a few groups, and TOP ranks without ordering,
+/// so their cells are read as they come: sorting 600,000 listing ids of a
+/// big day would hold the server for a second.
+fn rows_follow_cells(group: GroupBy, finish: &Finish) -> bool {
+    !matches!(finish, Finish::Top { .. }) && matches!(group, GroupBy::Day | GroupBy::Listing)
+}
+
+impl Job {
+    /// Takes a `*` job's cells from the index, [`QUERY_PLAN_STEP`] at a
+    /// time until `deadline` (`None`: to the end): the next state once all
+    /// are taken, `None` while there are more, or while the index is being
+    /// rebuilt (the job waits for it). Keys the caller may not read do not
+    /// exist for a `*` query, in its limits and its errors too.
+    pub(super) fn plan_from_index(
+        &mut self,
+        ctx: &Context,
+        reader: &Reader<'_>,
+        planning: &mut Planning,
+        deadline: Option<Instant>,
+    ) -> Result<Option<State>> {
+        let max = usize::try_from(self.settings.max_query_cells).unwrap_or(0);
+        loop {
+            match index_feed::plan_step(ctx, &mut planning.planner, QUERY_PLAN_STEP) {
+                None => return Ok(None),
+                Some(Planned::Done) => break,
+                Some(Planned::More) => {
+                    if planning.planner.cells.len() > max && reader.reads_everything() {
+                        return Err(Error::invalid(format!(
+                            "query matches more than max-query-cells {max} day hashes"
+                        )));
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let names = std::mem::take(&mut planning.planner.names);
+        let mut cells = std::mem::take(&mut planning.planner.cells);
+        if cells.len() > max {
+            // Over the limit only if the caller may read that many: keep
+            // the readable cells (the usual case, an unrestricted user,
+            // never pays for these checks).
+            let scheme = &self.settings.keys;
+            cells.retain(|&(day, at)| reader.may_read(&scheme.day_key(day, &names[at as usize])));
+            if cells.len() > max {
+                return Err(Error::invalid(format!(
+                    "query matches {} day hashes, more than max-query-cells {max}",
+                    cells.len()
+                )));
+            }
+        }
+        self.agg.reserve(cells.len().min(RESERVE_MAX), names.len());
+        let reading = Reading::new(
+            names,
+            Cells::List(cells),
+            planning.cache.take(),
+            self.plan.width(),
+        );
+        Ok(Some(if rows_follow_cells(self.group, &self.finish) {
+            State::Ordering(Ordering {
+                ordering: CellOrdering::new(reading.names.len(), reading.cells.len()),
+                reading,
+            })
+        } else {
+            State::Reading(reading)
+        }))
+    }
+}

@@ -1,0 +1,101 @@
+//! A job that continues after its command: its client blocked, one slice
+//! of [`QUERY_SLICE`] per timer pass, the reply written to the blocked
+//! client and sent when it is unblocked.
+
+use std::time::{Duration, Instant};
+
+use redis_module::{Context, RedisValue};
+
+use super::{Job, Progress, State};
+use crate::budget::QUERY_SLICE;
+use crate::redis::blocked::BlockedReply;
+use crate::redis::context::{caller_name, select_db, selected_db};
+use crate::redis::slices::{self, Sliced, Step};
+use crate::redis::store::Reader;
+use crate::stats;
+use listingstats_core::{Error, Result};
+
+/// A job running in slices, its client blocked until the reply is done.
+struct Running {
+    blocked: BlockedReply,
+    db: i32,
+    user: Option<Vec<u8>>,
+    job: Job,
+}
+
+/// Blocks the job's client and runs the rest of the job in slices.
+pub(super) fn start(ctx: &Context, job: Job) -> Result<RedisValue> {
+    let blocked = BlockedReply::block(ctx)
+        .ok_or_else(|| Error::invalid("cannot block the client for a long query"))?;
+    slices::start(
+        ctx,
+        Running {
+            blocked,
+            db: selected_db(ctx),
+            user: caller_name(ctx),
+            job,
+        },
+    );
+    stats::SLICED_QUERIES.add(1);
+    Ok(RedisValue::NoReply)
+}
+
+impl Running {
+    /// One slice of whatever state the job is in. Reading needs the
+    /// caller's permissions (looked up again: the user may have changed);
+    /// writing the reply needs only the blocked client.
+    fn advance(&mut self, ctx: &Context, deadline: Instant) -> Result<Step> {
+        let job = &mut self.job;
+        let progress = match job.state {
+            State::Planning(_) | State::Reading(_) | State::Scanning => {
+                let reader = Reader::for_user(ctx, self.user.as_deref())?;
+                job.step(ctx, Some(&reader), None, Some(deadline))?
+            }
+            State::Ordering(_) => job.step(ctx, None, None, Some(deadline))?,
+            State::Ranking(_) | State::Rendering(_) | State::Done => {
+                job.step(ctx, None, Some(&mut self.blocked.reply()), Some(deadline))?
+            }
+        };
+        Ok(match progress {
+            Progress::More => Step::More,
+            Progress::Done => Step::Done,
+        })
+    }
+}
+
+impl Sliced for Running {
+    fn slice_len(&self) -> Duration {
+        QUERY_SLICE
+    }
+
+    fn what(&self) -> &'static str {
+        "a query slice"
+    }
+
+    fn run(&mut self, ctx: &Context, deadline: Instant) -> Step {
+        if self.blocked.client_gone() {
+            return Step::Done; // Nobody to answer: stop reading.
+        }
+        stats::SLICES.add(1);
+        select_db(ctx, self.db);
+        // Counted as the blocked command's time (SLOWLOG, latency).
+        let measuring = self.blocked.measure();
+        let step = self.advance(ctx, deadline);
+        drop(measuring);
+        match step {
+            Ok(step) => step,
+            Err(e) => {
+                stats::ERRORS.add(1);
+                self.blocked.reply().error(&e.reply_text());
+                Step::Done
+            }
+        }
+    }
+
+    fn failed(&mut self, _ctx: &Context) {
+        stats::ERRORS.add(1);
+        self.blocked
+            .reply()
+            .error("ERR listingstats internal error, see the server log");
+    }
+}
