@@ -5,7 +5,7 @@
 //! never changes the rules in the middle of a command, and background work
 //! can hold a snapshot without locks.
 
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use redis_module::configuration::{
     register_i64_configuration, register_string_configuration, ConfigurationContext,
@@ -48,14 +48,6 @@ fn config_error(err: Error) -> RedisError {
     RedisError::String(text.strip_prefix("ERR ").unwrap_or(&text).to_string())
 }
 
-/// Called after `CONFIG SET` changes key-prefix or key-format (wired by
-/// `lib.rs`: the index frees what it holds for the old key names).
-static ON_KEY_SCHEME_CHANGE: OnceLock<fn()> = OnceLock::new();
-
-pub fn on_key_scheme_change(hook: fn()) {
-    let _ = ON_KEY_SCHEME_CHANGE.set(hook);
-}
-
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
@@ -88,10 +80,8 @@ impl ConfigurationValue<RedisString> for Setting {
         let before = current().keys.clone();
         update(|s| s.set(self.0, text)).map_err(config_error)?;
         if current().keys != before {
+            // The index follows with the server's config event.
             crate::redis::events::watch_prefix(current().keys.prefix.as_bytes());
-            if let Some(hook) = ON_KEY_SCHEME_CHANGE.get() {
-                hook();
-            }
         }
         Ok(())
     }

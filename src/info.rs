@@ -1,10 +1,10 @@
 //! What `INFO listingstats` shows: the counters of `stats`, the index's
 //! size, and whether dedup state is safe from eviction.
 
-use crate::{commands, eviction, index_feed, stats};
+use crate::{commands, eviction, index_upkeep, stats};
 
 pub fn fields() -> Vec<(&'static str, u64)> {
-    let size = index_feed::size();
+    let size = index_upkeep::size();
     let mut all: Vec<(&'static str, u64)> = stats::all().collect();
     all.extend([
         ("index_entries", size.entries as u64),

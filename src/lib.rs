@@ -6,7 +6,7 @@
 //! * `redis/`: the one layer that calls the module API (every `unsafe`).
 //! * `commands/`: one file per command: parse with the core, act through
 //!   `redis/`, reply.
-//! * `index_feed.rs` keeps the `*` index current; `config.rs` holds the
+//! * `index_upkeep.rs` keeps the `*` index current; `config.rs` holds the
 //!   settings; `eviction.rs` watches the eviction policy; `stats.rs` and
 //!   `info.rs` are INFO.
 
@@ -19,8 +19,9 @@ mod commands;
 mod config;
 mod engine;
 mod eviction;
-mod index_feed;
+mod index_upkeep;
 mod info;
+mod metric_registry;
 mod stats;
 
 use redis_module::{redis_module, Context, RedisString, Status};
@@ -36,17 +37,14 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     redis::cluster::init(ctx);
-    if let Err(reason) = config::init(ctx, args).and_then(|()| index_feed::init(ctx)) {
+    if let Err(reason) = config::init(ctx, args).and_then(|()| index_upkeep::init(ctx)) {
         ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
         return Status::Err;
     }
-    // Another key scheme: the index names other keys. Free it now; the next
-    // query that needs it rebuilds it.
-    config::on_key_scheme_change(index_feed::invalidate);
-    // What the cache warm-up caches: the registered metrics' counters.
-    index_feed::warm::registry_from(|ctx| {
-        commands::metric::current_registry(ctx, &config::current().keys).ok()
-    });
+    if let Err(reason) = metric_registry::init(ctx) {
+        ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
+        return Status::Err;
+    }
     eviction::init(ctx);
     redis::info::register(ctx, info::fields);
     if commands::register_all(ctx) == Status::Err {

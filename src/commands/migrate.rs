@@ -6,9 +6,9 @@ use redis_module::{Context, RedisValue};
 use crate::redis::cluster;
 use rustc_hash::FxHashSet;
 
-use super::metric::current_registry;
 use super::sweep::{self, Visit};
 use crate::config;
+use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::reply::Reply;
 use crate::redis::scan::Scanned;

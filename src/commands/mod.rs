@@ -45,10 +45,6 @@ pub fn register_all(ctx: &Context) -> Status {
         && register_sub::<metric::MetricSet>(ctx, metric, "set") == Status::Ok
         && register_sub::<metric::MetricDel>(ctx, metric, "del") == Status::Ok
         && register_sub::<metric::MetricList>(ctx, metric, "list") == Status::Ok;
-    if let Err(why) = metric::init(ctx) {
-        ctx.log_warning(&format!("listingstats: {why}"));
-        return Status::Err;
-    }
     if ok {
         Status::Ok
     } else {

@@ -2,9 +2,9 @@
 
 use redis_module::{Context, RedisValue};
 
-use super::metric::current_registry;
 use crate::config;
 use crate::engine::{self, Finish, Job, Span};
+use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::store::Reader;
 use listingstats_core::metrics::resolve;

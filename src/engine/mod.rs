@@ -33,7 +33,7 @@ use chrono::NaiveDate;
 use redis_module::{Context, RedisValue};
 
 use crate::budget::{QUERY_AT_ONCE, QUERY_RENDER_AT_ONCE, QUERY_SLICE};
-use crate::index_feed;
+use crate::index_upkeep;
 use crate::redis::cluster;
 use crate::redis::context::{can_block, is_resp3, selected_db};
 use crate::redis::reply::Reply;
@@ -167,7 +167,7 @@ impl Job {
         let cache = if scans {
             None
         } else {
-            cache_for(ctx, settings.cache, registry, &plan)?
+            cache_for(settings.cache, registry, &plan)?
         };
         let mut agg = Aggregator::new(&plan, group);
         let state = match span.listings {
@@ -294,7 +294,7 @@ pub fn run(ctx: &Context, reader: &Reader<'_>, mut job: Job) -> Result<RedisValu
         // MULTI/EXEC or a script cannot wait: complete the rebuild (and
         // the whole job) now.
         if matches!(job.state, State::Planning(_)) {
-            index_feed::finish_rebuild(ctx);
+            index_upkeep::finish_rebuild(ctx);
         }
         while job.step(ctx, Some(reader), Some(&mut out), None)? == Progress::More {}
         return Ok(RedisValue::NoReply);

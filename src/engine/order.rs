@@ -9,7 +9,7 @@ use redis_module::Context;
 use super::read::{CacheRead, Reading};
 use super::{Finish, Job, State, RESERVE_MAX};
 use crate::budget::QUERY_PLAN_STEP;
-use crate::index_feed;
+use crate::index_upkeep;
 use crate::redis::store::Reader;
 use listingstats_core::day_index::{Planned, Planner};
 use listingstats_core::query::{CellOrdering, Cells, GroupBy};
@@ -39,7 +39,7 @@ impl Planning {
 
 impl Drop for Planning {
     fn drop(&mut self) {
-        index_feed::release(&mut self.planner);
+        index_upkeep::release(&mut self.planner);
     }
 }
 
@@ -96,7 +96,7 @@ impl Job {
     ) -> Result<Option<State>> {
         let max = usize::try_from(self.settings.max_query_cells).unwrap_or(0);
         loop {
-            match index_feed::plan_step(ctx, &mut planning.planner, QUERY_PLAN_STEP) {
+            match index_upkeep::plan_step(ctx, &mut planning.planner, QUERY_PLAN_STEP) {
                 None => return Ok(None),
                 Some(Planned::Done) => break,
                 Some(Planned::More) => {

@@ -4,10 +4,8 @@
 
 use std::time::Instant;
 
-use redis_module::Context;
-
 use super::Job;
-use crate::index_feed::{self, CacheUse, Lookup};
+use crate::index_upkeep::{self, CacheUse, Lookup};
 use crate::redis::context::now_ms;
 use crate::redis::store::{FieldNames, Reader};
 use crate::stats;
@@ -73,13 +71,12 @@ struct Fields {
 
 /// How a job uses the cache: `None` when it is off.
 pub(super) fn cache_for(
-    ctx: &Context,
     enabled: bool,
     registry: Vec<Metric>,
     plan: &FieldPlan,
 ) -> Result<Option<CacheRead>> {
     let all = FieldPlan::new(registry)?;
-    let Some(columns) = index_feed::use_cache(ctx, enabled, all.terms(), plan.terms()) else {
+    let Some(columns) = index_upkeep::use_cache(enabled, all.terms(), plan.terms()) else {
         return Ok(None);
     };
     // Every term of the plan is a registered metric's, so in `all`.
@@ -139,7 +136,7 @@ impl Job {
         let end = (r.next + RUN).min(r.cells.len());
         let start = r.next;
         let mut gone = 0u64;
-        let result = index_feed::with_index(|ix, current| {
+        let result = index_upkeep::with_index(|ix, current| {
             if cache.epoch != ix.id_epoch() || cache.ids.len() != r.names.len() {
                 cache.ids.clear();
                 cache.ids.resize(r.names.len(), NO_ID);
@@ -159,7 +156,7 @@ impl Job {
                     }
                     None => Cached::Absent,
                 };
-                match index_feed::lookup(cached, current, &cache.columns, &mut r.values) {
+                match index_upkeep::lookup(cached, current, &cache.columns, &mut r.values) {
                     Lookup::Hit => self.agg.add_at(day, at, listing, &r.values)?,
                     // The index is current and holds no such day hash.
                     Lookup::Gone => gone += 1,
@@ -215,7 +212,7 @@ impl Job {
             (Some(cache), Some(all)) => {
                 let lookup = match known {
                     Some(lookup) => lookup,
-                    None => index_feed::cached(
+                    None => index_upkeep::cached(
                         &cache.columns,
                         self.db,
                         day,
@@ -233,7 +230,7 @@ impl Job {
                         stats::CACHE_MISSES.add(1);
                         match reader.row(&key(checked), all, &mut cache.row)? {
                             Some(expires) => {
-                                index_feed::fill(
+                                index_upkeep::fill(
                                     &cache.columns,
                                     self.db,
                                     day,

@@ -305,6 +305,24 @@ fn a_replica_keeps_its_own_cache_equal_to_its_data() {
         let q: Vec<&str> = q.iter().map(String::as_str).collect();
         assert_eq!(cmd(&mut r, &q), cmd(&mut m, &q), "{q:?}");
     }
+    // The definitions arrive by replication: the replica's columns follow
+    // them with no query on the replica, and back again.
+    let columns = info_num(&mut r, "cache_columns");
+    cmd(
+        &mut m,
+        &[
+            "LISTINGSTATS.METRIC",
+            "SET",
+            "ldp_clicks",
+            "search:click",
+            IMP,
+        ],
+    );
+    wait(&mut m);
+    assert_eq!(info_num(&mut r, "cache_columns"), columns + 1);
+    cmd(&mut m, &["LISTINGSTATS.METRIC", "DEL", "ldp_clicks"]);
+    wait(&mut m);
+    assert_eq!(info_num(&mut r, "cache_columns"), columns);
 }
 
 #[test]
@@ -331,8 +349,9 @@ fn the_cache_is_filled_ahead_of_queries_after_a_reload_and_a_change() {
     assert_eq!(info_num(&mut c, "cache_misses"), misses);
     assert_cache_matches_hashes(&mut c, metrics, "after a warm-up");
 
-    // A metric with a new event name: the first query that sees it drops
-    // the cache and starts a pass, which fills it again.
+    // A metric with a new event name: METRIC SET itself changes the
+    // cache's columns (no query needed) and starts a pass, which fills it
+    // again.
     cmd(
         &mut c,
         &[
@@ -342,6 +361,12 @@ fn the_cache_is_filled_ahead_of_queries_after_a_reload_and_a_change() {
             "search:click",
             IMP,
         ],
+    );
+    assert_eq!(info_num(&mut c, "cache_columns"), 5);
+    assert!(warmed(&mut c));
+    assert_eq!(
+        info_num(&mut c, "cache_bytes"),
+        entries * 5 * 8 + entries * 4
     );
     cmd(
         &mut c,

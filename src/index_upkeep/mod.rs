@@ -127,6 +127,12 @@ fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) ->
 }
 
 fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
+    if is_registry(e.key) {
+        // Replication, a restore or another client changed the metric
+        // definitions: the cache's columns follow.
+        metrics_changed(ctx);
+        return;
+    }
     let Some(expiry_of) = with_state(|st| {
         let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
             (Some(scheme), _) => (scheme, &mut st.index),
@@ -149,6 +155,13 @@ fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
             with_state(|st| st.index.expires(e.db, day, at));
         }
     }
+}
+
+/// Whether `key` is the metric registry hash (or, on a cluster, a copy).
+fn is_registry(key: &[u8]) -> bool {
+    let settings = config::current();
+    key.strip_prefix(settings.keys.prefix.as_bytes())
+        .is_some_and(|rest| rest.starts_with(b"listingstats:metrics"))
 }
 
 /// The module wrote counters of a day hash (its own handlers do not get
@@ -186,45 +199,56 @@ pub struct CacheUse {
     pub row_columns: Vec<usize>,
 }
 
-/// Makes the cache hold the columns `all` (the terms of every registered
-/// metric, see `FieldPlan::terms`), or nothing when `enabled` is false,
-/// and says where a query's `terms` are.
-pub fn use_cache(
-    ctx: &Context,
-    enabled: bool,
-    all: &[Vec<u8>],
-    terms: &[Vec<u8>],
-) -> Option<CacheUse> {
-    let (changed, cache) = columns(enabled, all, terms);
-    if changed && enabled {
-        // Values were dropped: fill them again ahead of queries.
+/// The metric definitions changed (METRIC SET/DEL here, or their hash
+/// written by replication or another client): the cache's columns follow
+/// (a changed set drops the cached values), and a warm-up fills them again.
+/// This, the end of a rebuild and `CONFIG SET listingstats.cache` are the
+/// only places the columns change; a query only looks them up.
+pub fn metrics_changed(ctx: &Context) {
+    if config::current().cache {
         warm::start(ctx);
     }
-    cache
 }
 
-/// [`use_cache`] without starting a warm-up: `true` when the columns
-/// changed.
+/// Where a query's `terms` are in the cache, and where the terms of every
+/// registered metric (`all`, see `FieldPlan::terms`) are: `None` when the
+/// cache is off or does not hold exactly `all` (the definitions changed and
+/// the columns have not followed yet): the query then reads hashes.
+pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<CacheUse> {
+    if !enabled {
+        return None;
+    }
+    with_state(|st| {
+        if st.index.columns().len() != all.len() {
+            return None;
+        }
+        columns_of(st, all, terms)
+    })
+}
+
+/// Makes the cache hold the columns `all` (or nothing when `enabled` is
+/// false), and says where `terms` are: `true` when the columns changed.
 fn columns(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> (bool, Option<CacheUse>) {
     with_state(|st| {
         let changed = st.index.set_columns(enabled, all);
         if !enabled {
             return (changed, None);
         }
-        let column_of = |terms: &[Vec<u8>]| {
-            terms
-                .iter()
-                .map(|t| st.index.column(t))
-                .collect::<Option<Vec<usize>>>()
-        };
-        let cache = (|| {
-            Some(CacheUse {
-                version: st.index.columns_version(),
-                columns: column_of(terms)?,
-                row_columns: column_of(all)?,
-            })
-        })();
-        (changed, cache)
+        (changed, columns_of(st, all, terms))
+    })
+}
+
+fn columns_of(st: &State, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<CacheUse> {
+    let column_of = |terms: &[Vec<u8>]| {
+        terms
+            .iter()
+            .map(|t| st.index.column(t))
+            .collect::<Option<Vec<usize>>>()
+    };
+    Some(CacheUse {
+        version: st.index.columns_version(),
+        columns: column_of(terms)?,
+        row_columns: column_of(all)?,
     })
 }
 
@@ -328,6 +352,12 @@ fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
             }
         }
         ServerEvent::ConfigChanged(names) => {
+            // Another key scheme: the index names other keys. Free it now;
+            // the next query that needs it rebuilds it.
+            let keys = config::current().keys.clone();
+            if with_state(|st| st.built_for.as_ref().is_some_and(|b| *b != keys)) {
+                invalidate();
+            }
             if names
                 .iter()
                 .any(|n| n.eq_ignore_ascii_case(b"listingstats.cache"))

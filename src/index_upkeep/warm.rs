@@ -9,7 +9,6 @@
 //! written meanwhile may be passed over (the next query fills it). One pass
 //! at a time: starting one ends the one before.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -18,22 +17,12 @@ use redis_module::Context;
 use super::{columns, fill, with_state, CacheUse};
 use crate::budget::WARM_SLICE;
 use crate::config;
+use crate::metric_registry::current_registry;
 use crate::redis::context::{select_db, selected_db};
 use crate::redis::slices::{self, Sliced, Step};
 use crate::redis::store::Reader;
 use listingstats_core::day_index::Pass;
-use listingstats_core::metrics::Metric;
 use listingstats_core::query::FieldPlan;
-
-type Registry = fn(&Context) -> Option<Vec<Metric>>;
-
-static REGISTRY: OnceLock<Registry> = OnceLock::new();
-
-/// Registers where the metric definitions come from (the command layer
-/// reads them), so a pass knows the counters to cache.
-pub fn registry_from(registry: Registry) {
-    let _ = REGISTRY.set(registry);
-}
 
 /// Starts a pass over every indexed day hash, ending any pass under way.
 /// Nothing happens while the cache is off or the index is being rebuilt
@@ -42,7 +31,7 @@ pub fn start(ctx: &Context) {
     if !config::current().cache {
         return;
     }
-    let Some(registry) = REGISTRY.get().and_then(|registry| registry(ctx)) else {
+    let Ok(registry) = current_registry(ctx, &config::current().keys) else {
         return;
     };
     let Ok(all) = FieldPlan::new(registry) else {
