@@ -17,6 +17,7 @@ mod alloc;
 mod budget;
 mod commands;
 mod config;
+mod dedup_upkeep;
 mod engine;
 mod eviction;
 mod index_upkeep;

@@ -23,14 +23,16 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::budget::FOLLOW_SLICE;
 use crate::config;
+use crate::dedup_upkeep;
 use crate::redis::acl::Native;
 use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::context::{is_replica, now_ms, select_db, selected_db};
 use crate::redis::events::{self, class, KeyEvent, ServerEvent};
+use crate::redis::reader::Reader;
 use crate::redis::reply::Reply;
 use crate::redis::slices::{self, Sliced, Step};
-use crate::redis::store::{Reader, RedisStore};
+use crate::redis::store::RedisStore;
 use crate::redis::stream::{self, Read};
 use crate::stats;
 use listingstats_core::follow::{
@@ -258,6 +260,7 @@ fn apply_batch(ctx: &Context, settings: &Settings, db: i32, stream: &[u8]) -> bo
     let now = now_ms();
     let full = entries.len() == BATCH;
     apply_entries(&mut store, settings, &mut state, &entries, now);
+    dedup_upkeep::after_write(&mut store);
     if let Some(last) = entries.last() {
         state.last = last.id.to_string();
     }

@@ -5,7 +5,7 @@ use redis_module::{Context, RedisValue};
 
 use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs};
-use crate::redis::store::Reader;
+use crate::redis::reader::Reader;
 use crate::{config, stats};
 use listingstats_core::date::parse_day_arg;
 use listingstats_core::keys::check_listing;

@@ -2,6 +2,7 @@
 
 use redis_module::{Context, RedisValue};
 
+use crate::dedup_upkeep;
 use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::context::now_ms;
@@ -43,7 +44,9 @@ impl Command for Incr {
         cluster::check_listing(ctx, args.listing)?;
         let settings = config::current();
         let plan = incr::plan(&args, &settings, now_ms())?;
-        let outcome = incr::run(&mut RedisStore::new(ctx, &settings.keys), &plan)?;
+        let mut store = RedisStore::new(ctx, &settings.keys);
+        let outcome = incr::run(&mut store, &plan)?;
+        dedup_upkeep::after_write(&mut store);
         if outcome.duplicate {
             stats::DUPLICATES.add(1);
         } else {

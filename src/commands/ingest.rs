@@ -2,6 +2,7 @@
 
 use redis_module::{Context, RedisValue};
 
+use crate::dedup_upkeep;
 use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::context::now_ms;
@@ -31,14 +32,16 @@ impl Command for Ingest {
         // On a cluster every listing must be served here: read now, since
         // a batch writes keys the server did not route.
         let view = cluster::view_if_enabled(ctx, true)?;
+        let mut store = RedisStore::new(ctx, &settings.keys);
         let report = ingest::run(
-            &mut RedisStore::new(ctx, &settings.keys),
+            &mut store,
             parsed,
             strict,
             &settings,
             now_ms(),
             view.as_deref(),
         )?;
+        dedup_upkeep::after_write(&mut store);
         stats::EVENTS.add(report.applied as u64);
         stats::DUPLICATES.add(report.duplicates as u64);
         stats::REJECTED.add(report.rejected as u64);

@@ -9,14 +9,17 @@ use rustc_hash::FxHashSet;
 use super::sweep::{self, Visit};
 use crate::config;
 use crate::metric_registry::current_registry;
+use crate::redis::acl::Native;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::reply::Reply;
 use crate::redis::scan::Scanned;
 use crate::redis::store::RedisStore;
 use listingstats_core::date::check_retained;
 use listingstats_core::metrics::Metric;
-use listingstats_core::migrate::{field_for, parse_flat_key};
+use listingstats_core::migrate::{field_for, flat_value, parse_flat_key};
+use listingstats_core::number::add_counter;
 use listingstats_core::settings::Settings;
+use listingstats_core::write::CounterStore;
 use listingstats_core::{Error, Result};
 
 pub struct Migrate;
@@ -66,6 +69,40 @@ impl Command for Migrate {
     }
 }
 
+/// MIGRATE of one flat counter: adds its value to `field` of the day hash
+/// `day_key` and deletes it, in one step (replicated as `HINCRBY` and
+/// `DEL`); with `dry_run`, only checks that it could. Fails, having changed
+/// nothing, when the user may not `GET`/`DEL` the flat key or `HINCRBY` the
+/// day hash, the value is not an integer, the day hash is not a hash, or
+/// the sum would overflow.
+fn migrate_flat(
+    store: &mut RedisStore<'_>,
+    flat: &[u8],
+    day_key: &[u8],
+    field: &[u8],
+    expire_at: Option<i64>,
+    dry_run: bool,
+) -> Result<()> {
+    for native in [Native::Get, Native::Del] {
+        store.check(flat, native)?;
+    }
+    let text = store
+        .read_string(flat)
+        .ok_or_else(|| Error::invalid("not a string any more"))?;
+    let value = flat_value(&text)?;
+    let current = store.counter(day_key, field)?.unwrap_or(0);
+    let total = add_counter(current, value)?;
+    if dry_run {
+        return Ok(());
+    }
+    store.set_counter(day_key, field, total, value);
+    if let Some(at) = expire_at {
+        store.expire_at(day_key, at);
+    }
+    store.delete(flat);
+    Ok(())
+}
+
 /// Error lines kept for the reply; the count goes on past them.
 const MAX_ERRORS: usize = 100;
 
@@ -108,7 +145,7 @@ impl Visit for Migrating {
                 check_retained(flat.day, settings.timezone, settings.retention_days, now_ms)?;
             let day_key = settings.keys.day_key(flat.day, flat.listing);
             let field = field_for(flat.event, &self.metrics);
-            store.migrate_flat(key, &day_key, &field, expire_at, self.dry_run)?;
+            migrate_flat(store, key, &day_key, &field, expire_at, self.dry_run)?;
             Ok(day_key)
         });
         match result {

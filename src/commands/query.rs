@@ -6,7 +6,7 @@ use crate::config;
 use crate::engine::{self, Finish, Job, Span};
 use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
-use crate::redis::store::Reader;
+use crate::redis::reader::Reader;
 use listingstats_core::metrics::resolve;
 use listingstats_core::query::{parse_query, FieldPlan};
 use listingstats_core::Result;

@@ -5,10 +5,11 @@ use redis_module::{Context, RedisValue};
 
 use super::sweep::{self, Visit};
 use crate::config;
+use crate::redis::acl::Native;
 use crate::redis::command::{Command, Docs};
 use crate::redis::reply::Reply;
 use crate::redis::scan::Scanned;
-use crate::redis::store::{RedisStore, Retained};
+use crate::redis::store::RedisStore;
 use listingstats_core::date::retention_expiry_ms;
 use listingstats_core::settings::Settings;
 use listingstats_core::{Error, Result};
@@ -40,6 +41,36 @@ impl Command for Retain {
     }
 }
 
+/// What RETAIN did to one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retained {
+    Set,
+    Deleted,
+    /// Not a hash, or it has an expiry already.
+    Untouched,
+    Denied,
+}
+
+/// RETAIN of one day hash: one without an expiry gets `at_ms`, or is
+/// deleted when that is already past (`DEL`, replicated). Keys the user
+/// could not `PEXPIREAT`/`DEL` are left alone.
+fn retain(store: &mut RedisStore<'_>, key: &[u8], at_ms: i64, now_ms: i64) -> Retained {
+    let peek = store.peek(key);
+    if !peek.hash || peek.expires_at.is_some() {
+        return Retained::Untouched;
+    }
+    let past = at_ms <= now_ms;
+    if !store.may(key, if past { Native::Del } else { Native::Pexpireat }) {
+        return Retained::Denied;
+    }
+    if past {
+        store.delete(key);
+        return Retained::Deleted;
+    }
+    store.set_expiry_unchecked(key, at_ms);
+    Retained::Set
+}
+
 #[derive(Default)]
 struct Retaining {
     set: u64,
@@ -61,7 +92,7 @@ impl Visit for Retaining {
         let Some(at) = retention_expiry_ms(day, settings.timezone, settings.retention_days) else {
             return;
         };
-        match store.retain(key, at, now_ms) {
+        match retain(store, key, at, now_ms) {
             Retained::Set => self.set += 1,
             Retained::Deleted => self.deleted += 1,
             Retained::Denied => self.denied += 1,

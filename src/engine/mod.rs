@@ -36,8 +36,8 @@ use crate::budget::{QUERY_AT_ONCE, QUERY_RENDER_AT_ONCE, QUERY_SLICE};
 use crate::index_upkeep;
 use crate::redis::cluster;
 use crate::redis::context::{can_block, is_resp3, selected_db};
+use crate::redis::reader::Reader;
 use crate::redis::reply::Reply;
-use crate::redis::store::Reader;
 use listingstats_core::day_index::ListingNames;
 use listingstats_core::metrics::Metric;
 use listingstats_core::query::{

@@ -10,7 +10,7 @@ use super::read::{CacheRead, Reading};
 use super::{Finish, Job, State, RESERVE_MAX};
 use crate::budget::QUERY_PLAN_STEP;
 use crate::index_upkeep;
-use crate::redis::store::Reader;
+use crate::redis::reader::Reader;
 use listingstats_core::day_index::{Planned, Planner};
 use listingstats_core::query::{CellOrdering, Cells, GroupBy};
 use listingstats_core::{Error, Result};

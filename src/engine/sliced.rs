@@ -10,8 +10,8 @@ use super::{Job, Progress, State};
 use crate::budget::QUERY_SLICE;
 use crate::redis::blocked::BlockedReply;
 use crate::redis::context::{caller_name, select_db, selected_db};
+use crate::redis::reader::Reader;
 use crate::redis::slices::{self, Sliced, Step};
-use crate::redis::store::Reader;
 use crate::stats;
 use listingstats_core::{Error, Result};
 

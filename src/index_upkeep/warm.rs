@@ -19,8 +19,8 @@ use crate::budget::WARM_SLICE;
 use crate::config;
 use crate::metric_registry::current_registry;
 use crate::redis::context::{select_db, selected_db};
+use crate::redis::reader::Reader;
 use crate::redis::slices::{self, Sliced, Step};
-use crate::redis::store::Reader;
 use listingstats_core::day_index::Pass;
 use listingstats_core::query::FieldPlan;
 

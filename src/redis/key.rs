@@ -9,6 +9,7 @@ use std::ptr;
 use redis_module::{raw, Context, RedisString};
 
 use super::string::lent_bytes;
+use listingstats_core::metrics::PatternSums;
 use listingstats_core::number::parse_counter;
 use listingstats_core::{Error, Result};
 
@@ -89,75 +90,37 @@ impl KeyRef {
         Ok(true)
     }
 
-    /// One pass over the hash's fields: `out[i]` becomes the sum of the
-    /// fields that `patterns[i]` matches (a field may count for several).
+    /// One pass over the hash's fields, each handed to the core's
+    /// [`PatternSums`] (which fields count, the sums, the errors).
     fn sum_matching(
         &self,
         key: &[u8],
         patterns: &[regex::bytes::Regex],
         out: &mut [i64],
     ) -> Result<()> {
-        struct Sums<'a> {
-            key: &'a [u8],
-            patterns: &'a [regex::bytes::Regex],
-            out: &'a mut [i64],
-            error: Option<Error>,
-        }
         extern "C" fn each(
             _key: *mut raw::RedisModuleKey,
             field: *mut raw::RedisModuleString,
             value: *mut raw::RedisModuleString,
             privdata: *mut std::os::raw::c_void,
         ) {
-            // SAFETY: privdata is the Sums below, alive during ScanKey;
-            // field and value are live for this callback.
-            let st = unsafe { &mut *privdata.cast::<Sums<'_>>() };
-            if st.error.is_some() {
-                return;
-            }
+            // SAFETY: privdata is the PatternSums below, alive during
+            // ScanKey; field and value are live for this callback.
+            let sums = unsafe { &mut *privdata.cast::<PatternSums<'_>>() };
             let name = unsafe { lent_bytes(field) };
-            let mut parsed: Option<i64> = None;
-            for (re, sum) in st.patterns.iter().zip(st.out.iter_mut()) {
-                if !re.is_match(name) {
-                    continue;
+            sums.add(name, || {
+                let mut n: c_longlong = 0;
+                // SAFETY: live value string.
+                if unsafe { api!(RedisModule_StringToLongLong)(value, &mut n) }
+                    == raw::REDISMODULE_OK as c_int
+                {
+                    Ok(n)
+                } else {
+                    Err(unsafe { lent_bytes(value) }.to_vec())
                 }
-                let v = match parsed {
-                    Some(v) => v,
-                    None => {
-                        let mut n: c_longlong = 0;
-                        // SAFETY: live value string.
-                        if unsafe { api!(RedisModule_StringToLongLong)(value, &mut n) }
-                            != raw::REDISMODULE_OK as c_int
-                        {
-                            let bad = unsafe { lent_bytes(value) }.to_vec();
-                            st.error = Some(bad_counter(st.key, name, &bad));
-                            return;
-                        }
-                        parsed = Some(n);
-                        n
-                    }
-                };
-                match sum.checked_add(v) {
-                    Some(total) => *sum = total,
-                    None => {
-                        st.error =
-                            Some(Error::invalid(format!(
-                            "the sum of the fields matching /{}/ in {} overflows a 64-bit integer",
-                            re.as_str().trim_start_matches("^(?:").trim_end_matches(")$"),
-                            listingstats_core::error::quote(st.key)
-                        )));
-                        return;
-                    }
-                }
-            }
+            });
         }
-        out.fill(0);
-        let mut sums = Sums {
-            key,
-            patterns,
-            out,
-            error: None,
-        };
+        let mut sums = PatternSums::new(key, patterns, out);
         // SAFETY: a live hash key; the cursor is destroyed here; the
         // callback runs only inside ScanKey, while `sums` lives.
         unsafe {
@@ -166,15 +129,12 @@ impl KeyRef {
                 self.key,
                 cursor,
                 Some(each),
-                (&mut sums as *mut Sums<'_>).cast(),
+                (&mut sums as *mut PatternSums<'_>).cast(),
             ) != 0
             {}
             api!(RedisModule_ScanCursorDestroy)(cursor);
         }
-        match sums.error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        sums.finish()
     }
 
     pub(super) fn kind(&self) -> c_int {
@@ -275,6 +235,9 @@ impl KeyRef {
 
     /// The key's absolute expiry in unix ms; `None` without one.
     pub(super) fn expire_at_ms(&self) -> Option<i64> {
+        if self.key.is_null() {
+            return None; // Absent, opened for reading.
+        }
         // SAFETY: live key handle. GetAbsExpire exists from Redis 7.2;
         // before that the relative TTL is re-based on the clock.
         unsafe {

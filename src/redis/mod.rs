@@ -64,6 +64,7 @@ pub mod events;
 pub mod filter;
 pub mod info;
 pub mod key;
+pub mod reader;
 pub mod reply;
 pub mod scan;
 pub mod slices;

@@ -18,15 +18,11 @@ use rustc_hash::FxHashMap;
 use super::acl::{Acl, Native};
 use super::context::selected_db;
 use super::events;
-pub use super::key::FieldNames;
-use super::key::{bad_counter, KeyRef, OpenKey};
-use super::scan::Cursor;
+use super::key::{bad_counter, OpenKey};
+use super::reader::Reader;
 use super::string::lent_bytes;
-use listingstats_core::dedup::{shard_keys, stale_generations, Marker};
+use listingstats_core::dedup::Marker;
 use listingstats_core::keys::KeyScheme;
-use listingstats_core::migrate::flat_value;
-use listingstats_core::number::add_counter;
-use listingstats_core::query::FieldPlan;
 use listingstats_core::write::{CounterStore, Increment};
 use listingstats_core::{Error, Result};
 
@@ -46,6 +42,22 @@ pub struct RedisStore<'c> {
     keys: Names<CurrentKey>,
     /// Field names as Redis strings, made once per command.
     fields: Names<RedisString>,
+    /// Dedup registries the command wrote ids under (see [`Touched`]).
+    touched: Vec<Touched>,
+}
+
+/// A dedup registry a command remembered ids under: one marker of it, and
+/// whether the command also created a shard it must list.
+pub struct Touched {
+    pub marker: Marker,
+    pub listed_new: bool,
+}
+
+/// What [`RedisStore::peek`] saw of a key.
+pub struct Peek {
+    pub exists: bool,
+    pub hash: bool,
+    pub expires_at: Option<i64>,
 }
 
 /// Things named by a Redis string, found by its bytes: a few in place (INCR
@@ -130,6 +142,7 @@ impl<'c> RedisStore<'c> {
             acl: Acl::of_caller(ctx),
             keys: Names::new(),
             fields: Names::new(),
+            touched: Vec::new(),
         }
     }
 
@@ -146,6 +159,7 @@ impl<'c> RedisStore<'c> {
             acl,
             keys: Names::new(),
             fields: Names::new(),
+            touched: Vec::new(),
         })
     }
 
@@ -173,72 +187,113 @@ impl<'c> RedisStore<'c> {
         );
     }
 
-    /// RETAIN of one day hash: one without an expiry gets `at_ms`, or is
-    /// deleted when that is already past (`DEL`, replicated). Keys the user
-    /// could not `PEXPIREAT`/`DEL` are left alone.
-    pub fn retain(&mut self, key: &[u8], at_ms: i64, now_ms: i64) -> Retained {
-        let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        let open = OpenKey::open(self.ctx, &name, true);
-        if !open.is_hash() || open.expire_at_ms().is_some() {
-            return Retained::Untouched;
-        }
-        let native = if at_ms <= now_ms {
-            Native::Del
-        } else {
-            Native::Pexpireat
-        };
-        if !self.acl.allows(&name, native) {
-            return Retained::Denied;
-        }
-        if at_ms <= now_ms {
-            if open.delete() {
-                self.replicate_argv(c"DEL", &mut [name.inner]);
-                self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
-            }
-            return Retained::Deleted;
-        }
-        RedisStore::set_expiry(self.ctx, &CurrentKey { name, open }, at_ms);
-        Retained::Set
+    /// Whether the caller could run `native` on `key` (no ACL LOG entry).
+    pub fn may(&self, key: &[u8], native: Native) -> bool {
+        self.acl.allows(&self.create_string(key), native)
     }
 
-    /// MIGRATE of one flat counter: adds its value to `field` of the day
-    /// hash `day_key` and deletes it, in one step (replicated as `HINCRBY`
-    /// and `DEL`); with `dry_run`, only checks that it could. Fails, having
-    /// changed nothing, when the user may not `GET`/`DEL` the flat key or
-    /// `HINCRBY` the day hash, the value is not an integer, the day hash is
-    /// not a hash, or the sum would overflow.
-    pub fn migrate_flat(
-        &mut self,
-        flat: &[u8],
-        day_key: &[u8],
-        field: &[u8],
-        expire_at: Option<i64>,
-        dry_run: bool,
-    ) -> Result<()> {
-        let name = RedisString::create_from_slice(self.ctx.ctx, flat);
-        for native in [Native::Get, Native::Del] {
-            self.acl.check(&name, native)?;
+    /// Fails when the caller may not run `native` on `key` (and logs it in
+    /// ACL LOG).
+    pub fn check(&self, key: &[u8], native: Native) -> Result<()> {
+        self.acl.check(&self.create_string(key), native)
+    }
+
+    /// What `key` is now (no permission check: the caller decides what to
+    /// do with it, and checks before it acts).
+    pub fn peek(&self, key: &[u8]) -> Peek {
+        let name = self.create_string(key);
+        let open = OpenKey::open(self.ctx, &name, false);
+        Peek {
+            exists: !open.is_empty(),
+            hash: open.is_hash(),
+            expires_at: open.expire_at_ms(),
         }
+    }
+
+    /// The value of the string `key`; `None` when it is absent or not a
+    /// string. No permission check.
+    pub fn read_string(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let name = self.create_string(key);
+        OpenKey::open(self.ctx, &name, false).read_string()
+    }
+
+    /// `DEL key`, replicated and notified as the native command; `true`
+    /// when something was deleted. No permission check: the caller made it
+    /// (or the key is the module's own state).
+    pub fn delete(&mut self, key: &[u8]) -> bool {
+        let name = self.create_string(key);
         let open = OpenKey::open(self.ctx, &name, true);
-        let text = open
-            .read_string()
-            .ok_or_else(|| Error::invalid("not a string any more"))?;
-        let value = flat_value(&text)?;
-        let current = self.counter(day_key, field)?.unwrap_or(0);
-        let total = add_counter(current, value)?;
-        if dry_run {
-            return Ok(());
+        if open.is_empty() || !open.delete() {
+            return false;
         }
-        self.set_counter(day_key, field, total, value);
-        if let Some(at) = expire_at {
-            self.expire_at(day_key, at);
+        self.replicate_argv(c"DEL", &mut [name.inner]);
+        self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
+        true
+    }
+
+    /// `PEXPIREAT key at_ms`, replicated, with no permission check (the
+    /// caller made it).
+    pub fn set_expiry_unchecked(&mut self, key: &[u8], at_ms: i64) {
+        let name = self.create_string(key);
+        let open = OpenKey::open(self.ctx, &name, true);
+        RedisStore::set_expiry(self.ctx, &CurrentKey { name, open }, at_ms);
+    }
+
+    /// `HSET key field value` on the module's own state (a dedup registry),
+    /// with no permission check; a key of another type is left alone
+    /// (`false`).
+    pub fn state_hash_set(&mut self, key: &[u8], field: &[u8], value: &[u8]) -> bool {
+        let (name, field, value) = (
+            self.create_string(key),
+            self.create_string(field),
+            self.create_string(value),
+        );
+        let open = OpenKey::open(self.ctx, &name, true);
+        if open.expect_hash().is_err() {
+            return false;
         }
-        if open.delete() {
-            self.replicate_argv(c"DEL", &mut [name.inner]);
-            self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
+        open.hash_set(field.inner, value.inner);
+        self.replicate_argv(c"HSET", &mut [name.inner, field.inner, value.inner]);
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", name.inner);
+        true
+    }
+
+    /// `HDEL key field` on the module's own state, with no permission
+    /// check; `true` when it removed something.
+    pub fn state_hash_del(&mut self, key: &[u8], field: &[u8]) -> bool {
+        let (name, field) = (self.create_string(key), self.create_string(field));
+        let open = OpenKey::open(self.ctx, &name, true);
+        if open.expect_hash().is_err() || open.is_empty() {
+            return false;
         }
-        // A later flat key of the same day hash must see this write.
-        Ok(())
+        // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
+        if open.hash_set(field.inner, ptr::without_provenance_mut(1)) <= 0 {
+            return false;
+        }
+        self.replicate_argv(c"HDEL", &mut [name.inner, field.inner]);
+        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", name.inner);
+        true
+    }
+
+    /// Every field and value of the hash `key` (module state: no
+    /// permission check), sorted by field.
+    pub fn state_hash_all(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Reader::unchecked(self.ctx).hash_all_of(&self.create_string(key))
+    }
+
+    /// The dedup registries written since the last call.
+    pub fn take_touched(&mut self) -> Vec<Touched> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// The database the command works in.
+    pub fn db(&self) -> i32 {
+        selected_db(self.ctx)
+    }
+
+    /// The key names in force.
+    pub fn scheme(&self) -> &KeyScheme {
+        self.scheme
     }
 
     /// The key, opened for writing on first use, after checking that the
@@ -470,83 +525,23 @@ impl CounterStore for RedisStore<'_> {
                 new_shards.push(ids[0]);
             }
         }
-        // Housekeeping once per registry the batch touched.
-        let mut done: Vec<&[u8]> = Vec::new();
+        // The generations' upkeep (`dedup_upkeep.rs`) runs once per
+        // registry the batch touched, when the write is done.
         for m in new_shards.iter().copied().chain(markers.iter()) {
-            if done.contains(&&*m.registry) {
-                continue;
-            }
-            done.push(&m.registry);
             let listed_new = new_shards.iter().any(|n| n.registry == m.registry);
-            self.keep_generations(m, listed_new);
-        }
-    }
-}
-
-impl RedisStore<'_> {
-    /// Dedup housekeeping after ids were remembered (see `listingstats_core::dedup`):
-    /// lists `marker`'s generation in the registry hash when it just got a
-    /// shard, and deletes the shards of every generation no lookup reaches
-    /// any more. The registry is read at most once per generation per
-    /// database between restarts. Module state, so no per-user ACL check:
-    /// the caller was allowed to write a shard under the same prefix.
-    fn keep_generations(&mut self, marker: &Marker, listed_new: bool) {
-        let db = selected_db(self.ctx);
-        let swept = SWEPT.with(|s| {
-            s.borrow().get(&db).and_then(|m| m.get(&*marker.registry)) == Some(&marker.generation)
-        });
-        if swept && !listed_new {
-            return; // The common case: one map look-up, no key opened.
-        }
-        let registry = self.create_string(&marker.registry);
-        let open = OpenKey::open(self.ctx, &registry, true);
-        if open.expect_hash().is_err() {
-            return; // Someone else's key of another type: leave it alone.
-        }
-        let generation = marker.generation.to_string();
-        if listed_new {
-            let field = self.create_string(generation.as_bytes());
-            let one = self.create_string(b"1");
-            open.hash_set(field.inner, one.inner);
-            self.replicate_argv(c"HSET", &mut [registry.inner, field.inner, one.inner]);
-            self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", registry.inner);
-        }
-        if swept {
-            return;
-        }
-        let Ok(fields) = Reader::unchecked(self.ctx).hash_all_of(&registry) else {
-            return;
-        };
-        let stale = stale_generations(fields.iter().map(|(f, _)| f.as_slice()), marker.generation);
-        let scheme = self.scheme;
-        for old in stale {
-            for shard in shard_keys(scheme, old, marker.slot) {
-                let name = self.create_string(&shard);
-                let key = OpenKey::open(self.ctx, &name, true);
-                if !key.is_empty() && key.delete() {
-                    self.replicate_argv(c"DEL", &mut [name.inner]);
-                    self.notify(raw::REDISMODULE_NOTIFY_GENERIC, c"del", name.inner);
-                }
-            }
-            let field = self.create_string(old.to_string().as_bytes());
-            if open.hash_set(field.inner, ptr::without_provenance_mut(1)) > 0 {
-                self.replicate_argv(c"HDEL", &mut [registry.inner, field.inner]);
-                self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", registry.inner);
+            match self
+                .touched
+                .iter_mut()
+                .find(|t| t.marker.registry == m.registry)
+            {
+                Some(t) => t.listed_new |= listed_new,
+                None => self.touched.push(Touched {
+                    marker: m.clone(),
+                    listed_new,
+                }),
             }
         }
-        SWEPT.with(|s| {
-            s.borrow_mut()
-                .entry(db)
-                .or_default()
-                .insert(marker.registry.to_vec(), marker.generation)
-        });
     }
-}
-
-thread_local! {
-    /// database -> registry key -> the generation whose sweep is done.
-    /// Main-thread state only; a restart forgets it and sweeps once more.
-    static SWEPT: std::cell::RefCell<FxHashMap<i32, FxHashMap<Vec<u8>, i64>>> = Default::default();
 }
 
 /// Replicates `command` with these arguments (Redis strings).
@@ -568,220 +563,4 @@ fn replicate(ctx: &Context, command: &std::ffi::CStr, argv: &mut [*mut raw::Redi
 fn notify(ctx: &Context, class: i32, event: &std::ffi::CStr, name: *mut raw::RedisModuleString) {
     // SAFETY: live context and key name.
     unsafe { api!(RedisModule_NotifyKeyspaceEvent)(ctx.ctx, class, event.as_ptr(), name) };
-}
-
-/// What RETAIN did to one key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retained {
-    Set,
-    Deleted,
-    /// Not a hash, or it has an expiry already.
-    Untouched,
-    Denied,
-}
-
-/// Read access for GET and QUERY: one caller, many keys.
-pub struct Reader<'c> {
-    ctx: &'c Context,
-    acl: Acl,
-}
-
-impl<'c> Reader<'c> {
-    pub fn new(ctx: &'c Context) -> Self {
-        Reader {
-            ctx,
-            acl: Acl::of_caller(ctx),
-        }
-    }
-
-    /// A reader for the module's own state, with no caller (load, timers,
-    /// events): no permission checks.
-    pub fn unchecked(ctx: &'c Context) -> Self {
-        Reader {
-            ctx,
-            acl: Acl::unchecked(ctx.ctx),
-        }
-    }
-
-    /// A reader for the user named `user` (None: no checks), for slices of
-    /// a query that run from a timer, where there is no client.
-    pub fn for_user(ctx: &'c Context, user: Option<&[u8]>) -> Result<Self> {
-        let acl = match user {
-            Some(name) => Acl::of_name(ctx.ctx, name)?,
-            None => Acl::unchecked(ctx.ctx),
-        };
-        Ok(Reader { ctx, acl })
-    }
-
-    /// The plan's terms, made once per command (or slice).
-    pub fn field_names(&self, plan: &FieldPlan) -> FieldNames {
-        FieldNames {
-            exact: plan
-                .fields
-                .iter()
-                .map(|f| (f.clone(), RedisString::create_from_slice(self.ctx.ctx, f)))
-                .collect(),
-            patterns: plan.patterns.clone(),
-        }
-    }
-
-    /// Whether every read check would pass (no user, or one with `+@all
-    /// ~*`): a caller may then skip building key names for checks.
-    pub fn reads_everything(&self) -> bool {
-        self.acl.is_unrestricted()
-    }
-
-    /// Fails when the caller may not read `key` (and logs it in ACL LOG).
-    pub fn check_read(&self, key: &[u8]) -> Result<()> {
-        let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        self.acl.check(&name, Native::Hmget)
-    }
-
-    /// Reads `fields` of the day hash `key` into `out`, with no permission
-    /// check (the caller made it): `Ok(false)` when the key is absent or
-    /// not a hash; an error when a needed value is not an integer.
-    pub fn counters(&self, key: &[u8], fields: &FieldNames, out: &mut [i64]) -> Result<bool> {
-        Ok(self.read(key, fields, out, false)?.is_some())
-    }
-
-    /// [`Reader::counters`] for a row the query cache keeps: `None` when
-    /// the key is absent or not a hash, else when the values read may
-    /// change by themselves (unix ms): the key's expiry or its fields'
-    /// earliest (HEXPIRE), if any.
-    pub fn row(
-        &self,
-        key: &[u8],
-        fields: &FieldNames,
-        out: &mut [i64],
-    ) -> Result<Option<Option<i64>>> {
-        self.read(key, fields, out, true)
-    }
-
-    /// The counters, and (`expiry`) when they may change by themselves.
-    fn read(
-        &self,
-        key: &[u8],
-        fields: &FieldNames,
-        out: &mut [i64],
-        expiry: bool,
-    ) -> Result<Option<Option<i64>>> {
-        let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        let open = OpenKey::open(self.ctx, &name, false);
-        if !open.read_counters(key, fields, out)? {
-            return Ok(None);
-        }
-        if !expiry {
-            return Ok(Some(None));
-        }
-        Ok(Some(
-            match (open.expire_at_ms(), open.field_min_expire_ms()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
-        ))
-    }
-
-    /// The expiry (unix ms) of `key`, if it exists and has one.
-    pub fn expiry(&self, key: &[u8]) -> Option<i64> {
-        let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        OpenKey::open(self.ctx, &name, false).expire_at_ms()
-    }
-
-    /// Whether the caller could run `native` on `key` (no ACL LOG entry).
-    pub fn may(&self, key: &[u8], native: Native) -> bool {
-        self.acl
-            .allows(&RedisString::create_from_slice(self.ctx.ctx, key), native)
-    }
-
-    /// Whether the caller may read the day hash `key` (no ACL LOG entry).
-    pub fn may_read(&self, key: &[u8]) -> bool {
-        self.may(key, Native::Hmget)
-    }
-
-    /// Visits every key of the database, in-process (no client round trip
-    /// per batch): `wanted` sees each name; for names it accepts that the
-    /// caller may read and that are hashes, `visit` gets the counters of
-    /// `fields`. Keys the caller may not read are passed over. Returns how
-    /// many keys were scanned.
-    pub fn scan(
-        &self,
-        fields: &FieldNames,
-        mut wanted: impl FnMut(&[u8]) -> bool,
-        mut visit: impl FnMut(&[u8], &[i64]) -> Result<()>,
-    ) -> Result<u64> {
-        let mut values = vec![0; fields.width()];
-        let mut scanned = 0u64;
-        let mut error: Option<Error> = None;
-        let mut cursor = Cursor::new();
-        loop {
-            let more = cursor.scan_batch(self.ctx, |k| {
-                scanned += 1;
-                if error.is_some() || k.key.key.is_null() || !wanted(k.name) {
-                    return;
-                }
-                if !self.acl.allows_raw(k.name_raw, Native::Hmget) {
-                    return;
-                }
-                let result = match k.key.read_counters(k.name, fields, &mut values) {
-                    Ok(true) => visit(k.name, &values),
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e),
-                };
-                if let Err(e) = result {
-                    error = Some(e);
-                }
-            });
-            if !more || error.is_some() {
-                break;
-            }
-        }
-        match error {
-            Some(e) => Err(e),
-            None => Ok(scanned),
-        }
-    }
-
-    /// Every field and value of a hash, sorted by field; empty when the key
-    /// is absent.
-    pub fn hash_all(&self, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let name = RedisString::create_from_slice(self.ctx.ctx, key);
-        self.acl.check(&name, Native::Hgetall)?;
-        self.hash_all_of(&name)
-    }
-
-    pub(super) fn hash_all_of(&self, name: &RedisString) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let open = OpenKey::open(self.ctx, name, false);
-        open.expect_hash()?;
-        if open.is_empty() {
-            return Ok(Vec::new());
-        }
-        let open: &KeyRef = &open;
-        let mut pairs = Vec::new();
-        // SAFETY: ScanKey over a live hash; the callback copies each field
-        // and value out before Redis reuses them.
-        unsafe {
-            let cursor = api!(RedisModule_ScanCursorCreate)();
-            extern "C" fn collect(
-                _key: *mut raw::RedisModuleKey,
-                field: *mut raw::RedisModuleString,
-                value: *mut raw::RedisModuleString,
-                privdata: *mut std::os::raw::c_void,
-            ) {
-                // SAFETY: privdata is the Vec passed below.
-                let pairs = unsafe { &mut *privdata.cast::<Vec<(Vec<u8>, Vec<u8>)>>() };
-                // SAFETY: field and value are live during this callback.
-                pairs.push(unsafe { (lent_bytes(field).to_vec(), lent_bytes(value).to_vec()) });
-            }
-            while api!(RedisModule_ScanKey)(
-                open.key,
-                cursor,
-                Some(collect),
-                (&mut pairs as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
-            ) != 0
-            {}
-            api!(RedisModule_ScanCursorDestroy)(cursor);
-        }
-        pairs.sort();
-        Ok(pairs)
-    }
 }

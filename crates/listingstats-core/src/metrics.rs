@@ -210,6 +210,87 @@ pub fn resolve(registry: &[Metric], names: &[&str]) -> Result<Vec<Metric>> {
         .collect()
 }
 
+/// The sums a `/pattern/` term reads from one day hash: `out[i]` is the sum
+/// of the fields `patterns[i]` matches (a field may count for several).
+/// Fed one field at a time, in any order; the first error (a value that is
+/// not an integer, a sum that overflows) stops it.
+pub struct PatternSums<'a> {
+    key: &'a [u8],
+    patterns: &'a [regex::bytes::Regex],
+    out: &'a mut [i64],
+    error: Option<Error>,
+}
+
+impl<'a> PatternSums<'a> {
+    pub fn new(
+        key: &'a [u8],
+        patterns: &'a [regex::bytes::Regex],
+        out: &'a mut [i64],
+    ) -> PatternSums<'a> {
+        out.fill(0);
+        PatternSums {
+            key,
+            patterns,
+            out,
+            error: None,
+        }
+    }
+
+    /// Adds one field; `value` gives its integer, or its text when it is
+    /// not one, and is called only when a pattern matches.
+    pub fn add(&mut self, field: &[u8], value: impl FnOnce() -> std::result::Result<i64, Vec<u8>>) {
+        if self.error.is_some() {
+            return;
+        }
+        let mut value = Some(value);
+        let mut parsed: Option<i64> = None;
+        for (re, sum) in self.patterns.iter().zip(self.out.iter_mut()) {
+            if !re.is_match(field) {
+                continue;
+            }
+            let v = match (parsed, value.take()) {
+                (Some(v), _) => v,
+                (None, Some(read)) => match read() {
+                    Ok(v) => {
+                        parsed = Some(v);
+                        v
+                    }
+                    Err(text) => {
+                        self.error =
+                            Some(match crate::number::parse_counter(self.key, field, &text) {
+                                Err(e) => e,
+                                Ok(_) => Error::invalid("internal error: integer check disagrees"),
+                            });
+                        return;
+                    }
+                },
+                (None, None) => return,
+            };
+            match sum.checked_add(v) {
+                Some(total) => *sum = total,
+                None => {
+                    self.error = Some(Error::invalid(format!(
+                        "the sum of the fields matching /{}/ in {} overflows a 64-bit integer",
+                        re.as_str()
+                            .trim_start_matches("^(?:")
+                            .trim_end_matches(")$"),
+                        quote(self.key)
+                    )));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The sums are in `out`, or the first error.
+    pub fn finish(self) -> Result<()> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +408,34 @@ mod tests {
             br#"{"numerator":"/(/","denominator":"b"}"#.to_vec(),
         )];
         assert!(registry(&stored).iter().all(|m| m.name != "bad"));
+    }
+
+    #[test]
+    fn pattern_sums_add_every_matching_field_once_per_pattern() {
+        let patterns = [
+            compile_pattern(b"ldp:.*").unwrap(),
+            compile_pattern(b".*:click").unwrap(),
+        ];
+        let mut out = [7, 7];
+        let mut sums = PatternSums::new(b"k", &patterns, &mut out);
+        sums.add(b"ldp:click", || Ok(2));
+        sums.add(b"ldp:view", || Ok(5));
+        sums.add(b"cart:click", || Ok(1));
+        sums.add(b"other", || Err(b"not read".to_vec()));
+        sums.finish().unwrap();
+        assert_eq!(out, [7, 3]);
+        let mut out = [0, 0];
+        let mut sums = PatternSums::new(b"k", &patterns, &mut out);
+        sums.add(b"ldp:x", || Err(b"abc".to_vec()));
+        assert!(sums
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("not an integer"));
+        let mut out = [0, 0];
+        let mut sums = PatternSums::new(b"k", &patterns, &mut out);
+        sums.add(b"ldp:a", || Ok(i64::MAX));
+        sums.add(b"ldp:b", || Ok(1));
+        assert!(sums.finish().unwrap_err().to_string().contains("overflows"));
     }
 }
