@@ -38,6 +38,10 @@ SECTIONS = {
 }
 
 
+# Where the hand-written part of BENCHMARKS.md starts.
+NOTES = "## Profiles and history"
+
+
 def main(argv):
     names = argv or list(SECTIONS)
     unknown = [n for n in names if n not in SECTIONS]
@@ -64,8 +68,17 @@ def main(argv):
         body,
         "",
     ])
-    with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
-        f.write(doc)
+    # The hand-written notes at the end (profiles, history) are kept.
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    notes = ""
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+        at = old.find("\n" + NOTES)
+        if at >= 0:
+            notes = old[at:]
+    with open(path, "w") as f:
+        f.write(doc.rstrip("\n") + "\n" + notes if notes else doc)
     print(doc)
 
 

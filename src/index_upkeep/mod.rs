@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use redis_module::Context;
 
-use crate::budget::REBUILD_SLICE;
+use crate::budget::{REBUILD_SLICE, WARM_SLICE};
 use crate::config;
 use crate::redis::context::{db_size, select_db, selected_db};
 use crate::redis::events::{class, KeyEvent, ServerEvent, Written};
@@ -130,7 +130,7 @@ fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
     if is_registry(e.key) {
         // Replication, a restore or another client changed the metric
         // definitions: the cache's columns follow.
-        metrics_changed(ctx);
+        metrics_changed_soon(ctx);
         return;
     }
     let Some(expiry_of) = with_state(|st| {
@@ -207,6 +207,45 @@ pub struct CacheUse {
 pub fn metrics_changed(ctx: &Context) {
     if config::current().cache {
         warm::start(ctx);
+    }
+}
+
+/// [`metrics_changed`] once, at the next timer pass, however many writes
+/// to the registry announce it meanwhile: METRIC SET on a cluster writes a
+/// copy per owned slot (thousands of notifications on the node and on its
+/// replicas), and each must cost next to nothing.
+fn metrics_changed_soon(ctx: &Context) {
+    if SYNC_PENDING.with(|p| p.replace(true)) {
+        return;
+    }
+    slices::start(ctx, MetricsSync);
+}
+
+thread_local! {
+    /// A [`MetricsSync`] is scheduled.
+    static SYNC_PENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The deferred [`metrics_changed`].
+struct MetricsSync;
+
+impl Sliced for MetricsSync {
+    fn slice_len(&self) -> Duration {
+        WARM_SLICE
+    }
+
+    fn what(&self) -> &'static str {
+        "following the metric definitions"
+    }
+
+    fn failed(&mut self, _ctx: &Context) {
+        SYNC_PENDING.with(|p| p.set(false));
+    }
+
+    fn run(&mut self, ctx: &Context, _deadline: Instant) -> Step {
+        SYNC_PENDING.with(|p| p.set(false));
+        metrics_changed(ctx);
+        Step::Done
     }
 }
 
