@@ -17,6 +17,11 @@
 //!   it (its client blocked), or, inside MULTI/EXEC or a script, completes
 //!   it at once. One rebuild at a time: starting one ends the one before.
 //!
+//! `feed.rs` applies the events, `rebuild.rs` runs rebuilds, `warm.rs` fills
+//! the cache ahead of queries; this file holds the state, the look-ups
+//! queries make, and the cache's columns, which follow the metric
+//! definitions.
+//!
 //! Everything here runs on Redis's main thread. The state is a
 //! `thread_local` `RefCell`: notifications fire synchronously inside
 //! writes, so a write made while the state is borrowed would re-enter it;
@@ -29,19 +34,21 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use redis_module::Context;
 
-use crate::budget::{REBUILD_SLICE, WARM_SLICE};
+use crate::budget::WARM_SLICE;
 use crate::config;
-use crate::redis::context::{db_size, select_db, selected_db};
-use crate::redis::events::{class, KeyEvent, ServerEvent, Written};
-use crate::redis::reader::Reader;
-use crate::redis::scan::Cursor;
+use crate::redis::events;
+use crate::redis::events::class;
 use crate::redis::slices::{self, Sliced, Step};
-use crate::redis::{events, slices::run_now};
-use crate::stats;
 use listingstats_core::day_index::{Cached, Index, Planned, Planner};
 use listingstats_core::keys::KeyScheme;
 
+mod feed;
+mod rebuild;
 pub mod warm;
+
+use feed::{on_counters_written, on_key_event, on_server_event};
+pub use rebuild::finish_rebuild;
+use rebuild::start_rebuild;
 
 pub struct State {
     pub index: Index,
@@ -90,104 +97,6 @@ pub fn invalidate() {
         st.epoch += 1;
         st.index.clear(None);
     });
-}
-
-/// What one notification does to the index (and its cache). `true` when
-/// the key may have a new expiry, which the caller reads (outside the
-/// state: opening a key can expire it, which notifies).
-fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) -> bool {
-    // By event name, not class: Valkey 9 sends a hash field's expiry
-    // (`hexpired`) in the `expired` class, and the key stays.
-    // `overwritten`: the key event of another value written over the name
-    // (Redis 7.2+, Valkey); a hash that arrives in its place (RESTORE,
-    // COPY ... REPLACE) sends its own event next and is added again.
-    let removes = matches!(
-        e.event,
-        b"del" | b"rename_from" | b"move_from" | b"expired" | b"evicted" | b"overwritten"
-    );
-    let arrives = matches!(e.event, b"rename_to" | b"restore" | b"copy_to" | b"move_to");
-    let hash_write = e.class & (class::HASH | class::EXPIRED | class::EVICTED) != 0;
-    if removes {
-        index.remove(e.db, day, listing);
-        false
-    } else if hash_write || arrives {
-        // Indexed, or its cached row made unknown: a hash was written.
-        index.add(e.db, day, listing);
-        arrives
-    } else if e.event == b"expire" {
-        true
-    } else {
-        // `persist`, or another type written over the name (SET,
-        // SORT ... STORE, SUNIONSTORE, ...): read it again.
-        if e.event != b"persist" {
-            index.forget(e.db, day, listing);
-        }
-        false
-    }
-}
-
-fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
-    if is_registry(e.key) {
-        // Replication, a restore or another client changed the metric
-        // definitions: the cache's columns follow.
-        metrics_changed_soon(ctx);
-        return;
-    }
-    let Some(expiry_of) = with_state(|st| {
-        let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
-            (Some(scheme), _) => (scheme, &mut st.index),
-            (None, Some(rebuild)) => (&rebuild.scheme, &mut rebuild.partial),
-            // Stale: the rebuild that follows finds the day hashes.
-            (None, None) => return None,
-        };
-        let (day, listing) = scheme.parse_day_key(e.key)?;
-        Some((apply(index, e, day, listing) && st.built_for.is_some()).then_some(day))
-    }) else {
-        return;
-    };
-    if e.class & (class::HASH | class::GENERIC) != 0 {
-        // A day hash may exist from now on: another value written over it
-        // must be seen (a no-op after the first time).
-        events::watch_overwrites(ctx);
-    }
-    if let Some(day) = expiry_of {
-        if let Some(at) = Reader::unchecked(ctx).expiry(e.key) {
-            with_state(|st| st.index.expires(e.db, day, at));
-        }
-    }
-}
-
-/// Whether `key` is the metric registry hash (or, on a cluster, a copy).
-fn is_registry(key: &[u8]) -> bool {
-    let settings = config::current();
-    key.strip_prefix(settings.keys.prefix.as_bytes())
-        .is_some_and(|rest| rest.starts_with(b"listingstats:metrics"))
-}
-
-/// The module wrote counters of a day hash (its own handlers do not get
-/// the notification): a new hash is indexed (its row unknown), a known
-/// one's cached row takes the values.
-fn on_counters_written(ctx: &Context, db: i32, key: &[u8], fields: &Written<'_>, created: bool) {
-    let day_hash = with_state(|st| {
-        let current = st.built_for.is_some();
-        let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
-            (Some(scheme), _) => (scheme, &mut st.index),
-            (None, Some(rebuild)) => (&rebuild.scheme, &mut rebuild.partial),
-            (None, None) => return false,
-        };
-        let Some((day, listing)) = scheme.parse_day_key(key) else {
-            return false;
-        };
-        if created {
-            index.add(db, day, listing);
-        } else if current {
-            index.written(db, day, listing, fields);
-        }
-        true
-    });
-    if created && day_hash {
-        events::watch_overwrites(ctx);
-    }
 }
 
 /// What a query reads the cache with: the columns' version, and the
@@ -365,55 +274,6 @@ pub fn fill(
     });
 }
 
-fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
-    match *e {
-        ServerEvent::Flush(which) => with_state(|st| {
-            st.index.clear(which);
-            if let Some(rebuild) = &mut st.rebuild {
-                rebuild.partial.clear(which);
-            }
-        }),
-        ServerEvent::SwapDb(a, b) => {
-            let restart = with_state(|st| {
-                st.index.swap(a, b);
-                // The scan was walking databases that just traded places.
-                st.rebuild.take().map(|r| r.scheme)
-            });
-            if let Some(scheme) = restart {
-                start_rebuild(ctx, scheme);
-            }
-        }
-        ServerEvent::Loading { ended } => {
-            // Loading replaces the dataset: rebuild from what was loaded.
-            invalidate();
-            if ended {
-                start_rebuild(ctx, config::current().keys.clone());
-            }
-        }
-        ServerEvent::ConfigChanged(names) => {
-            // Another key scheme: the index names other keys. Free it now;
-            // the next query that needs it rebuilds it.
-            let keys = config::current().keys.clone();
-            if with_state(|st| st.built_for.as_ref().is_some_and(|b| *b != keys)) {
-                invalidate();
-            }
-            if names
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(b"listingstats.cache"))
-            {
-                if config::current().cache {
-                    warm::start(ctx);
-                } else {
-                    // Off: the memory goes back now, not at the next query.
-                    warm::stop();
-                    with_state(|st| st.index.set_columns(false, &[]));
-                }
-            }
-        }
-        ServerEvent::BecameMaster => {}
-    }
-}
-
 /// Subscribes to the events that keep the index current, and starts the
 /// first build (the server may already hold data: MODULE LOAD).
 pub fn init(ctx: &Context) -> Result<(), String> {
@@ -447,140 +307,6 @@ pub fn plan_step(ctx: &Context, planner: &mut Planner, budget: usize) -> Option<
 pub fn release(planner: &mut Planner) {
     if planner.is_pinned() {
         with_state(|st| planner.release(&mut st.index));
-    }
-}
-
-/// Completes the rebuild under way at once (for callers that cannot wait).
-/// Its pending slice then finds the work done and ends.
-pub fn finish_rebuild(ctx: &Context) {
-    let epoch = with_state(|st| st.rebuild.is_some().then_some(st.epoch));
-    if let Some(epoch) = epoch {
-        let mut work = RebuildWork::new(epoch);
-        run_now(ctx, &mut work);
-    }
-}
-
-/// Starts rebuilding for `scheme`, ending any other rebuild.
-fn start_rebuild(ctx: &Context, scheme: KeyScheme) {
-    let epoch = with_state(|st| {
-        st.built_for = None;
-        st.index.clear(None);
-        st.epoch += 1;
-        st.rebuild = Some(Rebuild {
-            scheme,
-            partial: Index::default(),
-        });
-        st.epoch
-    });
-    slices::start(ctx, RebuildWork::new(epoch));
-}
-
-/// The scan of one rebuild: which database, where in it.
-struct RebuildWork {
-    epoch: u64,
-    db: i32,
-    cursor: Cursor,
-    /// The database whose keys were last reserved room for.
-    reserved: i32,
-}
-
-impl RebuildWork {
-    fn new(epoch: u64) -> RebuildWork {
-        RebuildWork {
-            epoch,
-            db: 0,
-            cursor: Cursor::new(),
-            reserved: -1,
-        }
-    }
-}
-
-impl Sliced for RebuildWork {
-    fn slice_len(&self) -> Duration {
-        REBUILD_SLICE
-    }
-
-    fn what(&self) -> &'static str {
-        "an index rebuild"
-    }
-
-    fn failed(&mut self, _ctx: &Context) {
-        // The index stays stale; the next query that needs it starts over.
-        invalidate();
-    }
-
-    fn run(&mut self, ctx: &Context, deadline: Instant) -> Step {
-        let Some(scheme) = with_state(|st| {
-            (st.epoch == self.epoch)
-                .then(|| st.rebuild.as_ref().map(|r| r.scheme.clone()))
-                .flatten()
-        }) else {
-            return Step::Done; // Replaced, completed, or invalidated.
-        };
-        let original = selected_db(ctx);
-        let mut calls = 0u32;
-        let mut found: Vec<(i32, NaiveDate, Vec<u8>)> = Vec::new();
-        let finished = loop {
-            if !select_db(ctx, self.db) {
-                break true; // Past the last database.
-            }
-            let db = self.db;
-            if self.reserved != db {
-                self.reserved = db;
-                // Room for this database's day hashes at once (an upper
-                // bound: its keys).
-                let keys = usize::try_from(db_size(ctx)).unwrap_or(0);
-                with_state(|st| {
-                    if let Some(rebuild) = st.rebuild.as_mut() {
-                        rebuild.partial.reserve(keys.min(1 << 24));
-                    }
-                });
-            }
-            // A scan writes nothing, so no notification borrows the state
-            // meanwhile; findings are added after the batch.
-            let more = self.cursor.scan_batch(ctx, |k| {
-                if k.is_hash() {
-                    if let Some((day, listing)) = scheme.parse_day_key(k.name) {
-                        found.push((db, day, listing.to_vec()));
-                    }
-                }
-            });
-            if !more {
-                self.db += 1;
-                self.cursor = Cursor::new();
-            }
-            calls += 1;
-            if calls.is_multiple_of(64) && Instant::now() >= deadline {
-                break false;
-            }
-        };
-        select_db(ctx, original);
-        if !found.is_empty() {
-            events::watch_overwrites(ctx);
-        }
-        let step = with_state(|st| {
-            let Some(rebuild) = st.rebuild.as_mut() else {
-                return Step::Done;
-            };
-            for (db, day, listing) in &found {
-                rebuild.partial.add(*db, *day, listing);
-            }
-            if !finished {
-                return Step::More;
-            }
-            if let Some(mut done) = st.rebuild.take() {
-                stats::INDEX_REBUILDS.add(1);
-                done.partial.trim();
-                st.index = done.partial;
-                st.built_for = Some(done.scheme);
-            }
-            Step::Done
-        });
-        if step == Step::Done {
-            // A new index has an empty cache: fill it ahead of queries.
-            warm::start(ctx);
-        }
-        step
     }
 }
 

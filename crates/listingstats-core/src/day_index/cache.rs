@@ -1,6 +1,7 @@
 //! The query cache kept beside the index: its columns (the terms the
 //! registered metrics read), and the rows it holds per day hash.
 
+use super::columns::Columns;
 use super::day::{Cached, UNKNOWN};
 use super::index::Index;
 use super::planner::Pass;
@@ -8,21 +9,6 @@ use super::planner::Pass;
 use chrono::NaiveDate;
 
 use crate::metrics::pattern_of;
-
-/// The cached columns: the terms (event names, then `/pattern/`s) the
-/// registered metrics read, in the order of a [`crate::query::FieldPlan`]
-/// of all of them.
-#[derive(Default)]
-pub(super) struct Columns {
-    /// Names this set of columns among all sets ever made in the process
-    /// (0: none), so a query planned against one set never reads rows of
-    /// another.
-    version: u64,
-    pub(super) terms: Vec<Vec<u8>>,
-    /// Whether any term is a pattern: a counter write then cannot tell
-    /// which sums it changed, and marks its row unknown.
-    patterns: bool,
-}
 
 impl Index {
     /// Makes the cache hold exactly the terms `terms`, in any order (when
@@ -122,11 +108,6 @@ impl Index {
             pass.next_id = 0;
         }
         false
-    }
-
-    /// See the field `id_epoch`.
-    pub fn id_epoch(&self) -> u64 {
-        self.id_epoch
     }
 
     /// A cell's cached row by listing number (valid in this `id_epoch`).

@@ -1,6 +1,6 @@
 //! The index of every database: adding, removing, numbering, memory.
 
-use super::cache::Columns;
+use super::columns::Columns;
 use super::day::DayIndex;
 use super::interner::Interner;
 
@@ -44,6 +44,11 @@ fn next_epoch() -> u64 {
 }
 
 impl Index {
+    /// See the field `id_epoch`.
+    pub fn id_epoch(&self) -> u64 {
+        self.id_epoch
+    }
+
     /// Indexes a day hash, or (already indexed) marks its row unknown: a
     /// notification says it was written.
     pub fn add(&mut self, db: i32, day: NaiveDate, listing: &[u8]) {

@@ -30,6 +30,7 @@
 //! index), `planner` (a `*` query's cells, in steps), `names`.
 
 mod cache;
+mod columns;
 mod day;
 mod index;
 mod interner;
