@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 use rustc_hash::FxHashMap;
 
-use crate::redis::store::RedisStore;
+use crate::redis::store::{RedisStore, Touched};
 use listingstats_core::dedup::{shard_keys, stale_generations};
 
 thread_local! {
@@ -24,17 +24,14 @@ thread_local! {
 /// once the command's writes are done.
 pub fn after_write(store: &mut RedisStore<'_>) {
     for touched in store.take_touched() {
-        keep_generations(store, &touched.marker, touched.listed_new);
+        keep_generations(store, &touched);
     }
 }
 
-/// Lists `marker`'s generation in its registry when it just got a shard,
-/// and deletes the shards of every generation no look-up reaches.
-fn keep_generations(
-    store: &mut RedisStore<'_>,
-    marker: &listingstats_core::dedup::Marker,
-    listed_new: bool,
-) {
+/// Lists the generation in its registry when it just got a shard, and
+/// deletes the shards of every generation no look-up reaches.
+fn keep_generations(store: &mut RedisStore<'_>, marker: &Touched) {
+    let listed_new = marker.listed_new;
     let db = store.db();
     let swept = SWEPT.with(|s| {
         s.borrow().get(&db).and_then(|m| m.get(&*marker.registry)) == Some(&marker.generation)

@@ -49,7 +49,11 @@ pub struct RedisStore<'c> {
 /// A dedup registry a command remembered ids under: one marker of it, and
 /// whether the command also created a shard it must list.
 pub struct Touched {
-    pub marker: Marker,
+    /// The registry hash, its current generation, and the cluster slot of
+    /// its shards (`None`: the 64 FNV shards).
+    pub registry: std::rc::Rc<[u8]>,
+    pub generation: i64,
+    pub slot: Option<u16>,
     pub listed_new: bool,
 }
 
@@ -529,14 +533,12 @@ impl CounterStore for RedisStore<'_> {
         // registry the batch touched, when the write is done.
         for m in new_shards.iter().copied().chain(markers.iter()) {
             let listed_new = new_shards.iter().any(|n| n.registry == m.registry);
-            match self
-                .touched
-                .iter_mut()
-                .find(|t| t.marker.registry == m.registry)
-            {
+            match self.touched.iter_mut().find(|t| t.registry == m.registry) {
                 Some(t) => t.listed_new |= listed_new,
                 None => self.touched.push(Touched {
-                    marker: m.clone(),
+                    registry: m.registry.clone(),
+                    generation: m.generation,
+                    slot: m.slot,
                     listed_new,
                 }),
             }
