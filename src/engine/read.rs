@@ -108,9 +108,12 @@ impl Job {
         deadline: Option<Instant>,
     ) -> Result<bool> {
         let fields = &Self::fields(r, reader, &self.plan);
-        let everything = reader.reads_everything();
+        reader.expect_reads(r.cells.len() - r.next);
         let now = now_ms();
         while r.next < r.cells.len() {
+            // Becomes true mid-way once the reader learns that the user may
+            // read everything (see `Acl`): the rest then takes the fast path.
+            let everything = reader.reads_everything();
             let mut stopped_on = None;
             if everything {
                 stopped_on = self.run_cached(r, now)?;

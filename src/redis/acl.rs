@@ -197,6 +197,18 @@ impl Acl {
         Ok(Acl::new(ctx, user, name.to_vec()))
     }
 
+    /// The caller is about to make `checks` more checks: past
+    /// [`Acl::LOOKUP_AFTER`], the user is looked up now rather than after
+    /// that many checks (a query of 30,000 cells, or each slice of one).
+    pub(super) fn expect_checks(&self, checks: usize) {
+        if self.user.is_null() || self.unrestricted.get().is_some() {
+            return;
+        }
+        if checks + self.checks.get() as usize > Acl::LOOKUP_AFTER as usize {
+            self.unrestricted.set(Some(self.lookup_unrestricted()));
+        }
+    }
+
     /// Whether every check passes without asking: no user, or one known
     /// to have `+@all ~*`.
     pub(super) fn is_unrestricted(&self) -> bool {
