@@ -33,8 +33,18 @@ pub const TOP_RANK_STEP: usize = 4096;
 /// Groups an answer writes per look at the clock.
 pub const RENDER_STEP: usize = 128;
 
+/// Cells a query serves from the cache per borrow of the index (and per
+/// look at the clock).
+pub const CACHE_RUN: usize = 256;
+
 /// One slice of following streams (`LISTINGSTATS.FOLLOW`).
 pub const FOLLOW_SLICE: Duration = Duration::from_millis(2);
+
+/// Stream entries FOLLOW reads per step; a slice takes as many steps as fit.
+pub const FOLLOW_BATCH: usize = 100;
+
+/// Day hashes the cache warm-up takes per look at the index.
+pub const WARM_BATCH: usize = 64;
 
 /// One slice of a walk of the whole database (`RETAIN`, `MIGRATE`).
 pub const SWEEP_SLICE: Duration = Duration::from_millis(2);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use redis_module::{Context, RedisValue};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::budget::FOLLOW_SLICE;
+use crate::budget::{FOLLOW_BATCH, FOLLOW_SLICE};
 use crate::config;
 use crate::dedup_upkeep;
 use crate::redis::acl::Native;
@@ -41,9 +41,6 @@ use listingstats_core::follow::{
 use listingstats_core::ingest;
 use listingstats_core::settings::Settings;
 use listingstats_core::{Error, Result};
-
-/// Entries read per step; a slice takes as many steps as fit.
-const BATCH: usize = 100;
 
 #[derive(Default)]
 struct Pump {
@@ -211,7 +208,7 @@ impl Sliced for PumpWork {
     }
 }
 
-/// Applies up to [`BATCH`] entries of `stream` and stores the new
+/// Applies up to [`FOLLOW_BATCH`] entries of `stream` and stores the new
 /// position; `true` when more may follow.
 fn apply_batch(ctx: &Context, settings: &Settings, db: i32, stream: &[u8]) -> bool {
     let key = settings.keys.following_key();
@@ -226,7 +223,7 @@ fn apply_batch(ctx: &Context, settings: &Settings, db: i32, stream: &[u8]) -> bo
         return false;
     };
     let position = state.position();
-    let entries = match stream::read_after(ctx, stream, position, BATCH) {
+    let entries = match stream::read_after(ctx, stream, position, FOLLOW_BATCH) {
         Read::Entries(entries) => entries,
         gone => {
             let why = if matches!(gone, Read::Missing) {
@@ -258,7 +255,7 @@ fn apply_batch(ctx: &Context, settings: &Settings, db: i32, stream: &[u8]) -> bo
         }
     }
     let now = now_ms();
-    let full = entries.len() == BATCH;
+    let full = entries.len() == FOLLOW_BATCH;
     apply_entries(&mut store, settings, &mut state, &entries, now);
     dedup_upkeep::after_write(&mut store);
     if let Some(last) = entries.last() {

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::Job;
+use crate::budget::CACHE_RUN;
 use crate::index_upkeep::{self, CacheUse, Lookup};
 use crate::redis::context::now_ms;
 use crate::redis::key::FieldNames;
@@ -60,9 +61,6 @@ impl Reading {
         }
     }
 }
-
-/// Cells served from the cache per borrow of the index.
-const RUN: usize = 256;
 
 /// The names of a job's terms, and of every cached column's.
 struct Fields {
@@ -129,7 +127,7 @@ impl Job {
         Ok(r.next == r.cells.len())
     }
 
-    /// Serves up to [`RUN`] cells from the cache in one borrow of the
+    /// Serves up to [`CACHE_RUN`] cells from the cache in one borrow of the
     /// index, stopping at the first it cannot, whose look-up it returns (a
     /// miss, or a cell to read from its hash) for [`Job::read_one`]. Only
     /// for a caller who may read every key: no check is needed.
@@ -137,7 +135,7 @@ impl Job {
         let Some(cache) = r.cache.as_mut() else {
             return Ok(None);
         };
-        let end = (r.next + RUN).min(r.cells.len());
+        let end = (r.next + CACHE_RUN).min(r.cells.len());
         let start = r.next;
         let mut gone = 0u64;
         let result = index_upkeep::with_index(|ix, current| {

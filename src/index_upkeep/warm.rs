@@ -15,7 +15,7 @@ use chrono::NaiveDate;
 use redis_module::Context;
 
 use super::{columns, fill, with_state, CacheUse};
-use crate::budget::WARM_SLICE;
+use crate::budget::{WARM_BATCH, WARM_SLICE};
 use crate::config;
 use crate::metric_registry::current_registry;
 use crate::redis::context::{select_db, selected_db};
@@ -69,9 +69,6 @@ pub fn stop() {
     });
 }
 
-/// Day hashes found per look at the index.
-const BATCH: usize = 64;
-
 struct Warm {
     epoch: u64,
     /// Every cached term, and where each goes in a row.
@@ -97,7 +94,7 @@ impl Warm {
             }
             Some(
                 st.index
-                    .unknown_rows(&mut self.pass, BATCH, &mut self.batch),
+                    .unknown_rows(&mut self.pass, WARM_BATCH, &mut self.batch),
             )
         })
     }

@@ -2,9 +2,10 @@
 //! registered metrics read), and the rows it holds per day hash.
 
 use super::columns::Columns;
-use super::day::{Cached, UNKNOWN};
+use super::day::Cached;
 use super::index::Index;
 use super::planner::Pass;
+use super::rows::UNKNOWN;
 
 use chrono::NaiveDate;
 
@@ -126,7 +127,7 @@ impl Index {
         let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
             return Cached::Absent;
         };
-        if entry.expires <= now_ms {
+        if entry.rows.expires <= now_ms {
             entry.forget_all(stride);
         }
         match entry.row(at, stride) {
@@ -178,7 +179,7 @@ impl Index {
         }
         entry.make_row(at, stride).copy_from_slice(row);
         if let Some(t) = expires {
-            entry.expires = entry.expires.min(t);
+            entry.rows.expires = entry.rows.expires.min(t);
         }
     }
 

@@ -1,150 +1,73 @@
 //! One database's days: each day's sorted listing numbers, and beside them
-//! the cached rows of those that have one.
+//! the cached rows of those that have one (`rows.rs`).
 
 use std::collections::BTreeMap;
 
+use super::rows::DayRows;
 use chrono::{Datelike, NaiveDate};
 
-/// A cached value that is not known: the row must be read from its hash.
-/// (A counter that really holds `i64::MIN` is then re-read every time:
-/// correct, only not cached.)
-pub const UNKNOWN: i64 = i64::MIN;
-
-/// One day: its listing numbers, sorted, and their cached rows.
-///
-/// Rows are not kept in listing order: `rows[i]` is the row of `ids[i]`
-/// in `values`. A new listing in the middle of a day then moves 8 bytes
-/// per entry (its number and its row's number), not its whole row: a day
-/// of 600,000 listings written in any order stays cheap to add to.
+/// One day: its listing numbers, sorted, and (the query cache's part,
+/// [`DayRows`]) the cached rows of those that have one.
+#[derive(Default)]
 pub(super) struct Day {
     pub(super) ids: Vec<u32>,
-    /// Empty (nothing cached for this day), or aligned with `ids`.
-    rows: Vec<u32>,
-    /// `stride` values per row; a row whose first value is [`UNKNOWN`] is
-    /// not cached (free rows too).
-    values: Vec<i64>,
-    /// Rows no listing uses, for the next new one.
-    free: Vec<u32>,
-    /// The earliest expiry (ms since the epoch) seen among this day's
-    /// hashes; `i64::MAX` for none.
-    pub(super) expires: i64,
+    pub(super) rows: DayRows,
 }
-
-impl Default for Day {
-    fn default() -> Self {
-        Day {
-            ids: Vec::new(),
-            rows: Vec::new(),
-            values: Vec::new(),
-            free: Vec::new(),
-            expires: i64::MAX,
-        }
-    }
-}
-
-/// A listing of a cached day that has no row yet.
-const NO_ROW: u32 = u32::MAX;
 
 impl Day {
     pub(super) fn cached(&self) -> bool {
-        !self.rows.is_empty()
+        self.rows.is_on()
     }
 
     /// The values of the listing at position `at`, if it has a row.
     pub(super) fn row(&self, at: usize, stride: usize) -> Option<&[i64]> {
-        let r = *self.rows.get(at)?;
-        if r == NO_ROW {
-            return None;
-        }
-        let r = r as usize;
-        self.values.get(r * stride..(r + 1) * stride)
+        self.rows.row(at, stride)
     }
 
     pub(super) fn row_mut(&mut self, at: usize, stride: usize) -> Option<&mut [i64]> {
-        let r = *self.rows.get(at)?;
-        if r == NO_ROW {
-            return None;
-        }
-        let r = r as usize;
-        self.values.get_mut(r * stride..(r + 1) * stride)
+        self.rows.row_mut(at, stride)
     }
 
     /// Marks the row at `at` unknown.
     pub(super) fn forget(&mut self, at: usize, stride: usize) {
-        if let Some(row) = self.row_mut(at, stride) {
-            row[0] = UNKNOWN;
-        }
+        self.rows.forget(at, stride);
     }
 
-    /// Every row unknown: after its earliest expiry passed, each hash is
-    /// read again (and reports its own expiry then).
+    /// Every row unknown (see [`DayRows::forget_all`]).
     pub(super) fn forget_all(&mut self, stride: usize) {
-        for row in self.values.chunks_exact_mut(stride.max(1)) {
-            row[0] = UNKNOWN;
-        }
-        self.expires = i64::MAX;
+        self.rows.forget_all(stride);
     }
 
-    /// Starts caching this day: no listing has a row yet. The values get
-    /// room for every listing, untouched until filled: a day of 600,000
-    /// listings starts in one small step.
+    /// Starts caching this day: no listing has a row yet.
     pub(super) fn start_cache(&mut self, stride: usize) {
-        self.rows = vec![NO_ROW; self.ids.len()];
-        self.values = Vec::with_capacity(self.ids.len() * stride);
-        self.free = Vec::new();
+        self.rows.start(self.ids.len(), stride);
     }
 
     /// Stops caching this day.
     fn drop_cache(&mut self) {
-        self.rows = Vec::new();
-        self.values = Vec::new();
-        self.free = Vec::new();
-        self.expires = i64::MAX;
+        self.rows.clear();
     }
 
     /// The row of the listing at `at`, made (unknown) if it has none.
     pub(super) fn make_row(&mut self, at: usize, stride: usize) -> &mut [i64] {
-        if self.rows[at] == NO_ROW {
-            self.rows[at] = match self.free.pop() {
-                Some(r) => r,
-                None => {
-                    grow(&mut self.values, stride);
-                    self.values.extend(std::iter::repeat_n(UNKNOWN, stride));
-                    (self.values.len() / stride.max(1) - 1) as u32
-                }
-            };
-        }
-        let r = self.rows[at] as usize;
-        &mut self.values[r * stride..(r + 1) * stride]
+        self.rows.make_row(at, stride)
     }
 
     /// A new listing at position `at` of a cached day: no row until read.
     fn insert_row(&mut self, at: usize) {
-        grow(&mut self.rows, 1);
-        self.rows.insert(at, NO_ROW);
+        self.rows.insert(at);
     }
 
-    /// Frees the row of the listing at position `at` (the day is cached).
-    /// When most rows are free, the day stops caching: queries refill it.
+    /// The listing at position `at` is gone (the day is cached).
     fn remove_row(&mut self, at: usize, stride: usize) {
-        let r = self.rows.remove(at);
-        if r == NO_ROW {
-            return;
-        }
-        if let Some(v) = self.values.get_mut(r as usize * stride) {
-            *v = UNKNOWN;
-        }
-        self.free.push(r);
-        if self.free.len() > 64 && self.free.len() > self.rows.len() {
-            self.drop_cache();
-        }
+        self.rows.remove(at, stride);
     }
 }
 
 /// Makes room for `extra` more items, growing by a sixteenth instead of
 /// doubling: a day's lists are its memory, and a doubled list of 600,000
 /// rows would leave megabytes unused. Still amortised O(1) per item.
-fn grow<T>(list: &mut Vec<T>, extra: usize) {
+pub(super) fn grow<T>(list: &mut Vec<T>, extra: usize) {
     if list.len() + extra > list.capacity() {
         list.reserve_exact(list.len() / 16 + extra.max(16));
     }
@@ -276,9 +199,6 @@ impl DayIndex {
 
     /// Heap bytes of the cache: values, row numbers, free rows.
     pub fn cache_bytes(&self) -> usize {
-        self.days
-            .values()
-            .map(|d| d.values.capacity() * 8 + (d.rows.capacity() + d.free.capacity()) * 4)
-            .sum()
+        self.days.values().map(|d| d.rows.heap_bytes()).sum()
     }
 }

@@ -95,7 +95,7 @@ impl Index {
             .get_mut(&db)
             .and_then(|d| d.days.get_mut(&day.num_days_from_ce()))
         {
-            entry.expires = entry.expires.min(at_ms);
+            entry.rows.expires = entry.rows.expires.min(at_ms);
         }
     }
 

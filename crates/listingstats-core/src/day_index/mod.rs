@@ -36,6 +36,7 @@ mod index;
 mod interner;
 mod names;
 mod planner;
+mod rows;
 #[cfg(test)]
 mod tests;
 
@@ -44,3 +45,4 @@ pub use index::*;
 pub use interner::*;
 pub use names::*;
 pub use planner::*;
+pub use rows::UNKNOWN;
