@@ -30,6 +30,13 @@ COMMANDS = [
 ]
 
 SERVERS = os.environ.get("TAX_SERVERS", "redis-7.0 valkey-9.1").split()
+# A quicker look: TAX_COMMANDS=SET,MSET keeps those commands (by the first
+# word of their label); TAX_QUICK=1 skips the day-hashes variant and the
+# microsecond tables.
+if os.environ.get("TAX_COMMANDS"):
+    _wanted = {w.strip().upper() for w in os.environ["TAX_COMMANDS"].split(",")}
+    COMMANDS = [c for c in COMMANDS if c[0].split()[0].upper() in _wanted]
+QUICK = os.environ.get("TAX_QUICK") == "1"
 DAY_HASHES = 100_000
 
 
@@ -59,9 +66,10 @@ def variants():
         ("no module", []),
         ("empty callback, all classes", ["--loadmodule", empty, "all"]),
         ("empty callback, hash class", ["--loadmodule", empty, "hash"]),
+        ("empty callbacks, hash class + listingstats's 5 server events", ["--loadmodule", empty, "hash", "server"]),
         ("listingstats, idle", ["--loadmodule", MODULE]),
         ("listingstats, %dk day hashes" % (DAY_HASHES // 1000), ["--loadmodule", MODULE]),
-    ]
+    ][: 5 if QUICK else None]
 
 
 def bench(port, args, n, pipeline=16):
@@ -173,7 +181,9 @@ def section_tax():
         "50,000 calls after 5,000 to warm up, divided by the calls (`hz 1`: less of the server's timer "
         "work under valgrind's slow clock). The empty-callback module "
         "(`scripts/bench/c/empty_module.c`) subscribes to keyspace events and does nothing: the "
-        "module API's own cost of a subscription. `%dk day hashes`: that many day hashes loaded first "
+        "module API's own cost of a subscription; with `+ listingstats's 5 server events` it also "
+        "subscribes empty callbacks to the server events listingstats follows (flush, swapdb, loading, "
+        "config, replication role). `%dk day hashes`: that many day hashes loaded first "
         "(the module then also watches for other types written over them)." % (DAY_HASHES // 1000),
         "",
     ]
@@ -196,6 +206,8 @@ def section_tax():
                 cells.append("%.0f" % n if label == "no module" else "%.0f (%+.1f%%)" % (n, 100 * (n / base[cmd] - 1)))
             lines.append("| %s | %s |" % (cmd, " | ".join(cells)))
         lines.append("")
+        if QUICK:
+            continue
         us = {label: microseconds(binary, extra, day_hashes="day hashes" in label)
               for label, extra in variants() if label in ("no module", "listingstats, idle") or "day hashes" in label}
         ul = list(us)
