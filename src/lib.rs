@@ -2,13 +2,19 @@
 //! and click-through-rate queries over them, as a Redis module.
 //!
 //! * `listingstats_core` (crates/listingstats-core): every rule, pure Rust,
-//!   no FFI.
-//! * `redis/`: the one layer that calls the module API (every `unsafe`).
-//! * `commands/`: one file per command: parse with the core, act through
-//!   `redis/`, reply.
-//! * `index_upkeep.rs` keeps the `*` index current; `config.rs` holds the
+//!   no FFI, no unsafe.
+//! * `redis/`: the one layer that calls the module API (every `unsafe`),
+//!   safe wrappers that decide nothing.
+//! * `commands/`: one file per command: parse with the core, act, reply.
+//! * `engine/`: runs QUERY and TOP from their plan to their reply, in
+//!   slices (one state at a time).
+//! * `index_upkeep/` keeps the `*` index and the query cache current;
+//!   `metric_registry.rs` holds the metric definitions; `dedup_upkeep.rs`
+//!   the dedup generations; `budget.rs` every time budget; `config.rs` the
 //!   settings; `eviction.rs` watches the eviction policy; `stats.rs` and
 //!   `info.rs` are INFO.
+//!
+//! `docs/internals.md` has the whole map.
 
 #[macro_use]
 mod redis;

@@ -6,7 +6,7 @@ use crate::metrics::{builtins, resolve, Metric};
 use chrono::NaiveDate;
 
 /// Whole documents from the pieces the command layer writes a slice
-/// at a time (`job.rs`): the same assembly, all at once.
+/// at a time (`src/engine/render.rs`): the same assembly, all at once.
 fn legacy_lines(rows: &[Row], plan: &FieldPlan, scheme: &KeyScheme) -> Vec<String> {
     rows.iter()
         .filter_map(|r| legacy_line(&r.view(), plan, scheme))
