@@ -10,7 +10,7 @@ use redis_module::{raw, Context, RedisString};
 
 use super::string::lent_bytes;
 use listingstats_core::metrics::PatternSums;
-use listingstats_core::number::parse_counter;
+use listingstats_core::number::counter_error;
 use listingstats_core::{Error, Result};
 
 /// Field names of a query, as Redis strings made once per command.
@@ -80,7 +80,7 @@ impl KeyRef {
         for ((bytes, name), slot) in fields.exact.iter().zip(out.iter_mut()) {
             *slot = match self.hash_get_int(name.inner) {
                 Ok(v) => v.unwrap_or(0),
-                Err(bad) => return Err(bad_counter(key, bytes, &bad)),
+                Err(bad) => return Err(counter_error(key, bytes, &bad)),
             };
         }
         if !fields.patterns.is_empty() {
@@ -336,13 +336,5 @@ impl Drop for OpenKey {
     fn drop(&mut self) {
         // SAFETY: opened by OpenKey, closed once.
         unsafe { api!(RedisModule_CloseKey)(self.0.key) };
-    }
-}
-
-/// The error for a stored value that is not an integer.
-pub(super) fn bad_counter(key: &[u8], field: &[u8], value: &[u8]) -> Error {
-    match parse_counter(key, field, value) {
-        Err(e) => e,
-        Ok(_) => Error::invalid("internal error: integer check disagrees"),
     }
 }

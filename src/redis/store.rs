@@ -18,11 +18,12 @@ use rustc_hash::FxHashMap;
 use super::acl::{Acl, Native};
 use super::context::selected_db;
 use super::events;
-use super::key::{bad_counter, OpenKey};
+use super::key::OpenKey;
 use super::reader::Reader;
 use super::string::lent_bytes;
 use listingstats_core::dedup::Marker;
 use listingstats_core::keys::KeyScheme;
+use listingstats_core::number::counter_error;
 use listingstats_core::write::{CounterStore, Increment};
 use listingstats_core::{Error, Result};
 
@@ -410,7 +411,7 @@ impl CounterStore for RedisStore<'_> {
         let open = &self.key(key, Native::Hincrby)?.open;
         open.expect_hash()?;
         open.hash_get_int(name)
-            .map_err(|bad| bad_counter(key, field, &bad))
+            .map_err(|bad| counter_error(key, field, &bad))
     }
 
     fn set_counter(&mut self, key: &[u8], field: &[u8], value: i64, delta: i64) {

@@ -256,11 +256,7 @@ impl<'a> PatternSums<'a> {
                         v
                     }
                     Err(text) => {
-                        self.error =
-                            Some(match crate::number::parse_counter(self.key, field, &text) {
-                                Err(e) => e,
-                                Ok(_) => Error::invalid("internal error: integer check disagrees"),
-                            });
+                        self.error = Some(crate::number::counter_error(self.key, field, &text));
                         return;
                     }
                 },

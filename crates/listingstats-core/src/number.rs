@@ -54,6 +54,15 @@ pub fn parse_counter(key: &[u8], field: &[u8], value: &[u8]) -> Result<i64> {
     })
 }
 
+/// The error for a stored value already known not to be an integer (the
+/// server's own parse refused it): [`parse_counter`]'s.
+pub fn counter_error(key: &[u8], field: &[u8], value: &[u8]) -> Error {
+    match parse_counter(key, field, value) {
+        Err(e) => e,
+        Ok(_) => Error::invalid("internal error: integer check disagrees"),
+    }
+}
+
 /// `current + delta`, or the error `HINCRBY` gives.
 pub fn add_counter(current: i64, delta: i64) -> Result<i64> {
     current
