@@ -31,6 +31,9 @@ pub fn after_write(store: &mut RedisStore<'_>) {
 /// Lists the generation in its registry when it just got a shard, and
 /// deletes the shards of every generation no look-up reaches.
 fn keep_generations(store: &mut RedisStore<'_>, marker: &Touched) {
+    // A registry name holding someone else's key of another type is left
+    // alone: `state_hash_set` writes nothing to it and `state_hash_all`
+    // refuses it.
     let listed_new = marker.listed_new;
     let db = store.db();
     let swept = SWEPT.with(|s| {
@@ -38,10 +41,6 @@ fn keep_generations(store: &mut RedisStore<'_>, marker: &Touched) {
     });
     if swept && !listed_new {
         return; // The common case: one map look-up, no key opened.
-    }
-    let peek = store.peek(&marker.registry);
-    if peek.exists && !peek.hash {
-        return; // Someone else's key of another type: leave it alone.
     }
     if listed_new {
         store.state_hash_set(

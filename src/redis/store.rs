@@ -60,7 +60,6 @@ pub struct Touched {
 
 /// What [`RedisStore::peek`] saw of a key.
 pub struct Peek {
-    pub exists: bool,
     pub hash: bool,
     pub expires_at: Option<i64>,
 }
@@ -209,7 +208,6 @@ impl<'c> RedisStore<'c> {
         let name = self.create_string(key);
         let open = OpenKey::open(self.ctx, &name, false);
         Peek {
-            exists: !open.is_empty(),
             hash: open.is_hash(),
             expires_at: open.expire_at_ms(),
         }
@@ -257,9 +255,7 @@ impl<'c> RedisStore<'c> {
         if open.expect_hash().is_err() {
             return false;
         }
-        open.hash_set(field.inner, value.inner);
-        self.replicate_argv(c"HSET", &mut [name.inner, field.inner, value.inner]);
-        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", name.inner);
+        hset(self.ctx, &open, name.inner, field.inner, value.inner);
         true
     }
 
@@ -268,16 +264,7 @@ impl<'c> RedisStore<'c> {
     pub fn state_hash_del(&mut self, key: &[u8], field: &[u8]) -> bool {
         let (name, field) = (self.create_string(key), self.create_string(field));
         let open = OpenKey::open(self.ctx, &name, true);
-        if open.expect_hash().is_err() || open.is_empty() {
-            return false;
-        }
-        // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
-        if open.hash_set(field.inner, ptr::without_provenance_mut(1)) <= 0 {
-            return false;
-        }
-        self.replicate_argv(c"HDEL", &mut [name.inner, field.inner]);
-        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", name.inner);
-        true
+        open.expect_hash().is_ok() && hdel(self.ctx, &open, name.inner, field.inner)
     }
 
     /// Every field and value of the hash `key` (module state: no
@@ -377,31 +364,19 @@ impl<'c> RedisStore<'c> {
         self.key(key, Native::Hset)?.open.expect_hash()?;
         let value = self.create_string(value);
         let name = self.field(field);
+        let ctx = self.ctx;
         let current = self.key(key, Native::Hset)?;
-        current.open.hash_set(name, value.inner);
-        let key_name = current.name.inner;
-        self.replicate_argv(c"HSET", &mut [key_name, name, value.inner]);
-        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hset", key_name);
+        hset(ctx, &current.open, current.name.inner, name, value.inner);
         Ok(())
     }
 
     /// `HDEL key field`, replicated when it removed something.
     pub fn hash_del(&mut self, key: &[u8], field: &[u8]) -> Result<bool> {
         self.key(key, Native::Hdel)?.open.expect_hash()?;
-        if self.key(key, Native::Hdel)?.open.is_empty() {
-            return Ok(false);
-        }
         let name = self.field(field);
+        let ctx = self.ctx;
         let current = self.key(key, Native::Hdel)?;
-        // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
-        let removed = current.open.hash_set(name, ptr::without_provenance_mut(1));
-        if removed <= 0 {
-            return Ok(false);
-        }
-        let key_name = current.name.inner;
-        self.replicate_argv(c"HDEL", &mut [key_name, name]);
-        self.notify(raw::REDISMODULE_NOTIFY_HASH, c"hdel", key_name);
-        Ok(true)
+        Ok(hdel(ctx, &current.open, current.name.inner, name))
     }
 }
 
@@ -560,6 +535,37 @@ fn replicate(ctx: &Context, command: &std::ffi::CStr, argv: &mut [*mut raw::Redi
             argv.len(),
         );
     }
+}
+
+/// `HSET key field value` on an open hash (its type checked), replicated
+/// and notified as the native command.
+fn hset(
+    ctx: &Context,
+    open: &OpenKey,
+    key: *mut raw::RedisModuleString,
+    field: *mut raw::RedisModuleString,
+    value: *mut raw::RedisModuleString,
+) {
+    open.hash_set(field, value);
+    replicate(ctx, c"HSET", &mut [key, field, value]);
+    notify(ctx, raw::REDISMODULE_NOTIFY_HASH, c"hset", key);
+}
+
+/// `HDEL key field` on an open hash (its type checked), replicated and
+/// notified when it removed something; `true` then.
+fn hdel(
+    ctx: &Context,
+    open: &OpenKey,
+    key: *mut raw::RedisModuleString,
+    field: *mut raw::RedisModuleString,
+) -> bool {
+    // REDISMODULE_HASH_DELETE is the pointer value 1 in redismodule.h.
+    if open.is_empty() || open.hash_set(field, ptr::without_provenance_mut(1)) <= 0 {
+        return false;
+    }
+    replicate(ctx, c"HDEL", &mut [key, field]);
+    notify(ctx, raw::REDISMODULE_NOTIFY_HASH, c"hdel", key);
+    true
 }
 
 /// Fires a keyspace notification for `name`, as the native command would.
