@@ -47,12 +47,6 @@ fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) ->
 }
 
 pub(super) fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
-    if is_registry(e.key) {
-        // Replication, a restore or another client changed the metric
-        // definitions: the cache's columns follow.
-        metrics_changed_soon(ctx);
-        return;
-    }
     let Some(expiry_of) = with_state(|st| {
         let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
             (Some(scheme), _) => (scheme, &mut st.index),
@@ -63,6 +57,13 @@ pub(super) fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
         let (day, listing) = scheme.parse_day_key(e.key)?;
         Some((apply(index, e, day, listing) && st.built_for.is_some()).then_some(day))
     }) else {
+        // Not a day hash (or the index is stale). The registry is the
+        // other name the gate lets through: when replication, a restore or
+        // another client changed the metric definitions, the cache's
+        // columns follow. Day hash writes, the hot path, never get here.
+        if is_registry(e.key) {
+            metrics_changed_soon(ctx);
+        }
         return;
     };
     if e.class & (class::HASH | class::GENERIC) != 0 {

@@ -110,13 +110,11 @@ pub struct CacheUse {
 
 /// The metric definitions changed (METRIC SET/DEL here, or their hash
 /// written by replication or another client): the cache's columns follow
-/// (a changed set drops the cached values), and a warm-up fills them again.
+/// (a changed set drops the cached values, and a warm-up fills them again).
 /// This, the end of a rebuild and `CONFIG SET listingstats.cache` are the
 /// only places the columns change; a query only looks them up.
 pub fn metrics_changed(ctx: &Context) {
-    if config::current().cache {
-        warm::start(ctx);
-    }
+    warm::follow_metrics(ctx);
 }
 
 /// [`metrics_changed`] once, at the next timer pass, however many writes

@@ -28,6 +28,17 @@ use listingstats_core::query::FieldPlan;
 /// Nothing happens while the cache is off or the index is being rebuilt
 /// (the rebuild starts a pass when it ends).
 pub fn start(ctx: &Context) {
+    begin(ctx, false);
+}
+
+/// [`start`] for changed metric definitions: a pass only when the cached
+/// counters changed (METRIC SET of a metric with known counters, or the
+/// notification of a change already followed, changes nothing).
+pub fn follow_metrics(ctx: &Context) {
+    begin(ctx, true);
+}
+
+fn begin(ctx: &Context, only_if_changed: bool) {
     if !config::current().cache {
         return;
     }
@@ -37,9 +48,12 @@ pub fn start(ctx: &Context) {
     let Ok(all) = FieldPlan::new(registry) else {
         return;
     };
-    let (_, Some(cache)) = columns(true, all.terms(), &[]) else {
+    let (changed, Some(cache)) = columns(true, all.terms(), &[]) else {
         return;
     };
+    if only_if_changed && !changed {
+        return;
+    }
     let Some(epoch) = with_state(|st| {
         st.built_for.as_ref()?;
         st.warm_epoch += 1;
