@@ -172,15 +172,12 @@ pub fn use_cache(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> Option<Ca
     })
 }
 
-/// Makes the cache hold the columns `all` (or nothing when `enabled` is
-/// false), and says where `terms` are: `true` when the columns changed.
-fn columns(enabled: bool, all: &[Vec<u8>], terms: &[Vec<u8>]) -> (bool, Option<CacheUse>) {
+/// Makes the cache hold the columns `all` (the warm-up's, for the metric
+/// definitions in force): `true` when they changed, and where they are.
+fn set_columns(all: &[Vec<u8>]) -> (bool, Option<CacheUse>) {
     with_state(|st| {
-        let changed = st.index.set_columns(enabled, all);
-        if !enabled {
-            return (changed, None);
-        }
-        (changed, columns_of(st, all, terms))
+        let changed = st.index.set_columns(true, all);
+        (changed, columns_of(st, all, &[]))
     })
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 use redis_module::Context;
 
-use super::{columns, fill, with_state, CacheUse};
+use super::{fill, set_columns, with_state, CacheUse};
 use crate::budget::{WARM_BATCH, WARM_SLICE};
 use crate::config;
 use crate::metric_registry::current_registry;
@@ -48,7 +48,7 @@ fn begin(ctx: &Context, only_if_changed: bool) {
     let Ok(all) = FieldPlan::new(registry) else {
         return;
     };
-    let (changed, Some(cache)) = columns(true, all.terms(), &[]) else {
+    let (changed, Some(cache)) = set_columns(all.terms()) else {
         return;
     };
     if only_if_changed && !changed {
