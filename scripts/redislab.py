@@ -112,8 +112,9 @@ def free_port():
 class Server:
     """A redis-server with the module, for `with Server() as srv:`."""
 
-    def __init__(self, module_args=(), server_args=(), module=MODULE, cpu=None, keep=False):
+    def __init__(self, module_args=(), server_args=(), module=MODULE, cpu=None, keep=False, port=None):
         self.module_args = list(module_args)
+        self.chosen_port = port
         # keep: leave the server running after the `with` block (its own
         # session, so the caller's Ctrl-C does not reach it).
         self.keep = keep
@@ -127,7 +128,7 @@ class Server:
         if not os.path.exists(self.module):
             raise SystemExit("module not built: %s (run cargo build --release)" % self.module)
         self.dir = tempfile.mkdtemp(prefix="listingstats-")
-        self.port = free_port()
+        self.port = self.chosen_port or free_port()
         self.log = os.path.join(self.dir, "server.log")
         cmd = [*self.pin, "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
                "--logfile", self.log, "--save", "", "--appendonly", "no",

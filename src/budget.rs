@@ -56,3 +56,7 @@ pub const REBUILD_SLICE: Duration = Duration::from_millis(1);
 
 /// One slice of the cache warm-up: it is best effort, behind everything.
 pub const WARM_SLICE: Duration = Duration::from_millis(1);
+
+/// Groups of other nodes' parts a cluster-wide answer adds per look at the
+/// clock (the merge runs in slices of [`QUERY_SLICE`]).
+pub const MERGE_STEP: usize = 1024;

@@ -51,7 +51,7 @@ fn config_error(err: Error) -> RedisError {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 10] = [
+static HANDLES: [Setting; 11] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
@@ -62,6 +62,7 @@ static HANDLES: [Setting; 10] = [
     Setting(Name::StarSource),
     Setting(Name::RetentionDays),
     Setting(Name::Cache),
+    Setting(Name::ClusterTimeout),
 ];
 
 impl ConfigurationValue<RedisString> for Setting {

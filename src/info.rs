@@ -1,10 +1,11 @@
 //! What `INFO listingstats` shows: the counters of `stats`, the index's
 //! size, and whether dedup state is safe from eviction.
 
-use crate::{commands, eviction, index_upkeep, stats};
+use crate::{commands, eviction, fanout, index_upkeep, stats};
 
 pub fn fields() -> Vec<(&'static str, u64)> {
     let size = index_upkeep::size();
+    let (waiting, transfers) = fanout::under_way();
     let mut all: Vec<(&'static str, u64)> = stats::all().collect();
     all.extend([
         ("index_entries", size.entries as u64),
@@ -21,6 +22,8 @@ pub fn fields() -> Vec<(&'static str, u64)> {
             "followed_streams",
             commands::follow::followed_streams() as u64,
         ),
+        ("cluster_queries_waiting", waiting as u64),
+        ("cluster_transfers", transfers as u64),
     ]);
     all
 }

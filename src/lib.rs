@@ -8,6 +8,8 @@
 //! * `commands/`: one file per command: parse with the core, act, reply.
 //! * `engine/`: runs QUERY and TOP from their plan to their reply, in
 //!   slices (one state at a time).
+//! * `fanout/`: on a cluster, QUERY and TOP for the whole cluster: parts
+//!   asked of every master over the cluster bus, merged here.
 //! * `index_upkeep/` keeps the `*` index and the query cache current;
 //!   `metric_registry.rs` holds the metric definitions; `dedup_upkeep.rs`
 //!   the dedup generations; `budget.rs` every time budget; `config.rs` the
@@ -26,6 +28,7 @@ mod config;
 mod dedup_upkeep;
 mod engine;
 mod eviction;
+mod fanout;
 mod index_upkeep;
 mod info;
 mod metric_registry;
@@ -44,6 +47,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     redis::cluster::init(ctx);
+    fanout::init(ctx);
     if let Err(reason) = config::init(ctx, args).and_then(|()| index_upkeep::init(ctx)) {
         ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));
         return Status::Err;

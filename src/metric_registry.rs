@@ -43,7 +43,8 @@ pub fn listed_registry(ctx: &Context, keys: &KeyScheme) -> Result<Vec<Metric>> {
 }
 
 /// The hash the definitions are read from: the one registry hash, or on
-/// Redis Cluster the copy in the first slot this node owns that has one
+/// Redis Cluster the copy in the first slot this node serves (owns, or on
+/// a replica its master owns) that has one
 /// (`None`: no copy, built-ins only).
 fn registry_key(ctx: &Context, keys: &KeyScheme) -> Result<Option<Vec<u8>>> {
     if !cluster::enabled() {
@@ -58,7 +59,7 @@ fn registry_key(ctx: &Context, keys: &KeyScheme) -> Result<Option<Vec<u8>>> {
     let view = cluster::view(ctx, false)?;
     let reader = Reader::unchecked(ctx);
     let mut found = None;
-    for slot in view.owned() {
+    for slot in view.served() {
         if !reader.hash_all(&keys.metrics_key_in(slot))?.is_empty() {
             found = Some(slot);
             break;

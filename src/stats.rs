@@ -41,8 +41,13 @@ pub static SLICES: Stat = Stat::new("slices");
 pub static FOLLOWED_ENTRIES: Stat = Stat::new("followed_entries");
 pub static CACHE_HITS: Stat = Stat::new("cache_hits");
 pub static CACHE_MISSES: Stat = Stat::new("cache_misses");
+pub static CLUSTER_QUERIES: Stat = Stat::new("cluster_queries");
+pub static CLUSTER_PARTS: Stat = Stat::new("cluster_parts_served");
+pub static CLUSTER_RETRIES: Stat = Stat::new("cluster_retries");
+pub static CLUSTER_TIMEOUTS: Stat = Stat::new("cluster_timeouts");
+pub static CLUSTER_WAIT_US: Stat = Stat::new("cluster_wait_usec");
 
-static ALL: [&Stat; 14] = [
+static ALL: [&Stat; 19] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -57,6 +62,11 @@ static ALL: [&Stat; 14] = [
     &FOLLOWED_ENTRIES,
     &CACHE_HITS,
     &CACHE_MISSES,
+    &CLUSTER_QUERIES,
+    &CLUSTER_PARTS,
+    &CLUSTER_RETRIES,
+    &CLUSTER_TIMEOUTS,
+    &CLUSTER_WAIT_US,
 ];
 
 /// Every counter: `(name, value)`, for INFO.

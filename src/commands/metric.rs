@@ -19,6 +19,9 @@ impl Command for MetricSet {
     const NAME: &'static str = "listingstats.metric.set";
     const FLAGS: &'static str = "write deny-oom";
     const ACL: &'static str = "write hash fast";
+    /// On a cluster every master keeps its own definitions: cluster
+    /// clients that read tips send this to every master.
+    const TIPS: &'static str = "request_policy:all_shards response_policy:all_succeeded";
     const DOCS: Docs = Docs {
         summary:
             "Defines (or overrides) a ratio metric: numerator event / denominator event * scale.",
@@ -47,6 +50,9 @@ impl Command for MetricDel {
     const NAME: &'static str = "listingstats.metric.del";
     const FLAGS: &'static str = "write";
     const ACL: &'static str = "write hash fast";
+    /// On a cluster every master keeps its own definitions: cluster
+    /// clients that read tips send this to every master.
+    const TIPS: &'static str = "request_policy:all_shards response_policy:all_succeeded";
     const DOCS: Docs = Docs {
         summary: "Removes a stored metric definition (a built-in metric's default comes back).",
         complexity: "O(1)",

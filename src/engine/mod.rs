@@ -51,6 +51,8 @@ mod read;
 mod render;
 mod sliced;
 
+pub use sliced::continue_blocked;
+
 use order::{Ordering, Planning};
 use read::{cache_for, Reading};
 use render::Renderer;
@@ -122,6 +124,12 @@ pub struct Job {
     /// Day hashes examined (INFO, and the JSON answer's `keys_examined`).
     examined: u64,
     state: State,
+    /// Another node's part of a cluster-wide answer (see `crate::fanout`):
+    /// the job stops after reading (QUERY) or ranking (TOP), and its sums
+    /// are sent instead of a reply.
+    part: bool,
+    /// A part's TOP ranking, once every group is ranked.
+    ranked: Option<TopPicker>,
 }
 
 /// Groups an answer makes room for at once (see `Aggregator::reserve`):
@@ -197,6 +205,8 @@ impl Job {
             agg,
             examined: 0,
             state,
+            part: false,
+            ranked: None,
         };
         if matches!(job.state, State::Planning(_)) {
             // The first planning step runs inside the command.
@@ -258,10 +268,13 @@ impl Job {
                 self.after_reading()?
             }
             State::Ranking(mut picker) => {
-                if self.rank(&mut picker, deadline) {
-                    State::Rendering(Renderer::top(picker.finish(&self.agg, &self.plan)?))
-                } else {
+                if !self.rank(&mut picker, deadline) {
                     State::Ranking(picker)
+                } else if self.part {
+                    self.ranked = Some(picker);
+                    State::Done
+                } else {
+                    State::Rendering(Renderer::top(picker.finish(&self.agg, &self.plan)?))
                 }
             }
             State::Rendering(mut renderer) => {
@@ -279,6 +292,73 @@ impl Job {
     /// Rows the answer will have, once its cells are read.
     fn rows(&self) -> usize {
         self.agg.len() * self.plan.metrics.len()
+    }
+
+    /// A job whose groups other nodes summed (a cluster-wide answer, see
+    /// `crate::fanout`): it starts where reading ends.
+    #[allow(clippy::too_many_arguments)]
+    pub fn merged(
+        span: (NaiveDate, NaiveDate),
+        settings: Arc<Settings>,
+        plan: FieldPlan,
+        group: GroupBy,
+        finish: Finish,
+        resp3: bool,
+        agg: Aggregator,
+        examined: u64,
+    ) -> Result<Job> {
+        let mut job = Job {
+            start: span.0,
+            end: span.1,
+            settings,
+            plan,
+            group,
+            finish,
+            skip_unreadable: false,
+            resp3,
+            db: 0,
+            agg,
+            examined,
+            state: State::Done,
+            part: false,
+            ranked: None,
+        };
+        job.state = job.after_reading()?;
+        Ok(job)
+    }
+
+    /// Makes this job another node's part of a cluster-wide answer.
+    pub fn into_part(mut self) -> Job {
+        self.part = true;
+        self
+    }
+
+    /// Runs a part until `deadline`; `true` once it is complete (its sums,
+    /// or its ranking, are then ready).
+    pub fn part_step(
+        &mut self,
+        ctx: &Context,
+        reader: &Reader<'_>,
+        deadline: Instant,
+    ) -> Result<bool> {
+        loop {
+            if self.step(ctx, Some(reader), None, Some(deadline))? == Progress::Done {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// A complete part's sums, its plan, and the day hashes it examined.
+    pub fn part_result(&self) -> (&Aggregator, &FieldPlan, u64) {
+        (&self.agg, &self.plan, self.examined)
+    }
+
+    /// A complete TOP part's ranking.
+    pub fn take_ranked(&mut self) -> Option<TopPicker> {
+        self.ranked.take()
     }
 
     /// Whether the job is past reading (only the reply is left).

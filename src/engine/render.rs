@@ -58,6 +58,7 @@ impl Job {
     pub(super) fn after_reading(&mut self) -> Result<State> {
         stats::KEYS_EXAMINED.add(self.examined);
         match self.finish {
+            Finish::Query(_) if self.part => Ok(State::Done),
             Finish::Query(Format::Json) => {
                 check_json_rows(self.rows(), self.settings.max_json_rows)?;
                 Ok(State::Rendering(Renderer::query()))

@@ -40,6 +40,26 @@ pub(super) fn start(ctx: &Context, job: Job) -> Result<RedisValue> {
     Ok(RedisValue::NoReply)
 }
 
+/// Renders a job whose client is already blocked (a cluster-wide answer
+/// whose parts are merged): the rest in slices.
+/// What fits in this slice (until `deadline`) is done now.
+pub fn continue_blocked(ctx: &Context, blocked: BlockedReply, job: Job, deadline: Instant) {
+    let mut running = Running {
+        blocked,
+        db: job.db,
+        user: None,
+        job,
+    };
+    loop {
+        if running.run(ctx, deadline) == Step::Done {
+            return;
+        }
+        if Instant::now() >= deadline {
+            return slices::start(ctx, running);
+        }
+    }
+}
+
 impl Running {
     /// One slice of whatever state the job is in. Reading needs the
     /// caller's permissions (looked up again: the user may have changed);

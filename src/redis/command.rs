@@ -41,6 +41,10 @@ pub trait Command {
     /// not ACL-checked as a key name. INCR and GET route by the listing,
     /// whose slot every day hash of the listing shares (`tagged` keys).
     const ROUTE_BY: Option<i32> = None;
+    /// COMMAND DOCS tips for cluster clients, e.g. `request_policy:all_shards
+    /// response_policy:all_succeeded` (space-separated); none by default: a
+    /// keyless command then goes to any node.
+    const TIPS: &'static str = "";
     /// Runs on the arguments after the command name.
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue>;
 }
@@ -120,7 +124,7 @@ pub fn register<C: Command>(ctx: &Context) -> Status {
     if set_acl_categories(ctx, &name, C::ACL) == Status::Err {
         return Status::Err;
     }
-    set_info(ctx, C::NAME, &C::DOCS, C::ROUTE_BY)
+    set_info(ctx, C::NAME, &C::DOCS, C::ROUTE_BY, C::TIPS)
 }
 
 /// Whether the server accepted the `listingstats` ACL category.
@@ -347,7 +351,7 @@ impl Keep {
 
 /// Sets the `COMMAND DOCS`/`COMMAND INFO` of the command named `name`
 /// (`parent|sub` for a subcommand).
-fn set_info(ctx: &Context, name: &str, docs: &Docs, route_by: Option<i32>) -> Status {
+fn set_info(ctx: &Context, name: &str, docs: &Docs, route_by: Option<i32>, tips: &str) -> Status {
     let Ok(c_name) = CString::new(name) else {
         return Status::Err;
     };
@@ -358,7 +362,11 @@ fn set_info(ctx: &Context, name: &str, docs: &Docs, route_by: Option<i32>) -> St
         complexity: keep.c(docs.complexity),
         since: keep.c(docs.since),
         history: std::ptr::null_mut(),
-        tips: std::ptr::null(),
+        tips: if tips.is_empty() {
+            std::ptr::null()
+        } else {
+            keep.c(tips)
+        },
         arity: docs.arity,
         key_specs: keep.route_spec(route_by),
         args: keep.args(docs.args),
@@ -411,7 +419,7 @@ pub fn register_container(ctx: &Context, name: &str, summary: &'static str) -> S
         arity: -2,
         args: &[],
     };
-    set_info(ctx, name, &docs, None)
+    set_info(ctx, name, &docs, None, "")
 }
 
 /// Registers `C` as subcommand `sub` of `parent` (its `NAME` stays a
@@ -453,5 +461,5 @@ pub fn register_sub<C: Command>(ctx: &Context, parent: &str, sub: &str) -> Statu
     if set_acl_categories(ctx, &c_full, C::ACL) == Status::Err {
         return Status::Err;
     }
-    set_info(ctx, &full, &docs, None)
+    set_info(ctx, &full, &docs, None, C::TIPS)
 }

@@ -20,6 +20,7 @@
 //! | `filter.rs` | on a cluster node, the command filter that drops the cached slots |
 //! | `events.rs` | keyspace notifications and server events |
 //! | `cluster.rs` | cluster mode, and the slots this node serves |
+//! | `bus.rs` | messages between nodes over the cluster bus |
 //! | `command.rs` | registering commands: dispatch, ACL categories, COMMAND DOCS |
 //! | `info.rs` | the INFO section |
 //!
@@ -57,6 +58,7 @@ macro_rules! has_api {
 
 pub mod acl;
 pub mod blocked;
+pub mod bus;
 pub mod cluster;
 pub mod command;
 pub mod context;

@@ -7,6 +7,7 @@ compares every answer with the single node's after its step."""
 
 import json
 import random
+import signal
 import threading
 import time
 
@@ -119,10 +120,11 @@ def test_routing_like_native_commands(env):
                 [{"name": "x", "listingId": 2155, "message_date": 1450742400}])
             assert r["rejected"] == 1 and r["errors"][0].startswith(f"0: MOVED {slot} 127.0.0.1:{owner}")
             assert m.client().dbsize() == before
-            # A query naming a listing served elsewhere redirects too.
-            with pytest.raises(redis.exceptions.MovedError, match=f"^{slot} 127.0.0.1:{owner}$"):
-                m.client().execute_command("LISTINGSTATS.QUERY", "cart_to_checkout_ctr",
-                                           START, END, "2155")
+            # A query naming a listing served elsewhere is answered here:
+            # the node asks the owner (never a MOVED a client would follow).
+            assert m.client().execute_command("LISTINGSTATS.QUERY", "cart_to_checkout_ctr",
+                                              START, END, "2155", "GROUPBY", "TOTAL") == \
+                [[b"cart_to_checkout_ctr", b"*", b"*", 5, 0, None]]
     out = harness.cli("-c", "-p", str(cluster.masters()[0].port),
                       "LISTINGSTATS.INCR", "2155", "x", "DATE", "2015-12-22")
     assert out.strip() == "2"
@@ -148,13 +150,18 @@ def test_routing_like_native_commands(env):
         assert isinstance(asked[1], redis.exceptions.TryAgainError), asked
         r = ListingStats(src).ingest([{"name": "x", "listingId": 2155, "message_date": 1450742400}])
         assert r["errors"][0].startswith(f"0: TRYAGAIN slot {slot} (listing 2155)"), r
-        with pytest.raises(redis.exceptions.TryAgainError):
-            src.execute_command("LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, "*")
+        # A '*' asked of any node waits (TRYAGAIN): the slot's day hashes
+        # may be split between two nodes.
+        for node in (src, dst):
+            with pytest.raises(redis.exceptions.TryAgainError):
+                node.execute_command("LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, "*")
         with pytest.raises(redis.exceptions.TryAgainError):
             src.execute_command("LISTINGSTATS.METRIC", "SET", "t", "a", "b")
         # The importing node holds no key of the slot yet: nothing of it is
-        # split there, so its '*' answers (a stale importing mark, which
-        # Valkey 8+ can leave on a replica, must not stall it).
+        # split there, so once the owner is stable, '*' answers (a stale
+        # importing mark, which Valkey 8+ can leave on a replica, must not
+        # stall it).
+        src.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
         assert dst.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
         dst.execute_command("LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, "*")
     finally:
@@ -164,6 +171,19 @@ def test_routing_like_native_commands(env):
     # Key specs: the listing routes, flagged not_key.
     info = rc.execute_command("COMMAND", "INFO", "listingstats.incr")["listingstats.incr"]
     assert [b"RO", b"not_key"] == info["key_specifications"][0][b"flags"]
+    # Tips: METRIC SET/DEL go to every master; QUERY and TOP name no key
+    # and carry no policy, so a cluster client sends them to any node.
+    raw = cluster.masters()[0].client().execute_command(
+        "COMMAND", "INFO", "listingstats.metric.set", "listingstats.query")
+    tips = {}
+    for entry in (raw.values() if isinstance(raw, dict) else raw):
+        name = entry.get("name") if isinstance(entry, dict) else entry[0]
+        tips[name.decode() if isinstance(name, bytes) else name] = \
+            entry.get("tips") if isinstance(entry, dict) else entry[7]
+    flat = lambda t: {x.decode() if isinstance(x, bytes) else x for x in (t or [])}
+    assert flat(tips["listingstats.metric.set"]) == {"request_policy:all_shards",
+                                                     "response_policy:all_succeeded"}
+    assert flat(tips["listingstats.query"]) == set()
     # Cluster mode keeps keys tagged; other commands explain themselves.
     node = cluster.masters()[0].client()
     assert node.config_get("listingstats.key-format") == {"listingstats.key-format": "tagged"}
@@ -205,6 +225,122 @@ def test_same_answers_as_one_node(env):
             m.client().execute_command("LISTINGSTATS.QUERY", "tmp_ctr", START, END, "*")
     assert_no_foreign_keys(cluster)
     env[0].listings = listings
+
+
+def raw_answers(r, listings):
+    """Every form of QUERY and TOP, as plain replies, from connection r."""
+    out = []
+
+    class Recorder:
+        def execute_command(self, *args):
+            try:
+                out.append(r.execute_command(*args))
+            except redis.ResponseError as e:  # compared like an answer
+                out.append(("error", str(e)))
+    rec = Recorder()
+    chosen = ("*", ",".join(listings[:40]), ",".join(listings[::7]))
+    for groupby in ("DAY", "LISTING", "DATE", "TOTAL"):
+        for ids in chosen:
+            for fmt in ("RESP", "LEGACY", "JSON"):
+                if (fmt == "LEGACY" and groupby != "DAY") or (fmt == "JSON" and groupby == "LISTING"):
+                    continue
+                rec.execute_command("LISTINGSTATS.QUERY", ",".join(METRICS), START, END,
+                                    ids, "GROUPBY", groupby, "FORMAT", fmt)
+    for ids in chosen[:2]:
+        for metric in METRICS[:2]:
+            rec.execute_command("LISTINGSTATS.TOP", metric, START, END, 10,
+                                "LISTINGS", ids, "MINDENOM", 2)
+            rec.execute_command("LISTINGSTATS.TOP", metric, START, END, 10,
+                                "LISTINGS", ids, "RANK", "WILSON", 0.9)
+    return out
+
+
+def test_any_node_answers_for_the_whole_cluster(env):
+    """Plain connections to every master and to a replica (READONLY), and
+    redis-cli -c, get exactly the single node's replies: every grouping
+    and format, `*` and sets spanning masters, TOP by value and Wilson."""
+    cluster, single, c, s = env
+    listings = cluster.listings
+    want = raw_answers(single.client(), listings)
+    assert len(want) == 32 and sum(1 for w in want if w and w[0] != "error") >= 24
+    masters = cluster.masters()
+    for m in masters:
+        got = raw_answers(m.client(), listings)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert g == w, (m.port, i)
+    replica = next(n for n in cluster.nodes if n not in masters)
+    r = replica.client()
+    master = cluster.node(int(r.info("replication")["master_port"])).client()
+    harness.wait_until(lambda: r.info("replication")["master_link_status"] == "up"
+                       and r.dbsize() == master.dbsize(), 60, "the replica in sync")
+    r.execute_command("READONLY")
+    assert raw_answers(r, listings) == want
+    # redis-cli -c with a set on every master: one answer, no redirect loop.
+    ids = ",".join(listings[:40])
+    args = ["LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, ids, "GROUPBY", "TOTAL"]
+    out = harness.cli("-c", "-p", str(masters[0].port), *args, timeout=20)
+    row = single.client().execute_command(*args)[0]
+    assert out.split()[:5] == ["cart_to_checkout_ctr", "*", "*", str(row[3]), str(row[4])]
+    # A non-proportion under RANK WILSON is named as one node names it.
+    for ls in (c, s):
+        ls.incr(listings[3], "search:result:click", by=50, date="2015-12-21")
+    err = lambda r: pytest.raises(redis.ResponseError, match="RANK WILSON needs a proportion")
+    with err(None) as e1:
+        single.client().execute_command("LISTINGSTATS.TOP", "search_ctr", START, END, 5, "RANK", "WILSON", 0.9)
+    for m in masters:
+        with err(None) as e2:
+            m.client().execute_command("LISTINGSTATS.TOP", "search_ctr", START, END, 5, "RANK", "WILSON", 0.9)
+        assert str(e2.value) == str(e1.value)
+    # The client's own API: one call, the server's answer.
+    for ls in (c, s):
+        for i, (clicks, views) in enumerate([(3, 10), (30, 100), (1, 2), (0, 4)]):
+            ls.incr(f"wil-{i}", "cart::checkoutNow:click", by=clicks, date="2015-12-21") if clicks else None
+            ls.incr(f"wil-{i}", "cart::checkoutNow:impression", by=views, date="2015-12-21")
+    wil = [f"wil-{i}" for i in range(4)]
+    assert len({c._node_of(w).name for w in wil}) > 1, "the set spans masters"
+    got = c.top("cart_to_checkout_ctr", START, END, 3, wil, rank="wilson", confidence=0.9)
+    assert got == s.top("cart_to_checkout_ctr", START, END, 3, wil, rank="wilson", confidence=0.9)
+    assert [r.listing for r in got] == ["wil-1", "wil-0", "wil-2"] and got[0].bound is not None
+    info = masters[0].client().info("listingstats")
+    assert info["listingstats_cluster_queries"] > 0 and info["listingstats_cluster_queries_waiting"] == 0
+
+
+def test_acl_users_are_the_same_on_every_node(env):
+    """A part runs as the user who asked: a user who may read only some
+    day hashes gets exactly what one node gives that user; a user missing
+    on a node gets an error naming the node."""
+    cluster, single, c, s = env
+    nodes = [n.client() for n in cluster.nodes] + [single.client()]
+    for n in nodes:
+        n.acl_setuser("partial", enabled=True, passwords=["+pw"],
+                      commands=["+@read", "+listingstats.query", "+listingstats.top"],
+                      keys=["*{21*}"])
+    try:
+        def as_user(port):
+            r = redis.Redis(port=port, username="partial", password="pw")
+            return r.execute_command("LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END,
+                                     "*", "GROUPBY", "LISTING")
+        want = as_user(single.node.port)
+        assert want and all(row[2].startswith(b"21") for row in want)
+        for m in cluster.masters():
+            assert as_user(m.port) == want
+        # Named listings the user may not read: the single node's error.
+        with pytest.raises(redis.ResponseError) as e1:
+            redis.Redis(port=single.node.port, username="partial", password="pw").execute_command(
+                "LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, "2101,sku-1")
+        m = cluster.masters()[0]
+        with pytest.raises(redis.ResponseError) as e2:
+            redis.Redis(port=m.port, username="partial", password="pw").execute_command(
+                "LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, "2101,sku-1")
+        assert str(e2.value) == str(e1.value)
+        # Missing on one master: an error naming it, not another user's view.
+        gone = cluster.masters()[1]
+        gone.client().acl_deluser("partial")
+        with pytest.raises(redis.ResponseError, match=f"does not exist or is disabled on node 127.0.0.1:{gone.port}"):
+            as_user(m.port)
+    finally:
+        for n in nodes:
+            n.acl_deluser("partial")
 
 
 def test_reshard_while_ingesting(env):
@@ -337,3 +473,35 @@ def test_a_cluster_node_refuses_another_key_format():
             {"listingstats.key-format": "date_listing"}
     finally:
         single.stop()
+
+
+def test_a_hung_or_dead_master_fails_the_query_naming_it():
+    """Never what the other masters said: a master that does not answer
+    within cluster-timeout (SIGSTOP), or that is gone (kill -9), fails the
+    query with an error naming it; the asking node stays responsive."""
+    with harness.Cluster(masters=3, replicas=0) as cl:
+        c = ListingStats(cl.client())
+        for n in range(1, 31):
+            c.incr(str(n), "cart::checkoutNow:click", date="2015-12-22")
+        a, b, _ = cl.masters()
+        ra = a.client()
+        ra.config_set("listingstats.cluster-timeout", 300)
+        q = ("LISTINGSTATS.QUERY", "cart_to_checkout_ctr", "2015-12-22", "2015-12-22", "*",
+             "GROUPBY", "TOTAL")
+        assert ra.execute_command(*q)[0][3] == 30
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            t = time.time()
+            with pytest.raises(redis.ResponseError,
+                               match=f"^TIMEOUT no answer from node 127.0.0.1:{b.port} .*within cluster-timeout 300 ms"):
+                ra.execute_command(*q)
+            assert 0.25 < time.time() - t < 5
+            assert ra.ping()
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        harness.wait_until(lambda: ra.execute_command(*q)[0][3] == 30, 10, "answers again")
+        assert ra.info("listingstats")["listingstats_cluster_timeouts"] == 1
+        b.kill9()
+        with pytest.raises(redis.ResponseError, match=f"127.0.0.1:{b.port}"):
+            ra.execute_command(*q)
+        assert ra.ping()

@@ -3,11 +3,12 @@ node) and `redis.cluster.RedisCluster`.
 
 On a cluster, INCR and GET go through the cluster client, which routes them
 by the listing (the module declares it as a `NOT_KEY` key spec). INGEST is
-split by node, QUERY and TOP ask every node that holds listings of the
-answer and merge, METRIC SET/DEL go to every master. Redirections the
+split by node; QUERY and TOP go to one master, which answers for the whole
+cluster; METRIC SET/DEL go to every master. Redirections the
 module reports (`MOVED`, `TRYAGAIN`, `CLUSTERDOWN`) and lost connections
 make the client re-read the slot map and send again what was not applied."""
 
+import random
 import datetime
 import json
 import time
@@ -171,31 +172,13 @@ class ListingStats:
                 parts.setdefault(node, []).extend((index, b) for _, b in sub)
         return parts
 
-    def _scales(self, names):
-        scales = {m[0]: m[3] for m in self.metric_list()}
-        missing = [n for n in names if n not in scales]
-        if missing:
-            raise ResponseError(f"unknown metric '{missing[0]}'")
-        return scales
-
-    def _fan_out(self, listings, command):
-        """Runs command(node_listings_text) on every node that serves
-        listings of the answer; returns the replies. `*` asks every master
-        and checks the slot map did not change meanwhile (a slot moved
-        between two nodes' answers would count twice or not at all)."""
-        def attempt():
-            if listings == "*":
-                before = self._slot_map()
-                replies = [self._on(node, *command("*")) for node in self._primaries()]
-                if self._slot_map() != before:
-                    raise ResponseError("TRYAGAIN the slot map changed during the query")
-                return replies
-            by_node = {}
-            for listing in listings:
-                node = self._node_of(listing)
-                by_node.setdefault(node.name, (node, []))[1].append(listing)
-            return [self._on(node, *command(",".join(mine))) for node, mine in by_node.values()]
-        return self._retrying(attempt)
+    def _any_node(self, *args):
+        """One call answered for the whole cluster: the server asks every
+        master concerned and merges (QUERY and TOP). Sent to a master,
+        again after TRYAGAIN or a lost connection."""
+        if not self.cluster:
+            return self.r.execute_command(*args)
+        return self._retrying(lambda: self._on(random.choice(self._primaries()), *args))
 
     def _slot_map(self):
         node = self._primaries()[0]
@@ -220,24 +203,24 @@ class ListingStats:
         if groupby not in merge.GROUPINGS:
             raise ValueError("groupby must be one of day, listing, date, total")
         listings = self._listings(listings)
-        command = lambda ids: ["LISTINGSTATS.QUERY", ",".join(names), _day(start), _day(end),
-                               ids, "GROUPBY", groupby.upper()]
-        if not self.cluster:
-            return merge.parse_rows(self.r.execute_command(*command(
-                listings if listings == "*" else ",".join(listings))))
-        scales = self._scales(names) if groupby in ("date", "total") else {}
-        replies = self._fan_out(listings, command)
-        return merge.merge_rows([merge.parse_rows(r) for r in replies], groupby, names, scales)
+        ids = listings if listings == "*" else ",".join(listings)
+        return merge.parse_rows(self._any_node(
+            "LISTINGSTATS.QUERY", ",".join(names), _day(start), _day(end), ids,
+            "GROUPBY", groupby.upper()))
 
-    def top(self, metric, start, end, n, listings="*", mindenom=1):
+    def top(self, metric, start, end, n, listings="*", mindenom=1, rank="value", confidence=0.95):
+        """The n best listings by the metric's value, or with rank="wilson"
+        by the lower bound of its Wilson interval at `confidence`."""
         listings = self._listings(listings)
-        command = lambda ids: ["LISTINGSTATS.TOP", metric, _day(start), _day(end), int(n),
-                               "LISTINGS", ids, "MINDENOM", int(mindenom)]
-        if not self.cluster:
-            return merge.parse_top(self.r.execute_command(*command(
-                listings if listings == "*" else ",".join(listings))))
-        replies = self._fan_out(listings, command)
-        return merge.merge_top([merge.parse_top(r) for r in replies], int(n))
+        ids = listings if listings == "*" else ",".join(listings)
+        args = ["LISTINGSTATS.TOP", metric, _day(start), _day(end), int(n),
+                "LISTINGS", ids, "MINDENOM", int(mindenom)]
+        rank = merge.text(rank).lower()
+        if rank == "wilson":
+            args += ["RANK", "WILSON", repr(float(confidence))]
+        elif rank != "value":
+            raise ValueError("rank must be value or wilson")
+        return merge.parse_top(self._any_node(*args))
 
     def _every_master(self, *args):
         if not self.cluster:

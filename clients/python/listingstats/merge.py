@@ -1,11 +1,8 @@
 """The pure half of the client: splitting INGEST batches by node and
-merging per-node answers. No Redis here, so pytest covers it alone.
+parsing replies. No Redis here, so pytest covers it alone.
 
-A cluster answers with each node's share: QUERY rows grouped by DAY or
-LISTING are disjoint across nodes (a listing lives on one node) and only
-need ordering; DATE and TOTAL rows sum the raw numerators and denominators
-before dividing (a ratio of sums, never an average of ratios); TOP merges
-each node's top n."""
+QUERY and TOP need no merging here: on a cluster, the node a query is sent
+to asks the other masters and merges their parts itself."""
 
 import base64
 import json
@@ -13,7 +10,7 @@ import re
 from collections import namedtuple
 
 Row = namedtuple("Row", "metric date listing numerator denominator value")
-TopRow = namedtuple("TopRow", "listing numerator denominator value")
+TopRow = namedtuple("TopRow", "listing numerator denominator value bound", defaults=(None,))
 
 GROUPINGS = ("day", "listing", "date", "total")
 _LISTING = re.compile(rb"\A[A-Za-z0-9._-]{1,64}\Z")
@@ -170,45 +167,14 @@ def parse_rows(reply):
     return out
 
 
-def merge_rows(per_node, groupby, metrics, scales):
-    """Merges the rows of every node into one answer in the module's order:
-    date, then listing order, then metrics in the order asked. DAY and
-    LISTING rows are disjoint and only ordered; DATE and TOTAL rows sum raw
-    numerators and denominators per (metric, date), then divide."""
-    groupby = groupby.lower()
-    if groupby not in GROUPINGS:
-        raise ValueError("groupby must be one of day, listing, date, total")
-    order = {m: i for i, m in enumerate(metrics)}
-    rows = [r for rows in per_node for r in rows]
-    if groupby in ("date", "total"):
-        sums = {}
-        for r in rows:
-            n, d = sums.get((r.metric, r.date, r.listing), (0, 0))
-            sums[(r.metric, r.date, r.listing)] = (n + r.numerator, d + r.denominator)
-        rows = [Row(m, date, listing, n, d, value_of(n, d, scales[m]))
-                for (m, date, listing), (n, d) in sums.items() if n != 0 or d != 0]
-
-    def key(r):
-        return ("" if r.date == "*" else r.date,
-                (0,) if r.listing == "*" else listing_key(r.listing),
-                order.get(r.metric, len(order)))
-    return sorted(rows, key=key)
-
-
 def parse_top(reply):
     out = []
     for r in reply:
         listing, num, den, value = r[:4]
-        out.append(TopRow(text(listing), int(num), int(den),
-                          None if value is None else float(text(value) if not isinstance(value, float) else value)))
+        number = lambda v: None if v is None else float(text(v) if not isinstance(v, float) else v)
+        bound = number(r[4]) if len(r) > 4 else None
+        out.append(TopRow(text(listing), int(num), int(den), number(value), bound))
     return out
-
-
-def merge_top(per_node, n):
-    """Each node's top n merged: highest value first, ties by listing order."""
-    rows = [r for rows in per_node for r in rows]
-    rows.sort(key=lambda r: (-(r.value if r.value is not None else float("-inf")), listing_key(r.listing)))
-    return rows[:n]
 
 
 def metric_names(metrics):

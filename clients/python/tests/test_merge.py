@@ -1,12 +1,12 @@
-"""Unit tests of the client's splitting and merging (no server)."""
+"""Unit tests of the client's splitting and parsing (no server)."""
 
 import base64
 import json
 
 import pytest
 
-from listingstats.merge import (Row, TopRow, error_parts, listing_key, merge_rows, merge_top,
-                                metric_names, parse_ingest_reply, parse_rows, split_events,
+from listingstats.merge import (Row, TopRow, error_parts, listing_key,
+                                metric_names, parse_ingest_reply, parse_rows, parse_top, split_events,
                                 unpack, value_of)
 
 
@@ -75,35 +75,14 @@ def test_listing_order_is_the_modules():
     assert sorted(ids, key=listing_key) == ["2", "9", "010", "10", "a", "b"]
 
 
-def test_day_and_listing_rows_are_only_ordered():
-    a = [Row("m2", "2015-12-02", "10", 1, 2, 50.0), Row("m1", "2015-12-02", "10", 1, 4, 25.0)]
-    b = [Row("m1", "2015-12-01", "9", 1, 1, 100.0), Row("m1", "2015-12-02", "9", 0, 3, 0.0)]
-    got = merge_rows([a, b], "DAY", ["m1", "m2"], {})
-    assert got == [b[0], b[1], a[1], a[0]]
-
-
-def test_date_and_total_sum_before_dividing():
-    a = [Row("m", "2015-12-01", "*", 1, 1, 100.0)]
-    b = [Row("m", "2015-12-01", "*", 0, 3, 0.0), Row("m", "2015-12-02", "*", 1, 3, 100 / 3)]
-    got = merge_rows([a, b], "date", ["m"], {"m": 100.0})
-    assert got == [Row("m", "2015-12-01", "*", 1, 4, 25.0), Row("m", "2015-12-02", "*", 1, 3, 1 / 3 * 100)]
-    assert got[0].value != (100.0 + 0.0) / 2, "never an average of ratios"
-    total = merge_rows([[Row("m", "*", "*", 0, 0, None)], [Row("m", "*", "*", 2, 0, None)]], "total", ["m"], {"m": 100.0})
-    assert total == [Row("m", "*", "*", 2, 0, None)]
-    assert merge_rows([[Row("m", "*", "*", 0, 0, None)]], "total", ["m"], {"m": 1.0}) == []
-    with pytest.raises(ValueError):
-        merge_rows([], "week", ["m"], {})
-
-
 def test_value_is_the_modules_f64():
     assert value_of(1, 3, 100.0) == 1 / 3 * 100
     assert value_of(5, 0, 100.0) is None
 
 
-def test_top_merges_each_nodes_top_n():
-    a = [TopRow("1", 9, 10, 90.0), TopRow("3", 1, 2, 50.0)]
-    b = [TopRow("2", 9, 10, 90.0), TopRow("4", 3, 4, 75.0)]
-    assert merge_top([a, b], 3) == [a[0], b[0], b[1]]
+def test_top_rows_carry_the_wilson_bound():
+    rows = parse_top([[b"7", 3, 4, b"75", b"30.1"], [b"8", 1, 2, 50.0]])
+    assert rows == [TopRow("7", 3, 4, 75.0, 30.1), TopRow("8", 1, 2, 50.0, None)]
 
 
 def test_parse_rows_and_metric_names():

@@ -115,7 +115,12 @@ pub struct ClusterView {
     /// Index into `addrs` per slot; `u16::MAX` when unassigned.
     owner: Vec<u16>,
     addrs: Vec<String>,
+    /// Node ids (40 hex characters), as `addrs`.
+    ids: Vec<String>,
     me: u16,
+    /// The node whose data this one holds: itself, or its master when it
+    /// is a replica.
+    data_of: u16,
     /// Slots being migrated from or imported to this node.
     moving: FxHashMap<u16, ()>,
 }
@@ -138,11 +143,18 @@ impl ClusterView {
             // `ip:port@cport[,hostname]`: clients connect to ip:port.
             let addr = fields[1].split(['@', ',']).next().unwrap_or_default();
             view.addrs.push(addr.to_string());
+            view.ids.push(fields[0].to_string());
             if fields[2].split(',').any(|f| f == "myself") {
                 mine = Some(index);
             }
         }
         view.me = mine?;
+        view.data_of = view.me;
+        if let Some(master) = lines.get(usize::from(view.me)).map(|f| f[3]) {
+            if let Some(i) = view.ids.iter().position(|id| id == master) {
+                view.data_of = i as u16;
+            }
+        }
         for (index, fields) in lines.iter().enumerate() {
             let index = u16::try_from(index).ok()?;
             for slot in &fields[8..] {
@@ -191,6 +203,40 @@ impl ClusterView {
         }
     }
 
+    /// The node that owns `slot`, if any (an index for [`ClusterView::id`]).
+    pub fn owner(&self, slot: u16) -> Option<u16> {
+        self.owner
+            .get(usize::from(slot))
+            .copied()
+            .filter(|&o| o != u16::MAX)
+    }
+
+    /// This node's index.
+    pub fn me(&self) -> u16 {
+        self.me
+    }
+
+    /// The id of node `node` (40 hex characters).
+    pub fn id(&self, node: u16) -> &str {
+        self.ids.get(usize::from(node)).map_or("", String::as_str)
+    }
+
+    /// The address clients use for node `node` (`ip:port`).
+    pub fn addr(&self, node: u16) -> &str {
+        self.addrs.get(usize::from(node)).map_or("", String::as_str)
+    }
+
+    /// The slots node `node` owns.
+    pub fn slots_of(&self, node: u16) -> crate::fanout::SlotSet {
+        let mut set = crate::fanout::SlotSet::default();
+        for (slot, &o) in self.owner.iter().enumerate() {
+            if o == node {
+                set.insert(slot as u16);
+            }
+        }
+        set
+    }
+
     /// Whether this node owns `slot` (moving or not).
     pub fn owns(&self, slot: u16) -> bool {
         self.owner.get(usize::from(slot)) == Some(&self.me)
@@ -199,6 +245,12 @@ impl ClusterView {
     /// The slots this node owns, ascending.
     pub fn owned(&self) -> impl Iterator<Item = u16> + '_ {
         (0..SLOTS as u16).filter(|&s| self.owns(s))
+    }
+
+    /// The slots whose keys this node holds: its own, or on a replica its
+    /// master's.
+    pub fn served(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..SLOTS as u16).filter(|&s| self.owner.get(usize::from(s)) == Some(&self.data_of))
     }
 
     /// The slots marked as moving out of or into this node, ascending, each
@@ -272,6 +324,13 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@40001 myself,master - 0
         assert_eq!(view.route(5461), Route::Moved("127.0.0.1:30002".into()));
         assert_eq!(view.route(16383), Route::Moved("127.0.0.1:30003".into()));
         assert_eq!(view.owned().count(), 5461);
+        assert_eq!(view.served().count(), 5461);
+        let replica = NODES
+            .replace("myself,master", "master")
+            .replace(" slave e7d1", " myself,slave e7d1");
+        let replica = ClusterView::parse(&replica).unwrap();
+        assert_eq!(replica.owned().count(), 0);
+        assert_eq!(replica.served().count(), 5461, "its master's slots");
         assert_eq!(view.moving(), [(5460, true)]);
         assert!(view.check_listing(b"2155").is_err_and(|e| e
             .to_string()

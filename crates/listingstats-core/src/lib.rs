@@ -9,6 +9,7 @@ pub mod date;
 pub mod day_index;
 pub mod dedup;
 pub mod error;
+pub mod fanout;
 pub mod follow;
 pub mod incr;
 pub mod ingest;

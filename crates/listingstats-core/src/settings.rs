@@ -24,6 +24,7 @@ pub enum Name {
     StarSource,
     RetentionDays,
     Cache,
+    ClusterTimeout,
 }
 
 /// Where a `*` query finds its listings.
@@ -46,7 +47,7 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 10] = [
+    pub const ALL: [Name; 11] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
@@ -57,6 +58,7 @@ impl Name {
         Name::StarSource,
         Name::RetentionDays,
         Name::Cache,
+        Name::ClusterTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +73,7 @@ impl Name {
             Name::StarSource => "star-source",
             Name::RetentionDays => "retention-days",
             Name::Cache => "cache",
+            Name::ClusterTimeout => "cluster-timeout",
         }
     }
 
@@ -106,6 +109,11 @@ impl Name {
                 min: 0,
                 max: 36_500,
             }),
+            // Milliseconds; ten minutes at most.
+            Name::ClusterTimeout => Some(Bounds {
+                min: 10,
+                max: 600_000,
+            }),
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
                 None
             }
@@ -133,6 +141,9 @@ pub struct Settings {
     /// Whether the per-day index keeps the counters metrics read (the
     /// query cache, see `day_index`).
     pub cache: bool,
+    /// Milliseconds a node waits for every master's part of a cluster-wide
+    /// QUERY or TOP before it fails the command, naming the node.
+    pub cluster_timeout: i64,
 }
 
 impl Default for Settings {
@@ -148,6 +159,7 @@ impl Default for Settings {
             retention_days: 0,
             cluster: false,
             cache: true,
+            cluster_timeout: 5_000,
         }
     }
 }
@@ -164,6 +176,7 @@ impl Settings {
             Name::MaxQueryCells => self.max_query_cells.to_string(),
             Name::MaxJsonRows => self.max_json_rows.to_string(),
             Name::RetentionDays => self.retention_days.to_string(),
+            Name::ClusterTimeout => self.cluster_timeout.to_string(),
             Name::StarSource => match self.star_source {
                 StarSource::Index => "index".into(),
                 StarSource::Scan => "scan".into(),
@@ -179,6 +192,7 @@ impl Settings {
             Name::MaxQueryCells => self.max_query_cells,
             Name::MaxJsonRows => self.max_json_rows,
             Name::RetentionDays => self.retention_days,
+            Name::ClusterTimeout => self.cluster_timeout,
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
                 0
             }
@@ -246,7 +260,8 @@ impl Settings {
             | Name::MaxBatch
             | Name::MaxQueryCells
             | Name::MaxJsonRows
-            | Name::RetentionDays => {}
+            | Name::RetentionDays
+            | Name::ClusterTimeout => {}
         }
         Ok(())
     }
@@ -266,6 +281,7 @@ impl Settings {
             Name::MaxQueryCells => self.max_query_cells = n,
             Name::MaxJsonRows => self.max_json_rows = n,
             Name::RetentionDays => self.retention_days = n,
+            Name::ClusterTimeout => self.cluster_timeout = n,
             Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
             }
         }
@@ -327,6 +343,7 @@ mod tests {
                 ("star-source", "index".into()),
                 ("retention-days", "0".into()),
                 ("cache", "yes".into()),
+                ("cluster-timeout", "5000".into()),
             ]
         );
     }

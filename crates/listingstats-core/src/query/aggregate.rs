@@ -190,6 +190,34 @@ impl Aggregator {
 
     fn add_group(&mut self, day: NaiveDate, li: u32, values: &[i64]) -> Result<()> {
         let day_num = chrono::Datelike::num_days_from_ce(&day);
+        self.add_key(day_num, li, values)
+    }
+
+    /// Adds another aggregation's group (of the same plan and grouping),
+    /// as [`Aggregator::group_record`] gave it: another node's part of a
+    /// cluster-wide answer.
+    pub fn merge_group(&mut self, day: i32, listing: Option<&[u8]>, sums: &[i64]) -> Result<()> {
+        if sums.len() != self.width {
+            return Err(Error::invalid(
+                "a node answered with other counters than this one plans",
+            ));
+        }
+        let li = match (self.group, listing) {
+            (GroupBy::Day | GroupBy::Listing, Some(l)) => self.listing_index(l),
+            _ => NO_LISTING,
+        };
+        self.add_key(day, li, sums)
+    }
+
+    /// Group `g` as [`Aggregator::merge_group`] takes it: its day number
+    /// (`i32::MIN` when grouped away), its listing, its sums.
+    pub fn group_record(&self, g: usize) -> (i32, Option<&[u8]>, &[i64]) {
+        let (day, li) = self.keys[g];
+        let listing = (li != NO_LISTING).then(|| &self.listings[li as usize]);
+        (day, listing, self.group_sums(g))
+    }
+
+    fn add_key(&mut self, day_num: i32, li: u32, values: &[i64]) -> Result<()> {
         let key = match self.group {
             GroupBy::Day => (day_num, li),
             GroupBy::Listing => (NO_DAY, li),

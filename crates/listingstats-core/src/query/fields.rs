@@ -23,6 +23,17 @@ pub struct FieldPlan {
 }
 
 impl FieldPlan {
+    /// The terms, as given: what a node's part of a cluster-wide answer
+    /// sums, compared by the node that asked.
+    pub fn names(&self) -> &[Vec<u8>] {
+        &self.names
+    }
+
+    /// The slots of the first metric's numerator and denominator (TOP's).
+    pub fn first_slots(&self) -> Option<(usize, usize)> {
+        self.slots.first().copied()
+    }
+
     pub fn new(metrics: Vec<Metric>) -> Result<FieldPlan> {
         let mut fields: Vec<Vec<u8>> = Vec::new();
         let mut pattern_texts: Vec<Vec<u8>> = Vec::new();

@@ -65,6 +65,17 @@ pub fn top(
     Ok(ranked)
 }
 
+/// The error of a `RANK WILSON` ranking that met a listing whose metric is
+/// not a proportion.
+pub fn not_a_proportion(listing: &[u8], numerator: i64, denominator: i64) -> Error {
+    Error::invalid(format!(
+        "RANK WILSON needs a proportion (0 <= numerator <= denominator); listing {} has {}/{}",
+        crate::error::quote(listing),
+        numerator,
+        denominator
+    ))
+}
+
 /// TOP over an aggregation without building every row: the groups are
 /// considered a chunk at a time (the command layer feeds chunks between
 /// slices, so a day of 600,000 listings never holds the server for long),
@@ -154,17 +165,23 @@ impl TopPicker {
         }
     }
 
+    /// Under `RANK WILSON`, the first listing (in listing order) that is
+    /// not a proportion, with its sums: the ranking is then an error.
+    pub fn first_bad<'a>(
+        &self,
+        agg: &'a Aggregator,
+        plan: &FieldPlan,
+    ) -> Option<(&'a [u8], i64, i64)> {
+        let g = self.bad?;
+        let sums = agg.group_sums(g);
+        let (num_at, den_at) = plan.slots[0];
+        Some((agg.group_listing(g), sums[num_at], sums[den_at]))
+    }
+
     /// The ranking, once [`TopPicker::feed`] said every group was seen.
     pub fn finish(mut self, agg: &Aggregator, plan: &FieldPlan) -> Result<Vec<Ranked>> {
-        if let Some(g) = self.bad {
-            let sums = agg.group_sums(g);
-            let (num_at, den_at) = plan.slots[0];
-            return Err(Error::invalid(format!(
-                "RANK WILSON needs a proportion (0 <= numerator <= denominator); listing {} has {}/{}",
-                crate::error::quote(agg.group_listing(g)),
-                sums[num_at],
-                sums[den_at]
-            )));
+        if let Some((listing, numerator, denominator)) = self.first_bad(agg, plan) {
+            return Err(not_a_proportion(listing, numerator, denominator));
         }
         self.trim(agg);
         self.kept.sort_by(|a, b| TopPicker::order(agg, a, b));

@@ -1,0 +1,70 @@
+//! Cluster-wide QUERY and TOP: any node answers for the whole cluster.
+//!
+//! The node a client asks (the coordinator) finds the masters that own the
+//! listings (every master for `*`), sends each its part over the cluster
+//! bus, and blocks the client. Each master runs its part with the ordinary
+//! engine, in slices, as the user who asked, and sends back its groups'
+//! sums in bounded frames. The coordinator checks that the parts covered
+//! every slot exactly once, adds the sums (ratios of sums, never averages
+//! of ratios), and renders the answer as one node holding all the data
+//! would. The pure half (frames, splitting, coverage, merging) is the
+//! core's `fanout`.
+//!
+//! | file | what |
+//! |---|---|
+//! | `gather.rs` | the coordinator: asking, waiting, checking, merging |
+//! | `part.rs` | a master's part: running it, answering |
+//! | `transfer.rs` | frames with flow control over the bus |
+
+mod gather;
+mod part;
+mod transfer;
+
+use redis_module::Context;
+
+use crate::redis::bus;
+use crate::redis::cluster;
+use listingstats_core::fanout::{Direction, Frame, Kind};
+
+pub use gather::{needed, start, Ask};
+
+/// The module's receiver of bus messages.
+pub struct Bus;
+
+impl bus::Receiver for Bus {
+    fn receive(ctx: &Context, sender: &str, bytes: &[u8]) {
+        let Some(frame) = Frame::decode(bytes) else {
+            return;
+        };
+        match (frame.kind, frame.dir) {
+            (Kind::Data, dir) => {
+                transfer::control(ctx, sender, Kind::Ack, dir, frame.id, frame.seq);
+                match dir {
+                    Direction::Request => part::on_request(ctx, sender, &frame),
+                    Direction::Answer => gather::on_answer(ctx, sender, &frame),
+                }
+            }
+            (Kind::Ack, dir) => {
+                if !transfer::acked(ctx, sender, dir, frame.id) && dir == Direction::Request {
+                    gather::unreachable(ctx, sender, frame.id);
+                }
+            }
+            (Kind::Cancel, _) => {
+                part::cancel(sender, frame.id);
+                transfer::stop(sender, Direction::Answer, frame.id);
+            }
+        }
+    }
+}
+
+/// On a cluster node, starts listening to the other nodes (at load).
+pub fn init(ctx: &Context) {
+    if cluster::enabled() {
+        bus::init::<Bus>(ctx);
+    }
+}
+
+/// Cluster-wide queries waiting for parts, and transfers under way (INFO).
+pub fn under_way() -> (usize, usize) {
+    (gather::waiting(), transfer::under_way())
+}
