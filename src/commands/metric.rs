@@ -6,6 +6,7 @@
 use redis_module::{Context, RedisValue};
 
 use crate::config;
+use crate::fanout::{self, Answer};
 use crate::index_upkeep;
 use crate::metric_registry::{change, listed_registry};
 use crate::redis::command::{Arg, Command, Docs, Kind};
@@ -19,9 +20,6 @@ impl Command for MetricSet {
     const NAME: &'static str = "listingstats.metric.set";
     const FLAGS: &'static str = "write deny-oom";
     const ACL: &'static str = "write hash fast";
-    /// On a cluster every master keeps its own definitions: cluster
-    /// clients that read tips send this to every master.
-    const TIPS: &'static str = "request_policy:all_shards response_policy:all_succeeded";
     const DOCS: Docs = Docs {
         summary:
             "Defines (or overrides) a ratio metric: numerator event / denominator event * scale.",
@@ -38,9 +36,12 @@ impl Command for MetricSet {
 
     fn run(ctx: &Context, args: &[&[u8]]) -> Result<RedisValue> {
         let metric = parse_set(args)?;
-        change(ctx, &metric.name, Some(metric.to_stored().as_bytes()))?;
+        let change = change(ctx, &metric.name, Some(metric.to_stored().as_bytes()))?;
         index_upkeep::metrics_changed(ctx);
-        Ok(RedisValue::SimpleStringStatic("OK"))
+        match change.cluster {
+            Some((version, defs)) => fanout::announce(ctx, version, defs, Answer::Ok),
+            None => Ok(RedisValue::SimpleStringStatic("OK")),
+        }
     }
 }
 
@@ -50,9 +51,6 @@ impl Command for MetricDel {
     const NAME: &'static str = "listingstats.metric.del";
     const FLAGS: &'static str = "write";
     const ACL: &'static str = "write hash fast";
-    /// On a cluster every master keeps its own definitions: cluster
-    /// clients that read tips send this to every master.
-    const TIPS: &'static str = "request_policy:all_shards response_policy:all_succeeded";
     const DOCS: Docs = Docs {
         summary: "Removes a stored metric definition (a built-in metric's default comes back).",
         complexity: "O(1)",
@@ -68,12 +66,16 @@ impl Command for MetricDel {
             return Err(Error::wrong_arity(Self::NAME));
         };
         let name = check_name(name)?;
-        let removed = change(ctx, name, None)?;
-        index_upkeep::metrics_changed(ctx);
-        if !removed && !is_builtin(name) {
+        let change = change(ctx, name, None)?;
+        if !change.had && !is_builtin(name) {
             return Err(Error::invalid(format!("unknown metric '{name}'")));
         }
-        Ok(RedisValue::Integer(i64::from(removed)))
+        index_upkeep::metrics_changed(ctx);
+        let removed = i64::from(change.had);
+        match change.cluster {
+            Some((version, defs)) => fanout::announce(ctx, version, defs, Answer::Int(removed)),
+            None => Ok(RedisValue::Integer(removed)),
+        }
     }
 }
 

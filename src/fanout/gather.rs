@@ -2,7 +2,7 @@
 //! waits for every part (at most `cluster-timeout`), checks that the
 //! parts covered each slot once, merges them and renders the answer.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,6 @@ struct Gather {
 
 thread_local! {
     static WAITING: RefCell<FxHashMap<u64, Gather>> = RefCell::default();
-    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
 }
 
 /// Attempts after the first when slots moved while a query ran; then the
@@ -187,7 +186,7 @@ fn launch(ctx: &Context, mut g: Gather, view: &ClusterView) {
         Ok(parts) => parts,
         Err(e) => return fail(g, &e.reply_text()),
     };
-    let id = NEXT_ID.with(|n| n.replace(n.get() + 1));
+    let id = super::next_id();
     for part in &g.parts {
         let request = Request {
             listings: part.listings.clone(),
@@ -264,8 +263,11 @@ pub fn unreachable(ctx: &Context, node: &str, id: u64) {
     fail(g, &text);
 }
 
-/// A frame of a part's answer.
-pub fn on_answer(ctx: &Context, sender: &str, frame: &Frame<'_>) {
+/// A frame of a part's answer; `false` when no query waits for it.
+pub fn on_answer(ctx: &Context, sender: &str, frame: &Frame<'_>) -> bool {
+    if !WAITING.with(|w| w.borrow().contains_key(&frame.id)) {
+        return false;
+    }
     let complete = WAITING.with(|w| {
         let mut w = w.borrow_mut();
         let g = w.get_mut(&frame.id)?;
@@ -289,6 +291,7 @@ pub fn on_answer(ctx: &Context, sender: &str, frame: &Frame<'_>) {
             finish(ctx, g);
         }
     }
+    true
 }
 
 fn damaged() -> Vec<u8> {

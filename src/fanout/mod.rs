@@ -13,9 +13,11 @@
 //! | file | what |
 //! |---|---|
 //! | `gather.rs` | the coordinator: asking, waiting, checking, merging |
+//! | `announce.rs` | metric definitions sent to every master, and kept in step |
 //! | `part.rs` | a master's part: running it, answering |
 //! | `transfer.rs` | frames with flow control over the bus |
 
+mod announce;
 mod gather;
 mod part;
 mod transfer;
@@ -26,7 +28,19 @@ use crate::redis::bus;
 use crate::redis::cluster;
 use listingstats_core::fanout::{Direction, Frame, Kind};
 
+pub use announce::{announce, Answer};
 pub use gather::{needed, start, Ask};
+
+use std::cell::Cell;
+
+thread_local! {
+    static NEXT_ID: Cell<u64> = const { Cell::new(1) };
+}
+
+/// A number for a new request of this node (with its node id, unique).
+fn next_id() -> u64 {
+    NEXT_ID.with(|n| n.replace(n.get() + 1))
+}
 
 /// The module's receiver of bus messages.
 pub struct Bus;
@@ -41,7 +55,11 @@ impl bus::Receiver for Bus {
                 transfer::control(ctx, sender, Kind::Ack, dir, frame.id, frame.seq);
                 match dir {
                     Direction::Request => part::on_request(ctx, sender, &frame),
-                    Direction::Answer => gather::on_answer(ctx, sender, &frame),
+                    Direction::Answer => {
+                        if !gather::on_answer(ctx, sender, &frame) {
+                            announce::on_answer(sender, &frame);
+                        }
+                    }
                 }
             }
             (Kind::Ack, dir) => {
@@ -61,6 +79,7 @@ impl bus::Receiver for Bus {
 pub fn init(ctx: &Context) {
     if cluster::enabled() {
         bus::init::<Bus>(ctx);
+        announce::start_sync(ctx);
     }
 }
 

@@ -11,7 +11,8 @@ use super::transfer::{self, Bytes, Source};
 use crate::budget::QUERY_SLICE;
 use crate::config;
 use crate::engine::{Finish, Job, Span};
-use crate::metric_registry::current_registry;
+use crate::index_upkeep;
+use crate::metric_registry::{self, current_registry};
 use crate::redis::cluster;
 use crate::redis::reader::Reader;
 use crate::redis::slices::{self, Sliced, Step};
@@ -21,6 +22,7 @@ use listingstats_core::fanout::{
 };
 use listingstats_core::metrics::resolve;
 use listingstats_core::query::{parse_query, parse_top, FieldPlan, GroupBy, Listings};
+use listingstats_core::registry_copy::from_args;
 use listingstats_core::{Error, Result};
 
 type Key = (String, u64);
@@ -130,6 +132,17 @@ fn reader_for<'c>(ctx: &'c Context, user: &[u8]) -> Result<Reader<'c>> {
     })
 }
 
+/// Another master's metric registry: adopted if newer, and the query
+/// cache told.
+fn adopt(ctx: &Context, request: &Request) -> Result<()> {
+    let (version, defs) = from_args(&request.args)
+        .ok_or_else(|| Error::invalid("a node sent a damaged metric registry"))?;
+    if metric_registry::adopt(ctx, &version, &defs)? {
+        index_upkeep::metrics_changed(ctx);
+    }
+    Ok(())
+}
+
 /// Plans the part as the command would, with the coordinator's share of
 /// the listings in place of the set.
 fn begin(ctx: &Context, request: Request) -> Result<Stage> {
@@ -186,6 +199,7 @@ fn begin(ctx: &Context, request: Request) -> Result<Stage> {
                 finish,
             )?
         }
+        PartKind::Registry => return Err(Error::invalid("internal: a registry is not a query")),
     };
     Ok(Stage::Running {
         job: Box::new(job.into_part()),
@@ -289,8 +303,8 @@ fn answer(ctx: &Context, mut job: Box<Job>, kind: PartKind, slots: SlotSet) -> R
                 Groups::Top(rows)
             }
         }
-        (PartKind::Top, None) => {
-            return Err(Error::invalid("internal: TOP part without a ranking"))
+        (PartKind::Top, None) | (PartKind::Registry, _) => {
+            return Err(Error::invalid("internal: a part without its result"))
         }
     };
     let mut bytes = Vec::new();
@@ -305,6 +319,21 @@ fn answer(ctx: &Context, mut job: Box<Job>, kind: PartKind, slots: SlotSet) -> R
 impl PartWork {
     fn advance(&mut self, ctx: &Context, deadline: Instant) -> Result<Step> {
         match std::mem::replace(&mut self.stage, Stage::Over) {
+            Stage::Start(request) if request.kind == PartKind::Registry => {
+                adopt(ctx, &request)?;
+                let mut bytes = Vec::new();
+                let ok = Head {
+                    error: None,
+                    fields: Vec::new(),
+                    slots: SlotSet::default(),
+                    examined: 0,
+                    bad: None,
+                };
+                ok.encode(&mut bytes);
+                let source = Box::new(Bytes { bytes, at: 0 });
+                transfer::start(ctx, &self.coordinator, Direction::Answer, self.id, source);
+                Ok(Step::Done)
+            }
             Stage::Start(request) => {
                 // Planned and, when it fits, run to its end in this slice.
                 self.stage = begin(ctx, *request)?;

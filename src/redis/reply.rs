@@ -59,6 +59,12 @@ impl Reply {
         raw::reply_with_double(self.ctx, v);
     }
 
+    /// A simple string (`+OK`).
+    pub fn simple(&mut self, text: &str) {
+        let _ = redis_module::Context::new(self.ctx)
+            .reply(Ok(redis_module::RedisValue::SimpleString(text.to_string())));
+    }
+
     pub fn null(&mut self) {
         raw::reply_with_null(self.ctx);
     }

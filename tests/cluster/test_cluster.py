@@ -171,8 +171,9 @@ def test_routing_like_native_commands(env):
     # Key specs: the listing routes, flagged not_key.
     info = rc.execute_command("COMMAND", "INFO", "listingstats.incr")["listingstats.incr"]
     assert [b"RO", b"not_key"] == info["key_specifications"][0][b"flags"]
-    # Tips: METRIC SET/DEL go to every master; QUERY and TOP name no key
-    # and carry no policy, so a cluster client sends them to any node.
+    # Tips: none. QUERY, TOP and METRIC name no key and carry no policy,
+    # so a cluster client sends them to any node, which answers for (or
+    # changes) the whole cluster.
     raw = cluster.masters()[0].client().execute_command(
         "COMMAND", "INFO", "listingstats.metric.set", "listingstats.query")
     tips = {}
@@ -181,8 +182,7 @@ def test_routing_like_native_commands(env):
         tips[name.decode() if isinstance(name, bytes) else name] = \
             entry.get("tips") if isinstance(entry, dict) else entry[7]
     flat = lambda t: {x.decode() if isinstance(x, bytes) else x for x in (t or [])}
-    assert flat(tips["listingstats.metric.set"]) == {"request_policy:all_shards",
-                                                     "response_policy:all_succeeded"}
+    assert flat(tips["listingstats.metric.set"]) == set()
     assert flat(tips["listingstats.query"]) == set()
     # Cluster mode keeps keys tagged; other commands explain themselves.
     node = cluster.masters()[0].client()
@@ -341,6 +341,49 @@ def test_acl_users_are_the_same_on_every_node(env):
     finally:
         for n in nodes:
             n.acl_deluser("partial")
+
+
+def registry_keys(node):
+    return [k for k in node.scan_iter(match="*listingstats:metrics*", count=1000)]
+
+
+def test_metric_definitions_are_cluster_wide(env):
+    """METRIC SET/DEL sent to any master apply on every master before the
+    reply (replicas follow by replication); one copy per master; a master
+    that was not answering adopts them when it answers again."""
+    cluster, single, c, s = env
+    masters = cluster.masters()
+    listing = lambda m: [x[:3] for x in m.client().execute_command("LISTINGSTATS.METRIC", "LIST")]
+    b = masters[1].client()
+    assert b.execute_command("LISTINGSTATS.METRIC", "SET", "wide_ctr", "search:result:click",
+                             "cart::checkoutNow:impression", "SCALE", 10) in (b"OK", "OK", True)
+    lists = [listing(m) for m in masters]
+    assert all(l == lists[0] for l in lists) and any(x[0] == b"wide_ctr" for x in lists[0])
+    for n in cluster.nodes:
+        if n not in masters:
+            harness.wait_until(lambda: listing(n) == lists[0], 20, "a replica has the definition")
+    for m in masters:
+        assert 1 <= len(registry_keys(m.client())) <= 2, registry_keys(m.client())
+    # Queries through any node use it.
+    for ls in (s,):
+        ls.metric_set("wide_ctr", "search:result:click", "cart::checkoutNow:impression", scale=10)
+    assert c.query("wide_ctr", START, END, "*", "total") == s.query("wide_ctr", START, END, "*", "total")
+    # A master that does not answer: the change is made everywhere else,
+    # the reply comes after cluster-timeout, and it catches up on its own.
+    stopped = masters[2]
+    a = masters[0].client()
+    a.config_set("listingstats.cluster-timeout", 300)
+    stopped.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert a.execute_command("LISTINGSTATS.METRIC", "DEL", "wide_ctr") == 1
+        assert listing(masters[1]) == listing(masters[0])
+        assert not any(x[0] == b"wide_ctr" for x in listing(masters[0]))
+    finally:
+        stopped.proc.send_signal(signal.SIGCONT)
+        a.config_set("listingstats.cluster-timeout", 5000)
+    harness.wait_until(lambda: listing(stopped) == listing(masters[0]), 20, "the stopped master caught up")
+    s.metric_del("wide_ctr")
+    assert_no_foreign_keys(cluster)
 
 
 def test_reshard_while_ingesting(env):

@@ -3,8 +3,8 @@ node) and `redis.cluster.RedisCluster`.
 
 On a cluster, INCR and GET go through the cluster client, which routes them
 by the listing (the module declares it as a `NOT_KEY` key spec). INGEST is
-split by node; QUERY and TOP go to one master, which answers for the whole
-cluster; METRIC SET/DEL go to every master. Redirections the
+split by node; QUERY, TOP and METRIC go to one master, which answers for
+(and, for METRIC SET/DEL, changes) the whole cluster. Redirections the
 module reports (`MOVED`, `TRYAGAIN`, `CLUSTERDOWN`) and lost connections
 make the client re-read the slot map and send again what was not applied."""
 
@@ -222,23 +222,16 @@ class ListingStats:
             raise ValueError("rank must be value or wilson")
         return merge.parse_top(self._any_node(*args))
 
-    def _every_master(self, *args):
-        if not self.cluster:
-            return [self.r.execute_command(*args)]
-        return self._retrying(lambda: [self._on(node, *args) for node in self._primaries()])
-
     def metric_set(self, name, numerator, denominator, scale=100):
-        self._every_master("LISTINGSTATS.METRIC", "SET", name, numerator, denominator,
-                           "SCALE", repr(float(scale)))
+        """On a cluster the node asked sends the definition to every master."""
+        self._any_node("LISTINGSTATS.METRIC", "SET", name, numerator, denominator,
+                       "SCALE", repr(float(scale)))
 
     def metric_del(self, name):
-        return max(int(r) for r in self._every_master("LISTINGSTATS.METRIC", "DEL", name))
+        return int(self._any_node("LISTINGSTATS.METRIC", "DEL", name))
 
     def metric_list(self):
-        if self.cluster:
-            reply = self._retrying(lambda: self._on(self._primaries()[0], "LISTINGSTATS.METRIC", "LIST"))
-        else:
-            reply = self.r.execute_command("LISTINGSTATS.METRIC", "LIST")
+        reply = self._any_node("LISTINGSTATS.METRIC", "LIST")
         return [(merge.text(m[0]), merge.text(m[1]), merge.text(m[2]),
                  m[3] if isinstance(m[3], float) else float(merge.text(m[3]))) for m in reply]
 

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod number;
 pub mod query;
+pub mod registry_copy;
 pub mod settings;
 pub mod write;
 

@@ -138,6 +138,9 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
 pub enum PartKind {
     Query,
     Top,
+    /// A master's metric registry, for the others to adopt if newer
+    /// (arguments: see `registry_copy::to_args`).
+    Registry,
 }
 
 /// What a coordinator asks of one master: the command's arguments as the
@@ -158,6 +161,7 @@ impl Request {
         out.push(match self.kind {
             PartKind::Query => 0,
             PartKind::Top => 1,
+            PartKind::Registry => 2,
         });
         put_bytes(&mut out, &self.user);
         out.extend_from_slice(&(self.args.len() as u32).to_le_bytes());
@@ -182,6 +186,7 @@ impl Request {
         let kind = match c.u8()? {
             0 => PartKind::Query,
             1 => PartKind::Top,
+            2 => PartKind::Registry,
             _ => return None,
         };
         let user = c.bytes()?.to_vec();
