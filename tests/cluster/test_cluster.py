@@ -275,6 +275,14 @@ def test_any_node_answers_for_the_whole_cluster(env):
                        and r.dbsize() == master.dbsize(), 60, "the replica in sync")
     r.execute_command("READONLY")
     assert raw_answers(r, listings) == want
+    # redis-py's RedisCluster routes a command without keys when told a
+    # node (or with its DynamicPolicyResolver); any node answers.
+    rc = cluster.client()
+    q = ["LISTINGSTATS.QUERY", ",".join(METRICS), START, END, ",".join(listings[:40]),
+         "GROUPBY", "LISTING"]
+    want_q = single.client().execute_command(*q)
+    for node in rc.get_primaries():
+        assert rc.execute_command(*q, target_nodes=node) == want_q
     # redis-cli -c with a set on every master: one answer, no redirect loop.
     ids = ",".join(listings[:40])
     args = ["LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, ids, "GROUPBY", "TOTAL"]
