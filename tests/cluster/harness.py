@@ -76,6 +76,7 @@ class Node:
             SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
             "--logfile", "server.log", "--save", "", "--appendonly", "yes",
             "--appendfsync", "everysec", "--enable-module-command", "local",
+            "--enable-debug-command", "local",
             "--loadmodule", MODULE, *self.module_args,
         ]
         if self.cluster:

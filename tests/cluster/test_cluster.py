@@ -390,6 +390,10 @@ def test_metric_definitions_are_cluster_wide(env):
         stopped.proc.send_signal(signal.SIGCONT)
         a.config_set("listingstats.cluster-timeout", 5000)
     harness.wait_until(lambda: listing(stopped) == listing(masters[0]), 20, "the stopped master caught up")
+    # The copy is a plain key: DEBUG RELOAD keeps it.
+    before = listing(masters[1])
+    b.execute_command("DEBUG", "RELOAD")
+    assert listing(masters[1]) == before
     s.metric_del("wide_ctr")
     assert_no_foreign_keys(cluster)
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::rows::DayRows;
+use super::rows::{grow, DayRows};
 use chrono::{Datelike, NaiveDate};
 
 /// One day: its listing numbers, sorted, and (the query cache's part,
@@ -61,15 +61,6 @@ impl Day {
     /// The listing at position `at` is gone (the day is cached).
     fn remove_row(&mut self, at: usize, stride: usize) {
         self.rows.remove(at, stride);
-    }
-}
-
-/// Makes room for `extra` more items, growing by a sixteenth instead of
-/// doubling: a day's lists are its memory, and a doubled list of 600,000
-/// rows would leave megabytes unused. Still amortised O(1) per item.
-pub(super) fn grow<T>(list: &mut Vec<T>, extra: usize) {
-    if list.len() + extra > list.capacity() {
-        list.reserve_exact(list.len() / 16 + extra.max(16));
     }
 }
 
