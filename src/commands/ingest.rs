@@ -3,6 +3,7 @@
 use redis_module::{Context, RedisValue};
 
 use crate::dedup_upkeep;
+use crate::fanout::{self, ingest::write_report};
 use crate::redis::cluster;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::context::now_ms;
@@ -29,8 +30,13 @@ impl Command for Ingest {
         let settings = config::current();
         let (strict, events) = ingest::split_args(args, &settings)?;
         let parsed = ingest::parse_all(events, &settings)?;
-        // On a cluster every listing must be served here: read now, since
-        // a batch writes keys the server did not route.
+        // On a cluster, events with listings on other masters: their parts
+        // go there (fanout/ingest.rs).
+        if let Some(view) = fanout::ingest::needed(ctx, &parsed)? {
+            return fanout::ingest::start(ctx, parsed, strict, settings, &view);
+        }
+        // Every listing is served here: read now, since a batch writes
+        // keys the server did not route.
         let view = cluster::view_if_enabled(ctx, true)?;
         let mut store = RedisStore::new(ctx, &settings.keys);
         let report = ingest::run(
@@ -51,22 +57,7 @@ impl Command for Ingest {
     }
 }
 
-/// `applied n duplicates n rejected n errors [...]`, a map in this order
-/// (RESP2 clients see the flat array).
+/// The report, as `fanout::ingest::write_report` words it.
 fn reply(ctx: &Context, report: &ingest::Report) {
-    let mut out = Reply::of(ctx);
-    out.map(4);
-    for (name, n) in [
-        ("applied", report.applied),
-        ("duplicates", report.duplicates),
-        ("rejected", report.rejected),
-    ] {
-        out.bulk(name.as_bytes());
-        out.int(n as i64);
-    }
-    out.bulk(b"errors");
-    out.array(report.errors.len());
-    for e in &report.errors {
-        out.bulk(e.as_bytes());
-    }
+    write_report(&mut Reply::of(ctx), report);
 }

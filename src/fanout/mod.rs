@@ -1,4 +1,5 @@
-//! Cluster-wide QUERY and TOP: any node answers for the whole cluster.
+//! Cluster-wide QUERY, TOP, METRIC and INGEST: any node answers for the
+//! whole cluster.
 //!
 //! The node a client asks (the coordinator) finds the masters that own the
 //! listings (every master for `*`), sends each its part over the cluster
@@ -14,11 +15,13 @@
 //! |---|---|
 //! | `gather.rs` | the coordinator: asking, waiting, checking, merging |
 //! | `announce.rs` | metric definitions sent to every master, and kept in step |
+//! | `ingest.rs` | INGEST of events whose listings live on several masters |
 //! | `part.rs` | a master's part: running it, answering |
 //! | `transfer.rs` | frames with flow control over the bus |
 
 mod announce;
 mod gather;
+pub mod ingest;
 mod part;
 mod transfer;
 
@@ -56,7 +59,9 @@ impl bus::Receiver for Bus {
                 match dir {
                     Direction::Request => part::on_request(ctx, sender, &frame),
                     Direction::Answer => {
-                        if !gather::on_answer(ctx, sender, &frame) {
+                        if !gather::on_answer(ctx, sender, &frame)
+                            && !ingest::on_answer(sender, &frame)
+                        {
                             announce::on_answer(sender, &frame);
                         }
                     }

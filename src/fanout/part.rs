@@ -199,7 +199,9 @@ fn begin(ctx: &Context, request: Request) -> Result<Stage> {
                 finish,
             )?
         }
-        PartKind::Registry => return Err(Error::invalid("internal: a registry is not a query")),
+        PartKind::Registry | PartKind::Ingest => {
+            return Err(Error::invalid("internal: not a query"))
+        }
     };
     Ok(Stage::Running {
         job: Box::new(job.into_part()),
@@ -303,7 +305,7 @@ fn answer(ctx: &Context, mut job: Box<Job>, kind: PartKind, slots: SlotSet) -> R
                 Groups::Top(rows)
             }
         }
-        (PartKind::Top, None) | (PartKind::Registry, _) => {
+        (PartKind::Top, None) | (PartKind::Registry | PartKind::Ingest, _) => {
             return Err(Error::invalid("internal: a part without its result"))
         }
     };
@@ -319,6 +321,14 @@ fn answer(ctx: &Context, mut job: Box<Job>, kind: PartKind, slots: SlotSet) -> R
 impl PartWork {
     fn advance(&mut self, ctx: &Context, deadline: Instant) -> Result<Step> {
         match std::mem::replace(&mut self.stage, Stage::Over) {
+            Stage::Start(request) if request.kind == PartKind::Ingest => {
+                let head = super::ingest::apply_part(ctx, &request)?;
+                let mut bytes = Vec::new();
+                head.encode(&mut bytes);
+                let source = Box::new(Bytes { bytes, at: 0 });
+                transfer::start(ctx, &self.coordinator, Direction::Answer, self.id, source);
+                Ok(Step::Done)
+            }
             Stage::Start(request) if request.kind == PartKind::Registry => {
                 adopt(ctx, &request)?;
                 let mut bytes = Vec::new();

@@ -113,13 +113,14 @@ def test_routing_like_native_commands(env):
                 m.client().execute_command("LISTINGSTATS.INCR", "2155", "x", "DATE", "2015-12-22")
             with pytest.raises(redis.exceptions.MovedError, match=f"^{slot} 127.0.0.1:{owner}$"):
                 m.client().execute_command("LISTINGSTATS.GET", "2155", "2015-12-22")
-            # A batch sent to the wrong node is refused per event, naming
-            # the owner; nothing is written there.
+            # A batch sent to another node is applied on the owner, nothing
+            # of it here.
             before = m.client().dbsize()
-            r = ListingStats(m.client()).ingest(
-                [{"name": "x", "listingId": 2155, "message_date": 1450742400}])
-            assert r["rejected"] == 1 and r["errors"][0].startswith(f"0: MOVED {slot} 127.0.0.1:{owner}")
+            event = {"name": "routed", "listingId": 2155, "message_date": 1450742400}
+            r = ListingStats(m.client()).ingest([event])
+            assert (r["applied"], r["rejected"]) == (1, 0), r
             assert m.client().dbsize() == before
+            s.ingest([event])
             # A query naming a listing served elsewhere is answered here:
             # the node asks the owner (never a MOVED a client would follow).
             assert m.client().execute_command("LISTINGSTATS.QUERY", "cart_to_checkout_ctr",
@@ -351,6 +352,51 @@ def test_acl_users_are_the_same_on_every_node(env):
             n.acl_deluser("partial")
 
 
+def test_any_node_ingests_for_the_whole_cluster(env):
+    """INGEST through a plain connection to any master (and redis-cli -c)
+    of events whose listings live on several masters applies them as one
+    node would: the same reply, the same counters; ids count once per
+    listing wherever a batch is resent; STRICT refuses the whole batch
+    before anything is written anywhere."""
+    cluster, single, c, s = env
+    listings = cluster.listings
+    rng = random.Random(21)
+    events = make_events(rng, 600, listings[:80], "plain")
+    masters = cluster.masters()
+    one = single.client()
+    for i, m in enumerate(masters):
+        batch = [json.dumps(e) for e in events[i * 200:(i + 1) * 200]]
+        got = m.client().execute_command("LISTINGSTATS.INGEST", *batch)
+        want = one.execute_command("LISTINGSTATS.INGEST", *batch)
+        assert got == want, (m.port, got, want)
+        assert spans(c, events[i * 200:(i + 1) * 200]), "the batch spans masters"
+    # The first batch again, to another master: only events without ids count again.
+    batch = [json.dumps(e) for e in events[:200]]
+    got = masters[2].client().execute_command("LISTINGSTATS.INGEST", *batch)
+    want = one.execute_command("LISTINGSTATS.INGEST", *batch)
+    dups = want[b"duplicates"] if isinstance(want, dict) else want[3]
+    assert got == want and dups > 0, (got, want)
+    # redis-cli -c: one event on three masters.
+    ev = {"id": "cli-1", "name": "cart::checkoutNow:click", "listingIds": listings[:6],
+          "message_date": 1450742400}
+    assert spans(c, [ev])
+    out = harness.cli("-c", "-p", str(masters[0].port), "LISTINGSTATS.INGEST", json.dumps(ev))
+    assert out.split()[:2] == ["applied", "1"], out
+    one.execute_command("LISTINGSTATS.INGEST", json.dumps(ev))
+    # STRICT: one invalid event, nothing anywhere.
+    before = [m.client().dbsize() for m in masters]
+    bad = [json.dumps({"id": "s-1", "name": "x", "listingIds": ["strict-1", "strict-2", "strict-3"],
+                       "message_date": 1450742400}), json.dumps({"name": "no listing"})]
+    with pytest.raises(redis.ResponseError, match="STRICT batch refused, nothing written: event 1"):
+        masters[1].client().execute_command("LISTINGSTATS.INGEST", "STRICT", *bad)
+    assert [m.client().dbsize() for m in masters] == before
+    assert_same_answers(c, s, listings)
+
+
+def spans(c, events):
+    return any(len({c._node_of(str(l)).name for l in e["listingIds"]}) > 1 for e in events)
+
+
 def registry_keys(node):
     return [k for k in node.scan_iter(match="*listingstats:metrics*", count=1000)]
 
@@ -556,6 +602,20 @@ def test_a_hung_or_dead_master_fails_the_query_naming_it():
             b.proc.send_signal(signal.SIGCONT)
         harness.wait_until(lambda: ra.execute_command(*q)[0][3] == 30, 10, "answers again")
         assert ra.info("listingstats")["listingstats_cluster_timeouts"] == 1
+        # INGEST with a master stopped: its part is reported, not dropped;
+        # resent, the event counts exactly once per listing.
+        ids = [str(n) for n in range(1, 31)]
+        ev = {"id": "hung-1", "name": "cart::checkoutNow:click", "listingIds": ids,
+              "message_date": 1450742400}
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            r = ListingStats(ra).ingest([ev])
+            assert r["rejected"] == 1 and f"no answer from node 127.0.0.1:{b.port}" in r["errors"][0], r
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
+        harness.wait_until(lambda: ListingStats(ra).ingest([ev])["rejected"] == 0, 10, "applied")
+        assert ListingStats(ra).ingest([ev]) == {"applied": 0, "duplicates": 1, "rejected": 0, "errors": []}
+        assert ra.execute_command(*q)[0][3] == 60, "each listing counted once more"
         b.kill9()
         with pytest.raises(redis.ResponseError, match=f"127.0.0.1:{b.port}"):
             ra.execute_command(*q)

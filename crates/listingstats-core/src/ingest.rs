@@ -265,6 +265,14 @@ pub fn parse_all(args: &[&[u8]], settings: &Settings) -> Result<Parsed> {
     Ok(out)
 }
 
+/// What became of one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Duplicate,
+    Rejected,
+}
+
 /// What a batch did, as the reply reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -275,6 +283,9 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Distinct (key, field) increments written.
     pub increments: usize,
+    /// Each event's outcome, by its index (a cluster-wide batch merges the
+    /// parts' outcomes event by event).
+    pub outcomes: Vec<Outcome>,
 }
 
 /// Dedup, aggregate and write a parsed batch. `view`: on Redis Cluster,
@@ -289,8 +300,12 @@ pub fn run<S: CounterStore>(
     now_ms: i64,
     view: Option<&ClusterView>,
 ) -> Result<Report> {
-    let mut report = Report::default();
+    let mut report = Report {
+        outcomes: vec![Outcome::Applied; parsed.len()],
+        ..Report::default()
+    };
     let mut events = Vec::with_capacity(parsed.len());
+    let mut indices: Vec<usize> = Vec::with_capacity(parsed.len());
     for (index, event) in parsed.into_iter().enumerate() {
         // A day already past retention is an invalid event like any other.
         let event = event.and_then(|e| {
@@ -303,13 +318,19 @@ pub fn run<S: CounterStore>(
                 .map_err(|why| why.to_string().trim_start_matches("ERR ").to_string())
         });
         match event {
-            Ok(e) => events.push(e),
+            Ok(e) => {
+                events.push(e);
+                indices.push(index);
+            }
             Err(why) if strict => {
                 return Err(Error::invalid(format!(
                     "STRICT batch refused, nothing written: event {index}: {why}"
                 )))
             }
-            Err(why) => report.errors.push(format!("{index}: {why}")),
+            Err(why) => {
+                report.errors.push(format!("{index}: {why}"));
+                report.outcomes[index] = Outcome::Rejected;
+            }
         }
     }
     report.rejected = report.errors.len();
@@ -326,7 +347,7 @@ pub fn run<S: CounterStore>(
     // an event left with none is a duplicate.
     let mut batch_slot_ids: FxHashSet<(&[u8], u16)> = FxHashSet::default();
     let mut narrowed: Vec<Event> = Vec::new();
-    for event in &events {
+    for (event, &index) in events.iter().zip(&indices) {
         match (&generations, event.id.as_deref()) {
             (Some(generations), Some(id)) if settings.cluster => {
                 let mut fresh: Vec<u16> = Vec::new();
@@ -350,6 +371,7 @@ pub fn run<S: CounterStore>(
                 }
                 if fresh.is_empty() {
                     report.duplicates += 1;
+                    report.outcomes[index] = Outcome::Duplicate;
                 } else if seen.is_empty() {
                     accepted.push(event);
                 } else {
@@ -361,11 +383,13 @@ pub fn run<S: CounterStore>(
             (Some(generations), Some(id)) => {
                 if !batch_ids.insert(id) {
                     report.duplicates += 1;
+                    report.outcomes[index] = Outcome::Duplicate;
                     continue;
                 }
                 let m = generations.marker(id);
                 if store.is_remembered(&m)? {
                     report.duplicates += 1;
+                    report.outcomes[index] = Outcome::Duplicate;
                     continue;
                 }
                 markers.push(m);

@@ -13,6 +13,7 @@ pub mod fanout;
 pub mod follow;
 pub mod incr;
 pub mod ingest;
+pub mod ingest_split;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;

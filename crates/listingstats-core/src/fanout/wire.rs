@@ -141,6 +141,10 @@ pub enum PartKind {
     /// A master's metric registry, for the others to adopt if newer
     /// (arguments: see `registry_copy::to_args`).
     Registry,
+    /// Events of an INGEST whose listings this master owns (arguments:
+    /// see `ingest_split::encode_event`); answered with each event's
+    /// outcome in the head's `fields`.
+    Ingest,
 }
 
 /// What a coordinator asks of one master: the command's arguments as the
@@ -162,6 +166,7 @@ impl Request {
             PartKind::Query => 0,
             PartKind::Top => 1,
             PartKind::Registry => 2,
+            PartKind::Ingest => 3,
         });
         put_bytes(&mut out, &self.user);
         out.extend_from_slice(&(self.args.len() as u32).to_le_bytes());
@@ -187,6 +192,7 @@ impl Request {
             0 => PartKind::Query,
             1 => PartKind::Top,
             2 => PartKind::Registry,
+            3 => PartKind::Ingest,
             _ => return None,
         };
         let user = c.bytes()?.to_vec();
