@@ -117,6 +117,9 @@ type Epoch = (u64, u64);
 thread_local! {
     /// The slot whose copy was found, at an epoch (see `registry_key`).
     static COPY_SLOT: Cell<Option<(Epoch, Option<u16>)>> = const { Cell::new(None) };
+    /// What `repair` last saw when it found one copy in place: (copies
+    /// epoch, cluster changes, the copy's slot, slots owned).
+    static REPAIRED: Cell<Option<(u64, u64, u16, usize)>> = const { Cell::new(None) };
     /// On a cluster, the registry this node last read or wrote.
     static KNOWN: RefCell<Option<(Definitions, Version)>> = const { RefCell::new(None) };
 }
@@ -261,6 +264,18 @@ pub fn repair(ctx: &Context) {
     if !view.moving().is_empty() {
         return;
     }
+    // Copies change only through their keys' events (the epoch) or this
+    // node's slots: nothing to look at when neither moved since the last
+    // pass found one copy in place.
+    let state = (
+        COPIES_EPOCH.load(Ordering::Relaxed),
+        cluster::changes(),
+        target,
+        view.owned().count(),
+    );
+    if REPAIRED.with(Cell::get) == Some(state) {
+        return;
+    }
     let reader = Reader::unchecked(ctx);
     let copies: Vec<u16> = view
         .served()
@@ -271,6 +286,7 @@ pub fn repair(ctx: &Context) {
         })
         .collect();
     if copies == [target] {
+        REPAIRED.with(|r| r.set(Some(state)));
         return;
     }
     let newest = match newest_copy(ctx, &keys) {

@@ -3,14 +3,11 @@
 use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::engine::{self, Finish, Job, Span};
+use crate::engine::Asked;
 use crate::fanout;
 use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
-use crate::redis::reader::Reader;
-use listingstats_core::fanout::PartKind;
-use listingstats_core::metrics::resolve;
-use listingstats_core::query::{parse_query, FieldPlan};
+use listingstats_core::query::parse_query;
 use listingstats_core::Result;
 
 pub struct Query;
@@ -52,33 +49,8 @@ impl Command for Query {
     fn run(ctx: &Context, raw: &[&[u8]]) -> Result<RedisValue> {
         let args = parse_query(raw)?;
         let settings = config::current();
-        let reader = Reader::new(ctx);
         let registry = current_registry(ctx, &settings.keys)?;
-        let plan = FieldPlan::new(resolve(&registry, &args.metrics)?)?;
-        let finish = Finish::Query(args.format);
-        if fanout::needed(ctx, &args.listings)? {
-            return fanout::start(
-                ctx,
-                fanout::Ask {
-                    kind: PartKind::Query,
-                    args: raw,
-                    listings: &args.listings,
-                    settings,
-                    plan,
-                    group: args.group,
-                    finish,
-                    span: (args.start, args.end),
-                },
-            );
-        }
-        let span = Span {
-            start: args.start,
-            end: args.end,
-            listings: &args.listings,
-        };
-        let job = Job::plan(
-            ctx, &reader, settings, registry, plan, &span, args.group, finish,
-        )?;
-        engine::run(ctx, &reader, job)
+        let asked = Asked::query(args, &registry)?;
+        fanout::answer(ctx, raw, settings, registry, asked)
     }
 }

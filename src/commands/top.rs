@@ -3,14 +3,11 @@
 use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::engine::{self, Finish, Job, Span};
+use crate::engine::Asked;
 use crate::fanout;
 use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
-use crate::redis::reader::Reader;
-use listingstats_core::fanout::PartKind;
-use listingstats_core::metrics::resolve;
-use listingstats_core::query::{parse_top, FieldPlan, GroupBy};
+use listingstats_core::query::parse_top;
 use listingstats_core::Result;
 
 pub struct Top;
@@ -46,44 +43,8 @@ impl Command for Top {
     fn run(ctx: &Context, raw: &[&[u8]]) -> Result<RedisValue> {
         let args = parse_top(raw)?;
         let settings = config::current();
-        let reader = Reader::new(ctx);
         let registry = current_registry(ctx, &settings.keys)?;
-        let plan = FieldPlan::new(resolve(&registry, &[args.metric])?)?;
-        let span = Span {
-            start: args.start,
-            end: args.end,
-            listings: &args.listings,
-        };
-        let finish = Finish::Top {
-            n: args.n,
-            min_denominator: args.min_denominator,
-            rank: args.rank,
-        };
-        if fanout::needed(ctx, &args.listings)? {
-            return fanout::start(
-                ctx,
-                fanout::Ask {
-                    kind: PartKind::Top,
-                    args: raw,
-                    listings: &args.listings,
-                    settings,
-                    plan,
-                    group: GroupBy::Listing,
-                    finish,
-                    span: (args.start, args.end),
-                },
-            );
-        }
-        let job = Job::plan(
-            ctx,
-            &reader,
-            settings,
-            registry,
-            plan,
-            &span,
-            GroupBy::Listing,
-            finish,
-        )?;
-        engine::run(ctx, &reader, job)
+        let asked = Asked::top(args, &registry)?;
+        fanout::answer(ctx, raw, settings, registry, asked)
     }
 }

@@ -39,9 +39,11 @@ use crate::redis::context::{can_block, is_resp3, selected_db};
 use crate::redis::reader::Reader;
 use crate::redis::reply::Reply;
 use listingstats_core::day_index::ListingNames;
-use listingstats_core::metrics::Metric;
+use listingstats_core::fanout::PartKind;
+use listingstats_core::metrics::{resolve, Metric};
 use listingstats_core::query::{
-    check_cells, Aggregator, Cells, FieldPlan, Format, GroupBy, Listings, Rank, TopPicker,
+    check_cells, Aggregator, Cells, FieldPlan, Format, GroupBy, Listings, QueryArgs, Rank, TopArgs,
+    TopPicker,
 };
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
@@ -72,6 +74,75 @@ pub struct Span<'a> {
     pub start: NaiveDate,
     pub end: NaiveDate,
     pub listings: &'a Listings<'a>,
+}
+
+/// A parsed QUERY or TOP with its metrics planned: what a command, and a
+/// master's part of a cluster-wide one, run.
+pub struct Asked<'a> {
+    pub kind: PartKind,
+    pub start: NaiveDate,
+    pub end: NaiveDate,
+    pub listings: Listings<'a>,
+    pub plan: FieldPlan,
+    pub group: GroupBy,
+    pub finish: Finish,
+}
+
+impl<'a> Asked<'a> {
+    /// QUERY's parsed arguments, its metrics planned against `registry`.
+    pub fn query(a: QueryArgs<'a>, registry: &[Metric]) -> Result<Asked<'a>> {
+        Ok(Asked {
+            kind: PartKind::Query,
+            plan: FieldPlan::new(resolve(registry, &a.metrics)?)?,
+            start: a.start,
+            end: a.end,
+            listings: a.listings,
+            group: a.group,
+            finish: Finish::Query(a.format),
+        })
+    }
+
+    /// TOP's parsed arguments, its metric planned against `registry`.
+    pub fn top(a: TopArgs<'a>, registry: &[Metric]) -> Result<Asked<'a>> {
+        Ok(Asked {
+            kind: PartKind::Top,
+            plan: FieldPlan::new(resolve(registry, &[a.metric])?)?,
+            start: a.start,
+            end: a.end,
+            listings: a.listings,
+            group: GroupBy::Listing,
+            finish: Finish::Top {
+                n: a.n,
+                min_denominator: a.min_denominator,
+                rank: a.rank,
+            },
+        })
+    }
+
+    /// Plans the job that answers it here.
+    pub fn job(
+        self,
+        ctx: &Context,
+        reader: &Reader<'_>,
+        settings: Arc<Settings>,
+        registry: Vec<Metric>,
+    ) -> Result<Job> {
+        let span = Span {
+            start: self.start,
+            end: self.end,
+            listings: &self.listings,
+        };
+        Job::plan(
+            ctx,
+            reader,
+            settings,
+            registry,
+            self.plan,
+            &span,
+            self.group,
+            self.finish,
+        )
+    }
 }
 
 /// Where a job is; each state owns its data, so no impossible combination

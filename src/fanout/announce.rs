@@ -59,16 +59,12 @@ thread_local! {
 /// Every master but this node.
 fn other_masters(ctx: &Context) -> Result<Vec<String>> {
     let view = cluster::view(ctx, false)?;
-    let mut out: Vec<String> = Vec::new();
-    for slot in 0..16384u16 {
-        if let Some(owner) = view.owner(slot) {
-            let id = view.id(owner);
-            if owner != view.me() && !out.iter().any(|o| o == id) {
-                out.push(id.to_string());
-            }
-        }
-    }
-    Ok(out)
+    Ok(view
+        .masters()
+        .into_iter()
+        .filter(|&m| m != view.me())
+        .map(|m| view.id(m).to_string())
+        .collect())
 }
 
 fn send(ctx: &Context, node: &str, id: u64, version: &Version, defs: &Definitions) -> bool {

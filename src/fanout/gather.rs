@@ -12,13 +12,13 @@ use rustc_hash::FxHashMap;
 
 use super::transfer::{self, Bytes};
 use crate::budget::{MERGE_STEP, QUERY_SLICE};
-use crate::engine::{self, Finish, Job};
+use crate::engine::{self, Asked, Finish, Job};
 use crate::redis::blocked::BlockedReply;
 use crate::redis::cluster;
 use crate::redis::context::{caller_name, is_resp3};
 use crate::redis::slices::{self, Sliced, Step};
 use crate::stats;
-use listingstats_core::cluster::{key_slot, ClusterView, Route};
+use listingstats_core::cluster::{key_slot, ClusterView};
 use listingstats_core::fanout::{
     coverage, first_bad, split_ids, split_star, Coverage, Direction, Frame, Kind, Merger,
     PartAnswer, PartKind, Request,
@@ -28,19 +28,6 @@ use listingstats_core::query::{
 };
 use listingstats_core::settings::Settings;
 use listingstats_core::{Error, Result};
-
-/// What a command hands over to be answered cluster-wide.
-pub struct Ask<'a> {
-    pub kind: PartKind,
-    /// The arguments after the command name, as the client sent them.
-    pub args: &'a [&'a [u8]],
-    pub listings: &'a Listings<'a>,
-    pub settings: Arc<Settings>,
-    pub plan: FieldPlan,
-    pub group: GroupBy,
-    pub finish: Finish,
-    pub span: (NaiveDate, NaiveDate),
-}
 
 /// Whether a query must be answered cluster-wide: on a cluster, `*`
 /// unless this master owns every slot, and a set with a listing this node
@@ -53,12 +40,7 @@ pub fn needed(ctx: &Context, listings: &Listings<'_>) -> Result<bool> {
     let view = cluster::view(ctx, false)?;
     Ok(match listings {
         Listings::All => (0..16384u16).any(|s| view.owner(s) != Some(view.me())),
-        Listings::Ids(ids) => ids.iter().any(|id| {
-            matches!(
-                view.route(key_slot(id)),
-                Route::Moved(_) | Route::Unassigned
-            )
-        }),
+        Listings::Ids(ids) => ids.iter().any(|id| view.elsewhere(id)),
     })
 }
 
@@ -102,14 +84,14 @@ pub fn waiting() -> usize {
 }
 
 /// Blocks the client and asks every master concerned for its part.
-pub fn start(ctx: &Context, ask: Ask<'_>) -> Result<RedisValue> {
-    if let Listings::Ids(ids) = ask.listings {
-        check_cells(
-            ask.span.0,
-            ask.span.1,
-            ids.len(),
-            ask.settings.max_query_cells,
-        )?;
+pub fn start(
+    ctx: &Context,
+    raw: &[&[u8]],
+    settings: Arc<Settings>,
+    ask: Asked<'_>,
+) -> Result<RedisValue> {
+    if let Listings::Ids(ids) = &ask.listings {
+        check_cells(ask.start, ask.end, ids.len(), settings.max_query_cells)?;
     }
     let user = caller_name(ctx)
         .ok_or_else(|| Error::invalid("a cluster-wide query needs a client with a user"))?;
@@ -125,18 +107,18 @@ pub fn start(ctx: &Context, ask: Ask<'_>) -> Result<RedisValue> {
         request: Request {
             kind: ask.kind,
             user,
-            args: ask.args.iter().map(|a| a.to_vec()).collect(),
+            args: raw.iter().map(|a| a.to_vec()).collect(),
             listings: None,
         },
-        ids: match ask.listings {
+        ids: match &ask.listings {
             Listings::All => None,
             Listings::Ids(ids) => Some(ids.iter().map(|i| i.to_vec()).collect()),
         },
-        settings: ask.settings,
+        settings,
         plan: ask.plan,
         group: ask.group,
         finish: ask.finish,
-        span: ask.span,
+        span: (ask.start, ask.end),
         resp3: is_resp3(ctx),
         parts: Vec::new(),
         attempt: 0,

@@ -20,7 +20,7 @@ use crate::redis::context::{caller_name, now_ms};
 use crate::redis::reply::Reply;
 use crate::redis::store::RedisStore;
 use crate::{config, dedup_upkeep, stats};
-use listingstats_core::cluster::{key_slot, ClusterView, Route};
+use listingstats_core::cluster::ClusterView;
 use listingstats_core::fanout::{Direction, Frame, Head, PartKind, Request, SlotSet};
 use listingstats_core::ingest::{self, Outcome, Parsed, Report};
 use listingstats_core::ingest_split::{
@@ -36,11 +36,10 @@ pub fn needed(ctx: &Context, parsed: &Parsed) -> Result<Option<std::rc::Rc<Clust
         return Ok(None);
     }
     let view = cluster::view(ctx, true)?;
-    let elsewhere = parsed.iter().flatten().any(|e| {
-        e.listings
-            .iter()
-            .any(|l| matches!(view.route(key_slot(l)), Route::Moved(_) | Route::Unassigned))
-    });
+    let elsewhere = parsed
+        .iter()
+        .flatten()
+        .any(|e| e.listings.iter().any(|l| view.elsewhere(l)));
     Ok(elsewhere.then_some(view))
 }
 

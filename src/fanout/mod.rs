@@ -32,7 +32,33 @@ use crate::redis::cluster;
 use listingstats_core::fanout::{Direction, Frame, Kind};
 
 pub use announce::{announce, Answer};
-pub use gather::{needed, start, Ask};
+use std::sync::Arc;
+
+use redis_module::RedisValue;
+
+use crate::engine::{self, Asked};
+use crate::redis::reader::Reader;
+use listingstats_core::metrics::Metric;
+use listingstats_core::settings::Settings;
+use listingstats_core::Result;
+
+/// Answers a QUERY or TOP (`raw`: its arguments as sent): on a cluster,
+/// when other masters hold some of its listings, by asking them
+/// (`gather.rs`); otherwise here.
+pub fn answer(
+    ctx: &Context,
+    raw: &[&[u8]],
+    settings: Arc<Settings>,
+    registry: Vec<Metric>,
+    asked: Asked<'_>,
+) -> Result<RedisValue> {
+    if gather::needed(ctx, &asked.listings)? {
+        return gather::start(ctx, raw, settings, asked);
+    }
+    let reader = Reader::new(ctx);
+    let job = asked.job(ctx, &reader, settings, registry)?;
+    engine::run(ctx, &reader, job)
+}
 
 use std::cell::Cell;
 

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use super::transfer::{self, Bytes, Source};
 use crate::budget::QUERY_SLICE;
 use crate::config;
-use crate::engine::{Finish, Job, Span};
+use crate::engine::{Asked, Job};
 use crate::index_upkeep;
 use crate::metric_registry::{self, current_registry};
 use crate::redis::cluster;
@@ -20,8 +20,7 @@ use crate::stats;
 use listingstats_core::fanout::{
     group_len, put_group, Bad, Direction, Frame, Head, PartKind, Request, SlotSet,
 };
-use listingstats_core::metrics::resolve;
-use listingstats_core::query::{parse_query, parse_top, FieldPlan, GroupBy, Listings};
+use listingstats_core::query::{parse_query, parse_top, Listings};
 use listingstats_core::registry_copy::from_args;
 use listingstats_core::{Error, Result};
 
@@ -84,16 +83,17 @@ fn cancelled(key: &Key) -> bool {
     CANCELLED.with(|c| c.borrow_mut().remove(key).is_some())
 }
 
-fn answer_error(ctx: &Context, coordinator: &str, id: u64, text: String) {
+/// Answers part `id` with a head alone (an error, or a part whose whole
+/// answer is its head).
+fn answer_head(ctx: &Context, coordinator: &str, id: u64, head: &Head) {
     let mut bytes = Vec::new();
-    Head::failed(text).encode(&mut bytes);
-    transfer::start(
-        ctx,
-        coordinator,
-        Direction::Answer,
-        id,
-        Box::new(Bytes { bytes, at: 0 }),
-    );
+    head.encode(&mut bytes);
+    let source = Box::new(Bytes { bytes, at: 0 });
+    transfer::start(ctx, coordinator, Direction::Answer, id, source);
+}
+
+fn answer_error(ctx: &Context, coordinator: &str, id: u64, text: String) {
+    answer_head(ctx, coordinator, id, &Head::failed(text));
 }
 
 enum Stage {
@@ -155,54 +155,17 @@ fn begin(ctx: &Context, request: Request) -> Result<Stage> {
         .listings
         .as_ref()
         .map(|ids| Listings::Ids(ids.iter().map(Vec::as_slice).collect()));
-    let job = match request.kind {
-        PartKind::Query => {
-            let mut a = parse_query(&args)?;
-            if let Some(share) = share {
-                a.listings = share;
-            }
-            let plan = FieldPlan::new(resolve(&registry, &a.metrics)?)?;
-            let span = Span {
-                start: a.start,
-                end: a.end,
-                listings: &a.listings,
-            };
-            let finish = Finish::Query(a.format);
-            Job::plan(
-                ctx, &reader, settings, registry, plan, &span, a.group, finish,
-            )?
-        }
-        PartKind::Top => {
-            let mut a = parse_top(&args)?;
-            if let Some(share) = share {
-                a.listings = share;
-            }
-            let plan = FieldPlan::new(resolve(&registry, &[a.metric])?)?;
-            let span = Span {
-                start: a.start,
-                end: a.end,
-                listings: &a.listings,
-            };
-            let finish = Finish::Top {
-                n: a.n,
-                min_denominator: a.min_denominator,
-                rank: a.rank,
-            };
-            Job::plan(
-                ctx,
-                &reader,
-                settings,
-                registry,
-                plan,
-                &span,
-                GroupBy::Listing,
-                finish,
-            )?
-        }
+    let mut asked = match request.kind {
+        PartKind::Query => Asked::query(parse_query(&args)?, &registry)?,
+        PartKind::Top => Asked::top(parse_top(&args)?, &registry)?,
         PartKind::Registry | PartKind::Ingest => {
             return Err(Error::invalid("internal: not a query"))
         }
     };
+    if let Some(share) = share {
+        asked.listings = share;
+    }
+    let job = asked.job(ctx, &reader, settings, registry)?;
     Ok(Stage::Running {
         job: Box::new(job.into_part()),
         kind: request.kind,
@@ -323,15 +286,11 @@ impl PartWork {
         match std::mem::replace(&mut self.stage, Stage::Over) {
             Stage::Start(request) if request.kind == PartKind::Ingest => {
                 let head = super::ingest::apply_part(ctx, &request)?;
-                let mut bytes = Vec::new();
-                head.encode(&mut bytes);
-                let source = Box::new(Bytes { bytes, at: 0 });
-                transfer::start(ctx, &self.coordinator, Direction::Answer, self.id, source);
+                answer_head(ctx, &self.coordinator, self.id, &head);
                 Ok(Step::Done)
             }
             Stage::Start(request) if request.kind == PartKind::Registry => {
                 adopt(ctx, &request)?;
-                let mut bytes = Vec::new();
                 let ok = Head {
                     error: None,
                     fields: Vec::new(),
@@ -339,9 +298,7 @@ impl PartWork {
                     examined: 0,
                     bad: None,
                 };
-                ok.encode(&mut bytes);
-                let source = Box::new(Bytes { bytes, at: 0 });
-                transfer::start(ctx, &self.coordinator, Direction::Answer, self.id, source);
+                answer_head(ctx, &self.coordinator, self.id, &ok);
                 Ok(Step::Done)
             }
             Stage::Start(request) => {

@@ -211,6 +211,18 @@ impl ClusterView {
             .filter(|&o| o != u16::MAX)
     }
 
+    /// Every node that owns a slot (the masters), in node order.
+    pub fn masters(&self) -> Vec<u16> {
+        let mut out: Vec<u16> = Vec::new();
+        for &o in &self.owner {
+            if o != u16::MAX && !out.contains(&o) {
+                out.push(o);
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
     /// This node's index.
     pub fn me(&self) -> u16 {
         self.me
@@ -235,6 +247,15 @@ impl ClusterView {
             }
         }
         set
+    }
+
+    /// Whether `listing` is not served here but by another master (or by
+    /// none): a query or batch naming it must ask the others.
+    pub fn elsewhere(&self, listing: &[u8]) -> bool {
+        matches!(
+            self.route(key_slot(listing)),
+            Route::Moved(_) | Route::Unassigned
+        )
     }
 
     /// Whether this node owns `slot` (moving or not).

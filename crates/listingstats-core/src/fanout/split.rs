@@ -18,15 +18,11 @@ fn unserved(slot: u16, what: &str) -> Error {
 /// `*`: every master that owns a slot, in node order. Every slot must have
 /// an owner (else the server's own `CLUSTERDOWN`).
 pub fn split_star(view: &ClusterView) -> Result<Vec<Share<'static>>> {
-    let mut nodes: Vec<u16> = Vec::new();
-    for slot in 0..SLOTS as u16 {
-        let owner = view.owner(slot).ok_or_else(|| unserved(slot, "'*'"))?;
-        if !nodes.contains(&owner) {
-            nodes.push(owner);
-        }
+    if let Some(slot) = (0..SLOTS as u16).find(|&s| view.owner(s).is_none()) {
+        return Err(unserved(slot, "'*'"));
     }
-    nodes.sort_unstable();
-    Ok(nodes
+    Ok(view
+        .masters()
         .into_iter()
         .map(|node| Share {
             node,
@@ -99,6 +95,8 @@ ddd 127.0.0.1:7@8 slave aaa 0 0 1 connected
             ]
         );
         assert_eq!(view.slots_of(view.me()).len(), 5461);
+        assert_eq!(view.masters(), [0, 1, 2], "the replica owns nothing");
+        assert!(view.elsewhere(b"1") && !view.elsewhere(b"3"));
         assert_eq!(view.addr(1), "127.0.0.1:3");
     }
 }
