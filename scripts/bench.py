@@ -34,6 +34,7 @@ SECTIONS = {
     "growth": growth.section_growth,
     "memory": memory.section_memory,
     "follow": follow.section_follow,
+    "follow_cluster": follow.section_follow_cluster,
     "bigday": bigday.section_bigday,
     "tax": tax.section_tax,
     "cluster": cluster.section_cluster,

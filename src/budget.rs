@@ -13,6 +13,13 @@ use std::time::Duration;
 /// One slice of a QUERY or TOP that continues after its command.
 pub const QUERY_SLICE: Duration = Duration::from_millis(2);
 
+/// One slice of a cluster INGEST part (a followed stream's or a client's
+/// batch, applied on the master that owns its listings): most parts end
+/// in one slice, since each further slice costs the whole batch a timer
+/// hop of a millisecond or more. A chunk that would end past it waits for
+/// the next slice.
+pub const PART_INGEST_SLICE: Duration = Duration::from_millis(3);
+
 /// How long a QUERY or TOP reads inside its command before it continues in
 /// slices with its client blocked: cached cells cost ~0.1 µs, so most
 /// queries end here, with no timer round trip; a cold one reads ~2,000
@@ -42,6 +49,11 @@ pub const FOLLOW_SLICE: Duration = Duration::from_millis(2);
 
 /// Stream entries FOLLOW reads per step; a slice takes as many steps as fit.
 pub const FOLLOW_BATCH: usize = 100;
+
+/// Stream entries FOLLOW takes per batch on a cluster: each batch waits
+/// for the other masters' parts (a round trip over the bus), so batches
+/// are larger; its parts are applied in one step on each master.
+pub const FOLLOW_CLUSTER_BATCH: usize = 500;
 
 /// Day hashes the cache warm-up takes per look at the index.
 pub const WARM_BATCH: usize = 64;

@@ -1,7 +1,7 @@
 //! What `INFO listingstats` shows: the counters of `stats`, the index's
 //! size, and whether dedup state is safe from eviction.
 
-use crate::{commands, eviction, fanout, index_upkeep, stats};
+use crate::{eviction, fanout, index_upkeep, stats};
 
 pub fn fields() -> Vec<(&'static str, u64)> {
     let size = index_upkeep::size();
@@ -18,10 +18,7 @@ pub fn fields() -> Vec<(&'static str, u64)> {
             "dedup_safe_under_eviction",
             u64::from(eviction::dedup_safe()),
         ),
-        (
-            "followed_streams",
-            commands::follow::followed_streams() as u64,
-        ),
+        ("followed_streams", crate::follow::followed_streams() as u64),
         ("cluster_queries_waiting", waiting as u64),
         ("cluster_transfers", transfers as u64),
     ]);

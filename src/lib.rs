@@ -29,6 +29,7 @@ mod dedup_upkeep;
 mod engine;
 mod eviction;
 mod fanout;
+mod follow;
 mod index_upkeep;
 mod info;
 mod metric_registry;
@@ -61,7 +62,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     if commands::register_all(ctx) == Status::Err {
         return Status::Err;
     }
-    match commands::follow::init(ctx) {
+    match follow::init(ctx) {
         Ok(()) => Status::Ok,
         Err(reason) => {
             ctx.log_warning(&format!("listingstats: refusing to load: {reason}"));

@@ -22,6 +22,11 @@ impl Stat {
         self.value.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Keeps the largest value seen.
+    pub fn max(&self, n: u64) {
+        self.value.fetch_max(n, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
@@ -46,8 +51,12 @@ pub static CLUSTER_PARTS: Stat = Stat::new("cluster_parts_served");
 pub static CLUSTER_RETRIES: Stat = Stat::new("cluster_retries");
 pub static CLUSTER_TIMEOUTS: Stat = Stat::new("cluster_timeouts");
 pub static CLUSTER_WAIT_US: Stat = Stat::new("cluster_wait_usec");
+/// The longest slice of background work (queries, FOLLOW, a cluster
+/// part, index upkeep): how long the module held the event loop at once.
+/// `CONFIG RESETSTAT` does not reset it.
+pub static LONGEST_SLICE_US: Stat = Stat::new("longest_slice_usec");
 
-static ALL: [&Stat; 19] = [
+static ALL: [&Stat; 20] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -67,6 +76,7 @@ static ALL: [&Stat; 19] = [
     &CLUSTER_RETRIES,
     &CLUSTER_TIMEOUTS,
     &CLUSTER_WAIT_US,
+    &LONGEST_SLICE_US,
 ];
 
 /// Every counter: `(name, value)`, for INFO.

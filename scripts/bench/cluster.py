@@ -75,9 +75,10 @@ def load_cluster(nodes, listings, days, start):
         srv.client().send_all(per_port[srv.port])
 
 
-def section_cluster(listings=10_000, days=30, start="2015-06-01"):
-    """QUERY/TOP '*' on a 3-master cluster against one node; PING stalls."""
-    ports = cluster_ports(3)
+def start_cluster(masters):
+    """`masters` redis-servers with the module made into a cluster (no
+    replicas), each on its own port pair; the caller stops them."""
+    ports = cluster_ports(masters)
     nodes = [Server(port=p, server_args=["--cluster-enabled", "yes", "--cluster-config-file",
                                          "nodes-%d.conf" % p]) for p in ports]
     for n in nodes:
@@ -90,6 +91,31 @@ def section_cluster(listings=10_000, days=30, start="2015-06-01"):
             if time.time() > deadline:
                 raise SystemExit("cluster did not come up")
             time.sleep(0.1)
+    except BaseException:
+        stop_cluster(nodes)
+        raise
+    return nodes
+
+
+def stop_cluster(nodes):
+    for n in nodes:
+        n.__exit__(None, None, None)
+
+
+def owner_of(nodes, key):
+    """The node that owns `key`'s slot."""
+    slot = slot_of(key)
+    for srv in nodes:
+        for entry in srv.client().call("CLUSTER", "SLOTS"):
+            if entry[0] <= slot <= entry[1]:
+                return next(n for n in nodes if n.port == entry[2][1])
+    raise SystemExit("no owner for slot %d" % slot)
+
+
+def section_cluster(listings=10_000, days=30, start="2015-06-01"):
+    """QUERY/TOP '*' on a 3-master cluster against one node; PING stalls."""
+    nodes = start_cluster(3)
+    try:
         load_cluster(nodes, listings, days, start)
         keys = sum(n.client().call("DBSIZE") for n in nodes)
         end = (datetime.date.fromisoformat(start) + datetime.timedelta(days=days - 1)).isoformat()
@@ -127,8 +153,7 @@ def section_cluster(listings=10_000, days=30, start="2015-06-01"):
         waits = commandstats(c)
         info = dict(l.split(":", 1) for l in c.call("INFO", "listingstats").splitlines() if ":" in l)
     finally:
-        for n in nodes:
-            n.__exit__(None, None, None)
+        stop_cluster(nodes)
     lines = [
         "## Cluster: any node answers for the whole cluster",
         "",

@@ -60,3 +60,87 @@ def section_follow(events=1_000_000, listings=2000, batch=500):
         "FOLLOW applies entries in batches of 100, each as one INGEST with per-entry accounting, and stores "
         "its position with each batch; the time includes the gaps between its 2 ms slices." % (applied, dups, follow_s / ingest_server_s),
     ])
+
+
+def _caught_up(c, stream):
+    rows = c.call("LISTINGSTATS.FOLLOWING")
+    for r in rows:
+        d = dict(zip(r[::2], r[1::2]))
+        if d["stream"] == stream:
+            return d["lag"] == 0, d
+    return False, None
+
+
+def _follow_backlog(srv, probes_on, stream, entries):
+    """XADDs `entries` to `stream` on `srv`, FOLLOWs it, and times until
+    lag 0 with a PING probe on every server of `probes_on`."""
+    c = srv.client()
+    c.send_all((("XADD", stream, "*", "event", e) for e in entries), batch=5000)
+    probes = [StallProbe(n.port) for n in probes_on]
+    for p in probes:
+        p.__enter__()
+    t = time.perf_counter()
+    c.call("LISTINGSTATS.FOLLOW", stream)
+    while True:
+        done, state = _caught_up(c, stream)
+        if done:
+            break
+        time.sleep(0.02)
+    seconds = time.perf_counter() - t
+    for p in probes:
+        p.__exit__(None, None, None)
+    return seconds, state, probes
+
+
+def section_follow_cluster(events=1_000_000, listings=2000):
+    """FOLLOW FROM 0 of one stream's backlog on a 3-master cluster (the
+    stream's master applies its own listings and sends the others their
+    parts) against the same backlog on one node; the longest PING wait on
+    every node meanwhile, and the totals compared."""
+    from cluster import owner_of, start_cluster, stop_cluster
+    stream = [json.dumps(e, separators=(",", ":"))
+              for e in loadgen.events(events, listings=listings, dup_share=0.05, seed=14)]
+    total = ["LISTINGSTATS.QUERY", "cart_to_checkout_ctr", "2015-01-01", "2016-12-31", "*",
+             "GROUPBY", "TOTAL"]
+    with Server() as srv:
+        one_s, one_state, one_probes = _follow_backlog(srv, [srv], "events", stream)
+        one_total = srv.client().call(*total)
+    nodes = start_cluster(3)
+    try:
+        owner = owner_of(nodes, "events")
+        clu_s, clu_state, clu_probes = _follow_backlog(owner, nodes, "events", stream)
+        clu_total = owner.client().call(*total)
+        infos = [dict(l.split(":", 1) for l in n.client().call("INFO", "listingstats").splitlines()
+                      if ":" in l) for n in nodes]
+        info = infos[nodes.index(owner)]
+    finally:
+        stop_cluster(nodes)
+    assert clu_total == one_total, (clu_total, one_total)
+    assert (clu_state["rejected"], one_state["rejected"]) == (0, 0)
+    return "\n".join([
+        "## FOLLOW on a cluster: a stream backlog spread over 3 masters",
+        "",
+        "%d entries (loadgen events: %d listings, ids on all, 5%% redelivered) XADDed to the stream "
+        "`events`, then `LISTINGSTATS.FOLLOW events` (FROM 0) on its master; time until FOLLOWING shows "
+        "lag 0, while a process per node PINGs it every millisecond. The stream's master applies its own "
+        "listings and sends each other master its part over the cluster bus, %s entries per batch; "
+        "baseline: the same backlog followed by one node (no CPU pinning for either: the cluster's three "
+        "servers share this machine's cores). The `*` totals of both are checked equal."
+        % (events, listings, "500"),
+        "",
+        "| setup | seconds | entries/s | longest PING wait per node, ms |",
+        "|---|---:|---:|---|",
+        "| one node | %.2f | %.0f | %.1f |" % (one_s, events / one_s, one_probes[0].worst * 1000),
+        "| 3-master cluster | %.2f | %.0f | %s |"
+        % (clu_s, events / clu_s, " / ".join("%.1f" % (p.worst * 1000) for p in clu_probes)),
+        "",
+        "Cluster ÷ one node (time): %.2f×. Applied / duplicates: one node %d / %d, cluster %d / %d. "
+        "The following master's `cluster_timeouts`: %s. The module's own longest hold of each node's "
+        "event loop (`longest_slice_usec` in INFO: the longest slice of FOLLOW, of a part, of any "
+        "background work), in node order: %s ms (the following master is node %d); a PING wait above it "
+        "is time the probe or the server waited for a core."
+        % (clu_s / one_s, one_state["applied"], one_state["duplicates"], clu_state["applied"],
+           clu_state["duplicates"], info.get("listingstats_cluster_timeouts", "?"),
+           " / ".join("%.1f" % (int(i.get("listingstats_longest_slice_usec", 0)) / 1000) for i in infos),
+           nodes.index(owner) + 1),
+    ])

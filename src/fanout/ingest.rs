@@ -22,9 +22,9 @@ use crate::redis::store::RedisStore;
 use crate::{config, dedup_upkeep, stats};
 use listingstats_core::cluster::ClusterView;
 use listingstats_core::fanout::{Direction, Frame, Head, PartKind, Request, SlotSet};
-use listingstats_core::ingest::{self, Outcome, Parsed, Report};
+use listingstats_core::ingest::{self, Event, Outcome, Parsed, Report};
 use listingstats_core::ingest_split::{
-    decode_event, decode_outcome, encode_event, encode_outcomes, merge, split,
+    decode_event, decode_outcome, encode_event, encode_outcomes, merge, split, PartAnswer,
 };
 use listingstats_core::settings::Settings;
 use listingstats_core::{Error, Result};
@@ -45,15 +45,31 @@ pub fn needed(ctx: &Context, parsed: &Parsed) -> Result<Option<std::rc::Rc<Clust
 
 /// A part sent to another master: which of the caller's events it holds.
 struct Sent {
+    index: u16,
     node: String,
     addr: String,
     indices: Vec<usize>,
     frames: Vec<u8>,
     done: bool,
+    /// Its answer, once complete (kept for [`Then::Call`]).
+    answer: Option<PartAnswer>,
 }
 
+/// Who waits for the parts' outcomes.
+enum Then {
+    /// A client's INGEST: the merged report is its reply.
+    Reply(BlockedReply),
+    /// FOLLOW on a cluster: each part's answer, by node.
+    Call(Done),
+}
+
+/// Each part's answer, by node index.
+pub type Answers = Vec<(u16, PartAnswer)>;
+/// What [`send_parts`] calls with the answers.
+pub type Done = Box<dyn FnOnce(&Context, Answers)>;
+
 struct Waiting {
-    blocked: BlockedReply,
+    then: Then,
     events: usize,
     outcomes: Vec<(usize, Outcome, Option<String>)>,
     increments: usize,
@@ -112,11 +128,13 @@ pub fn start(
             listings: None,
         };
         let sent = Sent {
+            index: node,
             node: view.id(node).to_string(),
             addr: view.addr(node).to_string(),
             indices,
             frames: Vec::new(),
             done: false,
+            answer: None,
         };
         let source = Box::new(Bytes {
             bytes: request.encode(),
@@ -137,7 +155,7 @@ pub fn start(
         }
     }
     let waiting = Waiting {
-        blocked,
+        then: Then::Reply(blocked),
         events,
         outcomes,
         increments,
@@ -145,7 +163,7 @@ pub fn start(
         timeout_ms: settings.cluster_timeout,
     };
     if waiting.parts.is_empty() {
-        finish(waiting);
+        finish(ctx, waiting);
         return Ok(RedisValue::NoReply);
     }
     let timeout = Duration::from_millis(settings.cluster_timeout.max(1) as u64);
@@ -161,10 +179,105 @@ fn count(report: &Report) {
     stats::INCREMENTS.add(report.increments as u64);
 }
 
-/// Replies the merged report.
-fn finish(mut w: Waiting) {
-    let report = merge(w.events, std::mem::take(&mut w.outcomes), w.increments);
-    write_report(&mut w.blocked.reply(), &report);
+/// Replies the merged report, or tells the caller each part's answer.
+fn finish(ctx: &Context, w: Waiting) {
+    match w.then {
+        Then::Reply(mut blocked) => {
+            let report = merge(w.events, w.outcomes, w.increments);
+            write_report(&mut blocked.reply(), &report);
+        }
+        Then::Call(done) => {
+            let answers = w
+                .parts
+                .into_iter()
+                .map(|p| {
+                    let answer = match p.answer {
+                        Some(a) => a,
+                        None => Err(format!(
+                            "TIMEOUT no answer from node {} ({})",
+                            p.addr, p.node
+                        )),
+                    };
+                    (p.index, answer)
+                })
+                .collect();
+            done(ctx, answers);
+        }
+    }
+}
+
+/// Sends each master of `shares` its events, as they are (ids kept), and
+/// calls `done` with every part's answer once all came or
+/// `timeout_ms` passed. `Err`: no part could be sent (each part's
+/// reason); `done` is then never called.
+pub fn send_parts(
+    ctx: &Context,
+    view: &ClusterView,
+    shares: &[(u16, Vec<(usize, Event)>)],
+    timeout_ms: i64,
+    done: Done,
+) -> std::result::Result<(), Answers> {
+    let id = super::next_id();
+    let mut parts = Vec::new();
+    let mut failed: Answers = Vec::new();
+    for (node, events) in shares {
+        let request = Request {
+            kind: PartKind::Ingest,
+            // No user: the node applies it with the module's own rights,
+            // as the following master applies its own part.
+            user: Vec::new(),
+            args: events.iter().map(|(i, e)| encode_event(*i, e)).collect(),
+            listings: None,
+        };
+        let sent = Sent {
+            index: *node,
+            node: view.id(*node).to_string(),
+            addr: view.addr(*node).to_string(),
+            indices: events.iter().map(|(i, _)| *i).collect(),
+            frames: Vec::new(),
+            done: false,
+            answer: None,
+        };
+        let source = Box::new(Bytes {
+            bytes: request.encode(),
+            at: 0,
+        });
+        if transfer::start(ctx, &sent.node, Direction::Request, id, source) {
+            parts.push(sent);
+        } else {
+            let why = format!(
+                "CLUSTERDOWN node {} ({}) cannot be reached over the cluster bus",
+                sent.addr, sent.node
+            );
+            failed.push((*node, Err(why)));
+        }
+    }
+    if parts.is_empty() {
+        return Err(failed);
+    }
+    let mut waiting = Waiting {
+        then: Then::Call(done),
+        events: 0,
+        outcomes: Vec::new(),
+        increments: 0,
+        parts,
+        timeout_ms,
+    };
+    for (node, answer) in failed {
+        waiting.parts.push(Sent {
+            index: node,
+            node: String::new(),
+            addr: String::new(),
+            indices: Vec::new(),
+            frames: Vec::new(),
+            done: true,
+            answer: Some(answer),
+        });
+    }
+    let timeout = Duration::from_millis(timeout_ms.max(1) as u64);
+    WAITING.with(|w| w.borrow_mut().insert(id, waiting));
+    ctx.create_timer(timeout, on_timeout, id);
+    Ok(())
 }
 
 fn on_timeout(ctx: &Context, id: u64) {
@@ -174,6 +287,9 @@ fn on_timeout(ctx: &Context, id: u64) {
     stats::CLUSTER_TIMEOUTS.add(1);
     for part in w.parts.iter().filter(|p| !p.done) {
         transfer::stop(&part.node, Direction::Request, id);
+        if matches!(w.then, Then::Call(_)) {
+            continue; // Told as `None`: no answer.
+        }
         let why = format!(
             "TIMEOUT no answer from node {} ({}) within cluster-timeout {} ms; the event may be \
              partly applied: send it again (with an id it counts once)",
@@ -185,12 +301,11 @@ fn on_timeout(ctx: &Context, id: u64) {
                 .map(|&i| (i, Outcome::Rejected, Some(why.clone()))),
         );
     }
-    let _ = ctx;
-    finish(w);
+    finish(ctx, w);
 }
 
 /// A frame of a part's outcomes; `false` when no INGEST waits for it.
-pub fn on_answer(sender: &str, frame: &Frame<'_>) -> bool {
+pub fn on_answer(ctx: &Context, sender: &str, frame: &Frame<'_>) -> bool {
     let (known, done) = WAITING.with(|w| {
         let mut w = w.borrow_mut();
         let Some(waiting) = w.get_mut(&frame.id) else {
@@ -206,17 +321,44 @@ pub fn on_answer(sender: &str, frame: &Frame<'_>) -> bool {
         part.frames.extend_from_slice(frame.payload);
         if frame.last {
             part.done = true;
-            let outcomes = outcomes_of(part);
-            waiting.outcomes.extend(outcomes.0);
-            waiting.increments += outcomes.1;
+            if matches!(waiting.then, Then::Call(_)) {
+                part.answer = Some(answer_of(part));
+            } else {
+                let outcomes = outcomes_of(part);
+                waiting.outcomes.extend(outcomes.0);
+                waiting.increments += outcomes.1;
+            }
         }
         let all = waiting.parts.iter().all(|p| p.done);
         (true, if all { w.remove(&frame.id) } else { None })
     });
     if let Some(waiting) = done {
-        finish(waiting);
+        finish(ctx, waiting);
     }
     known
+}
+
+/// A complete part's answer as it came: its outcomes (transient reasons
+/// included) or the error it sent instead.
+fn answer_of(part: &Sent) -> PartAnswer {
+    match Head::decode(&part.frames).map(|(h, _)| h) {
+        Some(Head {
+            error: None,
+            fields,
+            examined,
+            ..
+        }) => Ok((
+            fields.iter().filter_map(|b| decode_outcome(b)).collect(),
+            examined as usize,
+        )),
+        other => {
+            let why = other
+                .and_then(|h| h.error)
+                .unwrap_or_else(|| "ERR a node sent a damaged answer".into());
+            let why = why.strip_prefix("ERR ").unwrap_or(&why).to_string();
+            Err(format!("{why} (node {})", part.addr))
+        }
+    }
 }
 
 /// A complete part's outcomes, and its increments; a part that failed
@@ -250,30 +392,97 @@ fn outcomes_of(part: &Sent) -> (Vec<(usize, Outcome, Option<String>)>, usize) {
     }
 }
 
-/// On the master that owns them: applies a part's events as the user who
-/// sent the batch, and answers each event's outcome.
-pub fn apply_part(ctx: &Context, request: &Request) -> Result<Head> {
-    let settings = config::current();
-    let mut indices = Vec::with_capacity(request.args.len());
-    let mut parsed: Parsed = Vec::with_capacity(request.args.len());
-    for arg in &request.args {
-        let (index, event) =
-            decode_event(arg).ok_or_else(|| Error::invalid("a node sent a damaged event"))?;
-        indices.push(index);
-        parsed.push(Ok(event));
+/// On the master that owns them: a part's events, applied as the user who
+/// sent the batch (none for a followed stream's part: FOLLOW checked its
+/// user) in chunks of [`PART_CHUNK`] events, as many per slice as fit
+/// (the first always), so a large part never holds the server; each event's outcome is answered.
+/// Events carry their ids to every chunk, so a part cut short (a crash)
+/// and sent again counts once where it has ids.
+pub struct PartIngest {
+    user: Option<Vec<u8>>,
+    /// The events not applied yet.
+    events: Vec<(usize, Event)>,
+    fields: Vec<Vec<u8>>,
+    increments: usize,
+}
+
+/// Events of a part applied in one step (one dedup pass, one write phase).
+const PART_CHUNK: usize = 32;
+
+impl PartIngest {
+    pub fn new(request: &Request) -> Result<PartIngest> {
+        let events = request
+            .args
+            .iter()
+            .map(|arg| {
+                decode_event(arg).ok_or_else(|| Error::invalid("a node sent a damaged event"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PartIngest {
+            user: (!request.user.is_empty()).then(|| request.user.clone()),
+            fields: Vec::with_capacity(events.len()),
+            events,
+            increments: 0,
+        })
     }
-    let view = cluster::view(ctx, true)?;
-    let mut store = RedisStore::for_user(ctx, &settings.keys, Some(&request.user))?;
-    let report = ingest::run(&mut store, parsed, false, &settings, now_ms(), Some(&view))?;
-    dedup_upkeep::after_write(&mut store);
-    count(&report);
-    Ok(Head {
-        error: None,
-        fields: encode_outcomes(&report, &indices),
-        slots: SlotSet::default(),
-        examined: report.increments as u64,
-        bad: None,
-    })
+
+    /// Applies chunks until `deadline` (at least one); the answer once
+    /// every event was applied.
+    pub fn step(&mut self, ctx: &Context, deadline: std::time::Instant) -> Result<Option<Head>> {
+        let settings = config::current();
+        let view = cluster::view(ctx, true)?;
+        let mut store = RedisStore::for_user(ctx, &settings.keys, self.user.as_deref())?;
+        let now = now_ms();
+        let mut longest = std::time::Duration::ZERO;
+        while !self.events.is_empty() {
+            let at = std::time::Instant::now();
+            let rest = self.events.split_off(PART_CHUNK.min(self.events.len()));
+            let chunk = std::mem::replace(&mut self.events, rest);
+            let indices: Vec<usize> = chunk.iter().map(|(i, _)| *i).collect();
+            let parsed: Parsed = chunk.iter().map(|(_, e)| Ok(e.clone())).collect();
+            match ingest::run(&mut store, parsed, false, &settings, now, Some(&view)) {
+                Ok(report) => self.done(&report, &indices),
+                // The chunk failed as a whole (nothing of it written): each
+                // event alone, so one bad event does not refuse the others.
+                Err(_) => {
+                    for (index, event) in chunk {
+                        let one = vec![Ok(event)];
+                        match ingest::run(&mut store, one, false, &settings, now, Some(&view)) {
+                            Ok(report) => self.done(&report, &[index]),
+                            Err(e) => {
+                                let text = e.reply_text();
+                                let why = text.strip_prefix("ERR ").unwrap_or(&text);
+                                self.fields.push(format!("{index} r {why}").into_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+            // Another chunk only when one as long as the longest so far
+            // still ends by the deadline.
+            longest = longest.max(at.elapsed());
+            if std::time::Instant::now() + longest >= deadline {
+                break;
+            }
+        }
+        dedup_upkeep::after_write(&mut store);
+        if !self.events.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Head {
+            error: None,
+            fields: std::mem::take(&mut self.fields),
+            slots: SlotSet::default(),
+            examined: self.increments as u64,
+            bad: None,
+        }))
+    }
+
+    fn done(&mut self, report: &Report, indices: &[usize]) {
+        count(report);
+        self.increments += report.increments;
+        self.fields.extend(encode_outcomes(report, indices));
+    }
 }
 
 /// `applied n duplicates n rejected n errors [...]`, a map in this order

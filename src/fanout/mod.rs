@@ -86,7 +86,7 @@ impl bus::Receiver for Bus {
                     Direction::Request => part::on_request(ctx, sender, &frame),
                     Direction::Answer => {
                         if !gather::on_answer(ctx, sender, &frame)
-                            && !ingest::on_answer(sender, &frame)
+                            && !ingest::on_answer(ctx, sender, &frame)
                         {
                             announce::on_answer(sender, &frame);
                         }

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use redis_module::Context;
 use rustc_hash::FxHashMap;
 
+use super::ingest::PartIngest;
 use super::transfer::{self, Bytes, Source};
-use crate::budget::QUERY_SLICE;
+use crate::budget::{PART_INGEST_SLICE, QUERY_SLICE};
 use crate::config;
 use crate::engine::{Asked, Job};
 use crate::index_upkeep;
@@ -98,6 +99,8 @@ fn answer_error(ctx: &Context, coordinator: &str, id: u64, text: String) {
 
 enum Stage {
     Start(Box<Request>),
+    /// An INGEST part, applied chunk by chunk.
+    Ingesting(Box<PartIngest>),
     Running {
         job: Box<Job>,
         kind: PartKind,
@@ -285,10 +288,19 @@ impl PartWork {
     fn advance(&mut self, ctx: &Context, deadline: Instant) -> Result<Step> {
         match std::mem::replace(&mut self.stage, Stage::Over) {
             Stage::Start(request) if request.kind == PartKind::Ingest => {
-                let head = super::ingest::apply_part(ctx, &request)?;
-                answer_head(ctx, &self.coordinator, self.id, &head);
-                Ok(Step::Done)
+                self.stage = Stage::Ingesting(Box::new(PartIngest::new(&request)?));
+                self.advance(ctx, deadline)
             }
+            Stage::Ingesting(mut part) => match part.step(ctx, deadline)? {
+                Some(head) => {
+                    answer_head(ctx, &self.coordinator, self.id, &head);
+                    Ok(Step::Done)
+                }
+                None => {
+                    self.stage = Stage::Ingesting(part);
+                    Ok(Step::More)
+                }
+            },
             Stage::Start(request) if request.kind == PartKind::Registry => {
                 adopt(ctx, &request)?;
                 let ok = Head {
@@ -339,7 +351,11 @@ impl PartWork {
 
 impl Sliced for PartWork {
     fn slice_len(&self) -> Duration {
-        QUERY_SLICE
+        match &self.stage {
+            Stage::Ingesting(_) => PART_INGEST_SLICE,
+            Stage::Start(r) if r.kind == PartKind::Ingest => PART_INGEST_SLICE,
+            _ => QUERY_SLICE,
+        }
     }
 
     fn what(&self) -> &'static str {

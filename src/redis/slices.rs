@@ -51,9 +51,17 @@ pub fn run_now<W: Sliced>(ctx: &Context, work: &mut W) {
 
 fn one_slice<W: Sliced>(ctx: &Context, work: &mut W, deadline: Option<Instant>) -> Step {
     // Without a deadline, a slice length of an hour stands for "to the end".
-    let deadline = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+    let started = Instant::now();
+    let timed = deadline.is_some();
+    let deadline = deadline.unwrap_or_else(|| started + Duration::from_secs(3600));
     match catch_unwind(AssertUnwindSafe(|| work.run(ctx, deadline))) {
-        Ok(step) => step,
+        Ok(step) => {
+            if timed {
+                let us = started.elapsed().as_micros() as u64;
+                crate::stats::LONGEST_SLICE_US.max(us);
+            }
+            step
+        }
         Err(panic) => {
             let what = panic
                 .downcast_ref::<&str>()

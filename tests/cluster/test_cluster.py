@@ -192,8 +192,6 @@ def test_routing_like_native_commands(env):
         node.config_set("listingstats.key-format", "date_listing")
     with pytest.raises(redis.ResponseError, match="not available on Redis Cluster"):
         node.execute_command("LISTINGSTATS.MIGRATE", "DRYRUN")
-    with pytest.raises(redis.ResponseError, match="not available on Redis Cluster"):
-        node.execute_command("LISTINGSTATS.FOLLOW", "{s}events")
     # The metric defined through the client is on every master, in slots
     # it owns.
     for m in cluster.masters():

@@ -86,6 +86,12 @@ pub struct FollowState {
     /// accounted for: applied, rejected, before the start, or lost.
     #[serde(default)]
     pub read: u64,
+    /// On a cluster: the last entry whose events' parts may have been sent
+    /// to other masters (set before they are sent). A master that takes
+    /// the stream over applies its own part of entries up to it with their
+    /// derived ids, since they may have been counted where they lived.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sent: String,
 }
 
 /// What `XINFO STREAM` tells about a stream.

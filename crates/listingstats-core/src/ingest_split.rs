@@ -11,6 +11,14 @@ use crate::error::{Error, Result};
 use crate::ingest::{Event, Outcome, Parsed, Report};
 use crate::settings::Settings;
 
+/// An event's outcome in a part: its index in the batch, the outcome,
+/// and why when rejected.
+pub type EventOutcome = (usize, Outcome, Option<String>);
+
+/// A part's answer: its events' outcomes and the counters it wrote, or
+/// why no answer came.
+pub type PartAnswer = std::result::Result<(Vec<EventOutcome>, usize), String>;
+
 /// The events of one master, each with its index in the caller's batch
 /// and only the listings that master owns.
 pub type Share = (u16, Vec<(usize, Event)>);

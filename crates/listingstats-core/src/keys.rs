@@ -211,6 +211,18 @@ impl KeyScheme {
         [self.prefix.as_bytes(), b"listingstats:following"].concat()
     }
 
+    /// On Redis Cluster: the positions of the followed streams of `slot`
+    /// (field: the stream), in the streams' own slot so that they move,
+    /// fail over and restart with them.
+    pub fn following_key_in(&self, slot: u16) -> Vec<u8> {
+        format!(
+            "{}listingstats:following:{slot}:{{{}}}",
+            self.prefix,
+            slot_tag(slot)
+        )
+        .into_bytes()
+    }
+
     /// The hash whose fields are the dedup generations that have shards
     /// (see `dedup`); under the same `listingstats:seen:` prefix, so one ACL
     /// pattern covers all dedup state.
@@ -254,6 +266,8 @@ mod tests {
             assert_eq!(key_slot(&tagged.metrics_key_in(slot)), slot);
             assert_eq!(key_slot(&tagged.seen_key_in(-1, slot)), slot);
             assert_eq!(key_slot(&tagged.seen_generations_key_in(slot)), slot);
+            assert_eq!(key_slot(&tagged.following_key_in(slot)), slot);
+            assert!(!tagged.may_concern(&tagged.following_key_in(slot)));
         }
     }
 

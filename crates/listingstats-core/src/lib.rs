@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod error;
 pub mod fanout;
 pub mod follow;
+pub mod follow_cluster;
 pub mod incr;
 pub mod ingest;
 pub mod ingest_split;
