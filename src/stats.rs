@@ -55,8 +55,11 @@ pub static CLUSTER_WAIT_US: Stat = Stat::new("cluster_wait_usec");
 /// part, index upkeep): how long the module held the event loop at once.
 /// `CONFIG RESETSTAT` does not reset it.
 pub static LONGEST_SLICE_US: Stat = Stat::new("longest_slice_usec");
+/// The most CPU time one such slice used: above it, `longest_slice_usec`
+/// is time the server waited for a core (a busy machine), not module work.
+pub static LONGEST_SLICE_CPU_US: Stat = Stat::new("longest_slice_cpu_usec");
 
-static ALL: [&Stat; 20] = [
+static ALL: [&Stat; 21] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -77,6 +80,7 @@ static ALL: [&Stat; 20] = [
     &CLUSTER_TIMEOUTS,
     &CLUSTER_WAIT_US,
     &LONGEST_SLICE_US,
+    &LONGEST_SLICE_CPU_US,
 ];
 
 /// Every counter: `(name, value)`, for INFO.

@@ -1,6 +1,7 @@
 """Benchmark `follow`: applying a stream backlog with FOLLOW against INGEST of the same events in batches."""
 
 import json
+import os
 import time
 
 import loadgen  # noqa: E402
@@ -135,12 +136,16 @@ def section_follow_cluster(events=1_000_000, listings=2000):
         % (clu_s, events / clu_s, " / ".join("%.1f" % (p.worst * 1000) for p in clu_probes)),
         "",
         "Cluster ÷ one node (time): %.2f×. Applied / duplicates: one node %d / %d, cluster %d / %d. "
-        "The following master's `cluster_timeouts`: %s. The module's own longest hold of each node's "
-        "event loop (`longest_slice_usec` in INFO: the longest slice of FOLLOW, of a part, of any "
-        "background work), in node order: %s ms (the following master is node %d); a PING wait above it "
-        "is time the probe or the server waited for a core."
+        "The following master's `cluster_timeouts`: %s.\n\n"
+        "The module's longest hold of each node's event loop, from INFO, in node order (the following "
+        "master is node %d): `longest_slice_usec` (wall time of the longest slice of FOLLOW, of a part, of "
+        "any background work) %s ms; `longest_slice_cpu_usec` (the most CPU one slice used) %s ms. This "
+        "machine has %d cores for 3 servers, 3 PING probes and the client: a wall time or a PING wait above "
+        "the CPU time is time a server waited for a core."
         % (clu_s / one_s, one_state["applied"], one_state["duplicates"], clu_state["applied"],
            clu_state["duplicates"], info.get("listingstats_cluster_timeouts", "?"),
+           nodes.index(owner) + 1,
            " / ".join("%.1f" % (int(i.get("listingstats_longest_slice_usec", 0)) / 1000) for i in infos),
-           nodes.index(owner) + 1),
+           " / ".join("%.1f" % (int(i.get("listingstats_longest_slice_cpu_usec", 0)) / 1000) for i in infos),
+           os.cpu_count()),
     ])

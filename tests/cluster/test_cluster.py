@@ -579,6 +579,63 @@ def test_failover_loses_nothing(env):
     assert_no_foreign_keys(cluster)
 
 
+def test_plain_ingest_across_a_failover(env):
+    """Batches with ids sent through a plain connection to one master
+    while another master is killed (kill -9) and replaced by its replica:
+    events that master did not answer for come back with TIMEOUT or
+    CLUSTERDOWN and the reason; resending exactly those, until none is
+    refused, ends with the single node's counters (each listing once)."""
+    cluster, single, c, s = env
+    listings = cluster.listings
+    rng = random.Random(22)
+    events = make_events(rng, 3000, listings[:120], "pf")
+    for i, e in enumerate(events):
+        e.setdefault("id", f"pf-noid-{i}")
+    sender, victim = cluster.masters()[:2]
+    conn = sender.client()
+    conn.config_set("listingstats.cluster-timeout", 500)
+    refused_reasons = []
+    done = threading.Event()
+
+    def send_all():
+        for i in range(0, len(events), 100):
+            batch = events[i:i + 100]
+            for _ in range(300):
+                try:
+                    r = ListingStats(conn).ingest(batch)
+                except redis.RedisError as e:  # the node itself is fine; be safe
+                    refused_reasons.append(str(e))
+                    time.sleep(0.1)
+                    continue
+                again = [int(err.split(":", 1)[0]) for err in r["errors"]]
+                refused_reasons.extend(err.split(": ", 1)[1] for err in r["errors"])
+                if not again:
+                    break
+                batch = [batch[j] for j in again]
+                time.sleep(0.1)
+            else:
+                raise AssertionError("events still refused after 30 s")
+            time.sleep(0.02)
+        done.set()
+
+    t = threading.Thread(target=send_all)
+    t.start()
+    time.sleep(0.5)
+    victim.kill9()
+    t.join(180)
+    assert done.is_set(), "the sender finished"
+    assert any(r.startswith(("TIMEOUT", "CLUSTERDOWN")) for r in refused_reasons), refused_reasons[:5]
+    harness.wait_until(lambda: len(cluster.masters()) == 3 and cluster.healthy(), 60,
+                       "a replica promoted")
+    for i in range(0, len(events), 100):
+        single.client().execute_command("LISTINGSTATS.INGEST", *[json.dumps(e) for e in events[i:i + 100]])
+    c._refresh()
+    assert_same_answers(c, s, listings)
+    victim.start()
+    harness.wait_until(cluster.healthy, 60, "old master rejoined")
+    assert_no_foreign_keys(cluster)
+
+
 def test_restart_of_every_node_changes_nothing(env):
     cluster, single, c, s = env
     listings = cluster.listings
