@@ -121,37 +121,18 @@ pub fn start(
             outcomes.extend(encoded.iter().filter_map(|b| decode_outcome(b)));
             continue;
         }
-        let request = Request {
-            kind: PartKind::Ingest,
-            user: user.clone(),
-            args: share.iter().map(|(i, e)| encode_event(*i, e)).collect(),
-            listings: None,
-        };
-        let sent = Sent {
-            index: node,
-            node: view.id(node).to_string(),
-            addr: view.addr(node).to_string(),
-            indices,
-            frames: Vec::new(),
-            done: false,
-            answer: None,
-        };
-        let source = Box::new(Bytes {
-            bytes: request.encode(),
-            at: 0,
-        });
-        if transfer::start(ctx, &sent.node, Direction::Request, id, source) {
-            parts.push(sent);
-        } else {
-            let why = format!(
-                "CLUSTERDOWN node {} ({}) cannot be reached over the cluster bus; not applied there",
-                sent.addr, sent.node
-            );
-            outcomes.extend(
-                sent.indices
-                    .iter()
-                    .map(|&i| (i, Outcome::Rejected, Some(why.clone()))),
-            );
+        match send_part(ctx, view, node, user.clone(), &share, id) {
+            Ok(sent) => parts.push(sent),
+            Err(who) => {
+                let why = format!(
+                    "CLUSTERDOWN node {who} cannot be reached over the cluster bus; not applied there"
+                );
+                outcomes.extend(
+                    indices
+                        .iter()
+                        .map(|&i| (i, Outcome::Rejected, Some(why.clone()))),
+                );
+            }
         }
     }
     let waiting = Waiting {
@@ -206,6 +187,43 @@ fn finish(ctx: &Context, w: Waiting) {
     }
 }
 
+/// Starts sending master `node` its part `events` (request `id`, applied
+/// as `user`); `Err` names the node (`ip:port (id)`) when the bus has no
+/// link to it.
+fn send_part(
+    ctx: &Context,
+    view: &ClusterView,
+    node: u16,
+    user: Vec<u8>,
+    events: &[(usize, Event)],
+    id: u64,
+) -> std::result::Result<Sent, String> {
+    let request = Request {
+        kind: PartKind::Ingest,
+        user,
+        args: events.iter().map(|(i, e)| encode_event(*i, e)).collect(),
+        listings: None,
+    };
+    let sent = Sent {
+        index: node,
+        node: view.id(node).to_string(),
+        addr: view.addr(node).to_string(),
+        indices: events.iter().map(|(i, _)| *i).collect(),
+        frames: Vec::new(),
+        done: false,
+        answer: None,
+    };
+    let source = Box::new(Bytes {
+        bytes: request.encode(),
+        at: 0,
+    });
+    if transfer::start(ctx, &sent.node, Direction::Request, id, source) {
+        Ok(sent)
+    } else {
+        Err(format!("{} ({})", sent.addr, sent.node))
+    }
+}
+
 /// Sends each master of `shares` its events, as they are (ids kept), and
 /// calls `done` with every part's answer once all came or
 /// `timeout_ms` passed. `Err`: no part could be sent (each part's
@@ -221,35 +239,14 @@ pub fn send_parts(
     let mut parts = Vec::new();
     let mut failed: Answers = Vec::new();
     for (node, events) in shares {
-        let request = Request {
-            kind: PartKind::Ingest,
-            // No user: the node applies it with the module's own rights,
-            // as the following master applies its own part.
-            user: Vec::new(),
-            args: events.iter().map(|(i, e)| encode_event(*i, e)).collect(),
-            listings: None,
-        };
-        let sent = Sent {
-            index: *node,
-            node: view.id(*node).to_string(),
-            addr: view.addr(*node).to_string(),
-            indices: events.iter().map(|(i, _)| *i).collect(),
-            frames: Vec::new(),
-            done: false,
-            answer: None,
-        };
-        let source = Box::new(Bytes {
-            bytes: request.encode(),
-            at: 0,
-        });
-        if transfer::start(ctx, &sent.node, Direction::Request, id, source) {
-            parts.push(sent);
-        } else {
-            let why = format!(
-                "CLUSTERDOWN node {} ({}) cannot be reached over the cluster bus",
-                sent.addr, sent.node
-            );
-            failed.push((*node, Err(why)));
+        // No user: the node applies it with the module's own rights, as
+        // the following master applies its own part.
+        match send_part(ctx, view, *node, Vec::new(), events, id) {
+            Ok(sent) => parts.push(sent),
+            Err(who) => {
+                let why = format!("CLUSTERDOWN node {who} cannot be reached over the cluster bus");
+                failed.push((*node, Err(why)));
+            }
         }
     }
     if parts.is_empty() {
@@ -364,32 +361,14 @@ fn answer_of(part: &Sent) -> PartAnswer {
 /// A complete part's outcomes, and its increments; a part that failed
 /// rejects each of its events with its error.
 fn outcomes_of(part: &Sent) -> (Vec<(usize, Outcome, Option<String>)>, usize) {
-    let head = Head::decode(&part.frames).map(|(h, _)| h);
-    match head {
-        Some(Head {
-            error: None,
-            fields,
-            examined,
-            ..
-        }) => (
-            fields.iter().filter_map(|b| decode_outcome(b)).collect(),
-            examined as usize,
-        ),
-        other => {
-            let why = other
-                .and_then(|h| h.error)
-                .unwrap_or_else(|| "ERR a node sent a damaged answer".into());
-            let why = why.strip_prefix("ERR ").unwrap_or(&why).to_string();
-            let why = format!("{why} (node {})", part.addr);
-            (
-                part.indices
-                    .iter()
-                    .map(|&i| (i, Outcome::Rejected, Some(why.clone())))
-                    .collect(),
-                0,
-            )
-        }
-    }
+    answer_of(part).unwrap_or_else(|why| {
+        let each = part.indices.iter();
+        (
+            each.map(|&i| (i, Outcome::Rejected, Some(why.clone())))
+                .collect(),
+            0,
+        )
+    })
 }
 
 /// On the master that owns them: a part's events, applied as the user who

@@ -16,8 +16,8 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::local::{next_entries, store_position};
 use super::{
-    count, forget as forget_stream, parse_entries, plain, reject_entries, rejected_entries,
-    state_of, wake, Progress,
+    count_here, forget as forget_stream, parse_entries, plain, reject_entries, rejected_entries,
+    state_of, tally, wake, Progress,
 };
 use crate::budget::FOLLOW_CLUSTER_BATCH;
 use crate::dedup_upkeep;
@@ -272,10 +272,11 @@ fn commit(
         Ok(report) => report,
         Err(_) => one_by_one(&mut store, settings, local, now, view),
     };
-    stats_of(&report);
+    // INFO counts this node's part (the other masters count theirs); the
+    // stream's state counts the merged batch.
+    count_here(&report);
     let merged = f.spread.finish(local, &report);
-    f.state.applied += merged.applied as u64;
-    f.state.duplicates += merged.duplicates as u64;
+    tally(&mut f.state, &merged);
     let mut rejected = std::mem::take(&mut f.rejected);
     rejected_entries(&merged, &f.owner, &mut rejected);
     reject_entries(&mut f.state, &f.ids, rejected);
@@ -333,12 +334,6 @@ fn one_by_one(
         }
     }
     report
-}
-
-/// INFO counts what this node applied (the other masters count their parts).
-fn stats_of(report: &Report) {
-    let mut none = FollowState::default();
-    count(&mut none, report);
 }
 
 /// Notes why `key` waits and looks at it again after [`RETRY`].

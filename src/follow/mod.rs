@@ -346,9 +346,20 @@ fn plain(e: &Error) -> String {
     text.strip_prefix("ERR ").unwrap_or(&text).to_string()
 }
 
+/// Counts what a batch applied here: in the stream's state and in INFO.
 fn count(state: &mut FollowState, report: &ingest::Report) {
+    tally(state, report);
+    count_here(report);
+}
+
+/// The stream's state: events applied, duplicates skipped.
+fn tally(state: &mut FollowState, report: &ingest::Report) {
     state.applied += report.applied as u64;
     state.duplicates += report.duplicates as u64;
+}
+
+/// INFO: what this node applied.
+fn count_here(report: &ingest::Report) {
     stats::EVENTS.add(report.applied as u64);
     stats::DUPLICATES.add(report.duplicates as u64);
     stats::INCREMENTS.add(report.increments as u64);

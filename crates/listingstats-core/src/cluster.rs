@@ -293,6 +293,14 @@ impl ClusterView {
     }
 }
 
+/// Three masters, this node the first (unit tests of the cluster's users).
+#[cfg(test)]
+pub(crate) const THREE_MASTERS: &str = "\
+aaa 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-5460
+bbb 127.0.0.1:3@4 master - 0 0 2 connected 5461-10922
+ccc 127.0.0.1:5@6 master - 0 0 3 connected 10923-16383
+";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -247,11 +247,7 @@ mod tests {
     use crate::ingest::parse_all;
     use crate::settings::Settings;
 
-    const NODES: &str = "\
-aaa 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-5460
-bbb 127.0.0.1:3@4 master - 0 0 2 connected 5461-10922
-ccc 127.0.0.1:5@6 master - 0 0 3 connected 10923-16383
-";
+    use crate::cluster::THREE_MASTERS as NODES;
 
     fn events(args: &[&[u8]]) -> Vec<Event> {
         parse_all(args, &Settings::default())
