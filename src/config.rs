@@ -14,6 +14,8 @@ use redis_module::configuration::{
 use redis_module::{ConfigurationValue, Context, RedisError, RedisString};
 
 use crate::redis::context::load_configs;
+use crate::redis::events::{self, ServerEvent};
+use crate::redis::loop_watch;
 
 use listingstats_core::keys::KeyFormat;
 use listingstats_core::settings::{Name, Settings};
@@ -51,7 +53,7 @@ fn config_error(err: Error) -> RedisError {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 11] = [
+static HANDLES: [Setting; 12] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
@@ -63,6 +65,7 @@ static HANDLES: [Setting; 11] = [
     Setting(Name::RetentionDays),
     Setting(Name::Cache),
     Setting(Name::ClusterTimeout),
+    Setting(Name::WatchEventLoop),
 ];
 
 impl ConfigurationValue<RedisString> for Setting {
@@ -147,5 +150,20 @@ pub fn init(ctx: &Context, args: &[RedisString]) -> std::result::Result<(), Stri
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     update(|s| s.apply_module_args(&words)).map_err(|e| e.to_string())?;
     crate::redis::events::watch_prefix(current().keys.prefix.as_bytes());
+    loop_watch::watch(ctx, current().watch_event_loop);
+    events::on_server_events(ctx, on_server_event);
     Ok(())
+}
+
+/// Settings whose change needs a context (the set callback has none)
+/// follow the server's config event.
+fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
+    if let ServerEvent::ConfigChanged(names) = e {
+        if names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(b"listingstats.watch-event-loop"))
+        {
+            loop_watch::watch(ctx, current().watch_event_loop);
+        }
+    }
 }

@@ -27,6 +27,10 @@ impl Stat {
         self.value.fetch_max(n, Ordering::Relaxed);
     }
 
+    pub fn reset(&self) {
+        self.value.store(0, Ordering::Relaxed);
+    }
+
     pub fn get(&self) -> u64 {
         self.value.load(Ordering::Relaxed)
     }
@@ -58,8 +62,13 @@ pub static LONGEST_SLICE_US: Stat = Stat::new("longest_slice_usec");
 /// The most CPU time one such slice used: above it, `longest_slice_usec`
 /// is time the server waited for a core (a busy machine), not module work.
 pub static LONGEST_SLICE_CPU_US: Stat = Stat::new("longest_slice_cpu_usec");
+/// With `listingstats.watch-event-loop yes`: the longest pass of the
+/// server's event loop (module work or not), wall time.
+pub static LONGEST_PASS_US: Stat = Stat::new("longest_loop_pass_usec");
+/// ... and the most CPU one pass used.
+pub static LONGEST_PASS_CPU_US: Stat = Stat::new("longest_loop_pass_cpu_usec");
 
-static ALL: [&Stat; 21] = [
+static ALL: [&Stat; 23] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -81,6 +90,8 @@ static ALL: [&Stat; 21] = [
     &CLUSTER_WAIT_US,
     &LONGEST_SLICE_US,
     &LONGEST_SLICE_CPU_US,
+    &LONGEST_PASS_US,
+    &LONGEST_PASS_CPU_US,
 ];
 
 /// Every counter: `(name, value)`, for INFO.

@@ -5,7 +5,7 @@
 use redis_module::{Context, RedisValue};
 
 use crate::config;
-use crate::follow::{self, position_key, registry, state_of};
+use crate::follow::{self, listed, position_key, state_of};
 use crate::redis::acl::Native;
 use crate::redis::command::{Arg, Command, Docs};
 use crate::redis::context::{is_replica, selected_db};
@@ -140,7 +140,7 @@ impl Command for Following {
             return Err(Error::wrong_arity(Self::NAME));
         }
         let settings = config::current();
-        let all = registry(ctx, &settings)?;
+        let all = listed(ctx, &settings)?;
         let db = selected_db(ctx);
         let mut out = Reply::of(ctx);
         out.array(all.len());

@@ -17,6 +17,7 @@
 //! | `reply.rs` | writing a reply piece by piece |
 //! | `blocked.rs` | a blocked client and the reply it collects |
 //! | `slices.rs` | work run in slices on a timer (queries, index rebuilds) |
+//! | `loop_watch.rs` | how long each pass of the server's event loop ran |
 //! | `filter.rs` | on a cluster node, the command filter that drops the cached slots |
 //! | `events.rs` | keyspace notifications and server events |
 //! | `cluster.rs` | cluster mode, and the slots this node serves |
@@ -66,6 +67,7 @@ pub mod events;
 pub mod filter;
 pub mod info;
 pub mod key;
+pub mod loop_watch;
 pub mod reader;
 pub mod reply;
 pub mod scan;

@@ -10,13 +10,22 @@
 //! so no slice outlives the module. What the work holds (a blocked client,
 //! a cursor) is released by its own `Drop` when the work ends.
 //!
-//! Typed timers are the crate's (`Context::create_timer`): the work is the
-//! timer's data, owned by exactly one pending timer at a time.
+//! All work waits in one queue behind one timer (the crate's typed
+//! `Context::create_timer`). A pass of that timer runs the queued works in
+//! turn, each for at most its own slice, and stops when the pass has used
+//! [`PASS_BUDGET`]: however much work is under way (a FOLLOW, the parts of
+//! other nodes' batches, queries, the index upkeep), one pass of the
+//! server's event loop holds it for about that long at most. A work not
+//! reached keeps its place at the front for the next pass.
 
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use redis_module::Context;
+
+use crate::budget::PASS_BUDGET;
 
 /// What a slice says about the work.
 #[derive(Debug, PartialEq, Eq)]
@@ -38,9 +47,71 @@ pub trait Sliced: Sized + 'static {
     fn what(&self) -> &'static str;
 }
 
-/// Starts `work`: its first slice runs at the next timer pass.
+/// A queued work, whatever its type.
+trait Queued {
+    fn slice_len(&self) -> Duration;
+    fn slice(&mut self, ctx: &Context, deadline: Instant) -> Step;
+}
+
+impl<W: Sliced> Queued for W {
+    fn slice_len(&self) -> Duration {
+        Sliced::slice_len(self)
+    }
+
+    fn slice(&mut self, ctx: &Context, deadline: Instant) -> Step {
+        one_slice(ctx, self, Some(deadline))
+    }
+}
+
+thread_local! {
+    static QUEUE: RefCell<VecDeque<Box<dyn Queued>>> = RefCell::default();
+    /// Whether the queue's timer is pending.
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Starts `work`: its first slice runs at a next timer pass.
 pub fn start<W: Sliced>(ctx: &Context, work: W) {
-    ctx.create_timer(Duration::ZERO, tick::<W>, work);
+    QUEUE.with(|q| q.borrow_mut().push_back(Box::new(work)));
+    arm(ctx);
+}
+
+fn arm(ctx: &Context) {
+    if !ARMED.with(|a| a.replace(true)) {
+        ctx.create_timer(Duration::ZERO, pass, ());
+    }
+}
+
+/// One pass: the works queued when it began, in turn, until the budget
+/// is spent. A work started meanwhile waits for the next pass.
+fn pass(ctx: &Context, (): ()) {
+    ARMED.with(|a| a.set(false));
+    let end = Instant::now() + PASS_BUDGET;
+    let queued = QUEUE.with(|q| q.borrow().len());
+    for turn in 0..queued {
+        let now = Instant::now();
+        let Some(mut work) = QUEUE.with(|q| q.borrow_mut().pop_front()) else {
+            break;
+        };
+        let len = work.slice_len();
+        // The first work of a pass always runs its slice; a later one only
+        // with at least half of it left, else it keeps its place.
+        if turn > 0 && now + len / 2 > end {
+            QUEUE.with(|q| q.borrow_mut().push_front(work));
+            break;
+        }
+        let deadline = if turn == 0 {
+            now + len
+        } else {
+            (now + len).min(end)
+        };
+        if work.slice(ctx, deadline) == Step::More {
+            QUEUE.with(|q| q.borrow_mut().push_back(work));
+        }
+        // A finished work drops here, outside any borrow of the queue.
+    }
+    if QUEUE.with(|q| !q.borrow().is_empty()) {
+        arm(ctx);
+    }
 }
 
 /// Runs `work` to its end now, in one piece (for callers that cannot wait:
@@ -49,27 +120,10 @@ pub fn run_now<W: Sliced>(ctx: &Context, work: &mut W) {
     while one_slice(ctx, work, None) == Step::More {}
 }
 
-/// CPU time this thread has used, in microseconds: a slice's CPU time
-/// against its wall time tells its own work from time the server waited
-/// for a core.
-fn thread_cpu_us() -> u64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a plain call writing into `t`.
-    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) } == 0;
-    if ok {
-        t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1000
-    } else {
-        0
-    }
-}
-
 fn one_slice<W: Sliced>(ctx: &Context, work: &mut W, deadline: Option<Instant>) -> Step {
     // Without a deadline, a slice length of an hour stands for "to the end".
     let started = Instant::now();
-    let cpu = thread_cpu_us();
+    let cpu = super::loop_watch::thread_cpu_us();
     let timed = deadline.is_some();
     let deadline = deadline.unwrap_or_else(|| started + Duration::from_secs(3600));
     match catch_unwind(AssertUnwindSafe(|| work.run(ctx, deadline))) {
@@ -77,7 +131,8 @@ fn one_slice<W: Sliced>(ctx: &Context, work: &mut W, deadline: Option<Instant>) 
             if timed {
                 let us = started.elapsed().as_micros() as u64;
                 crate::stats::LONGEST_SLICE_US.max(us);
-                crate::stats::LONGEST_SLICE_CPU_US.max(thread_cpu_us().saturating_sub(cpu));
+                crate::stats::LONGEST_SLICE_CPU_US
+                    .max(super::loop_watch::thread_cpu_us().saturating_sub(cpu));
             }
             step
         }
@@ -94,12 +149,5 @@ fn one_slice<W: Sliced>(ctx: &Context, work: &mut W, deadline: Option<Instant>) 
             let _ = catch_unwind(AssertUnwindSafe(|| work.failed(ctx)));
             Step::Done
         }
-    }
-}
-
-fn tick<W: Sliced>(ctx: &Context, mut work: W) {
-    let deadline = Instant::now() + work.slice_len();
-    if one_slice(ctx, &mut work, Some(deadline)) == Step::More {
-        ctx.create_timer(Duration::ZERO, tick::<W>, work);
     }
 }

@@ -140,6 +140,7 @@ class Cluster:
                 "--cluster-replicas", str(self.replicas), "--cluster-yes",
             )
             wait_until(self.healthy, 60, "cluster ok on every node")
+            wait_until(self.replicas_synced, 60, "every replica synced")
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -157,6 +158,20 @@ class Cluster:
                 continue
             info = n.client().execute_command("CLUSTER", "INFO").decode()
             if "cluster_state:ok" not in info:
+                return False
+        return True
+
+    def replicas_synced(self):
+        """Every live replica has loaded its master's data and applies its
+        stream: link up, no sync under way. (A Valkey 9 replica acknowledges
+        offsets, and so counts for WAIT, while it still downloads its first
+        RDB: WAIT alone does not say the data is there.)"""
+        for n in self.nodes:
+            if n.proc.poll() is not None:
+                continue
+            info = n.client().info("replication")
+            if info.get("role") == "slave" and (info.get("master_link_status") != "up"
+                                                or info.get("master_sync_in_progress") != 0):
                 return False
         return True
 

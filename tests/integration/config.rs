@@ -206,3 +206,61 @@ fn module_unloads_and_loads_at_run_time() {
         "{json}"
     );
 }
+
+fn info_us(c: &mut Connection, field: &str) -> u64 {
+    info_field(c, "listingstats", &format!("listingstats_{field}"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("INFO listingstats has no {field}"))
+}
+
+/// `watch-event-loop yes` measures each pass of the event loop (a command
+/// that sleeps 30 ms shows as a pass that long); turning it on starts a
+/// new measurement; off, nothing is measured.
+#[test]
+fn watch_event_loop_measures_the_longest_pass() {
+    let server = Server::start();
+    let mut c = server.conn();
+    assert_eq!(config_get(&mut c, "listingstats.watch-event-loop"), "no");
+    let got = err(
+        &mut c,
+        &["CONFIG", "SET", "listingstats.watch-event-loop", "maybe"],
+    );
+    assert!(got.contains("watch-event-loop must be yes or no"), "{got}");
+
+    call(&mut c, &["DEBUG", "SLEEP", "0.03"]).unwrap();
+    assert_eq!(info_us(&mut c, "longest_loop_pass_usec"), 0, "off");
+
+    call(
+        &mut c,
+        &["CONFIG", "SET", "listingstats.watch-event-loop", "yes"],
+    )
+    .unwrap();
+    call(&mut c, &["DEBUG", "SLEEP", "0.03"]).unwrap();
+    call(&mut c, &["PING"]).unwrap();
+    let wall = info_us(&mut c, "longest_loop_pass_usec");
+    assert!(wall >= 30_000, "a 30 ms command is a pass of {wall} us");
+    // Sleeping uses no CPU.
+    assert!(info_us(&mut c, "longest_loop_pass_cpu_usec") < 30_000);
+
+    // Off and on again: a new measurement, without the 30 ms pass.
+    call(
+        &mut c,
+        &["CONFIG", "SET", "listingstats.watch-event-loop", "no"],
+    )
+    .unwrap();
+    call(
+        &mut c,
+        &["CONFIG", "SET", "listingstats.watch-event-loop", "yes"],
+    )
+    .unwrap();
+    call(&mut c, &["PING"]).unwrap();
+    let fresh = info_us(&mut c, "longest_loop_pass_usec");
+    assert!(fresh < 30_000, "turning it on starts anew, got {fresh} us");
+
+    // Given at load, it watches from the start.
+    let server = Server::start_with(Options::default().module(&["watch-event-loop", "yes"]));
+    let mut c = server.conn();
+    call(&mut c, &["DEBUG", "SLEEP", "0.03"]).unwrap();
+    call(&mut c, &["PING"]).unwrap();
+    assert!(info_us(&mut c, "longest_loop_pass_usec") >= 30_000);
+}

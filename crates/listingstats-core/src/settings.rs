@@ -25,6 +25,7 @@ pub enum Name {
     RetentionDays,
     Cache,
     ClusterTimeout,
+    WatchEventLoop,
 }
 
 /// Where a `*` query finds its listings.
@@ -47,7 +48,7 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 11] = [
+    pub const ALL: [Name; 12] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
@@ -59,6 +60,7 @@ impl Name {
         Name::RetentionDays,
         Name::Cache,
         Name::ClusterTimeout,
+        Name::WatchEventLoop,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +76,7 @@ impl Name {
             Name::RetentionDays => "retention-days",
             Name::Cache => "cache",
             Name::ClusterTimeout => "cluster-timeout",
+            Name::WatchEventLoop => "watch-event-loop",
         }
     }
 
@@ -114,9 +117,12 @@ impl Name {
                 min: 10,
                 max: 600_000,
             }),
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
-                None
-            }
+            Name::KeyPrefix
+            | Name::KeyFormat
+            | Name::Timezone
+            | Name::StarSource
+            | Name::Cache
+            | Name::WatchEventLoop => None,
         }
     }
 }
@@ -144,6 +150,10 @@ pub struct Settings {
     /// Milliseconds a node waits for every master's part of a cluster-wide
     /// QUERY or TOP before it fails the command, naming the node.
     pub cluster_timeout: i64,
+    /// Whether the module measures every pass of the server's event loop
+    /// (INFO `longest_loop_pass_usec`): two callbacks per pass, so off by
+    /// default.
+    pub watch_event_loop: bool,
 }
 
 impl Default for Settings {
@@ -160,6 +170,7 @@ impl Default for Settings {
             cluster: false,
             cache: true,
             cluster_timeout: 5_000,
+            watch_event_loop: false,
         }
     }
 }
@@ -181,7 +192,8 @@ impl Settings {
                 StarSource::Index => "index".into(),
                 StarSource::Scan => "scan".into(),
             },
-            Name::Cache => if self.cache { "yes" } else { "no" }.into(),
+            Name::Cache => yes_no(self.cache),
+            Name::WatchEventLoop => yes_no(self.watch_event_loop),
         }
     }
 
@@ -193,9 +205,12 @@ impl Settings {
             Name::MaxJsonRows => self.max_json_rows,
             Name::RetentionDays => self.retention_days,
             Name::ClusterTimeout => self.cluster_timeout,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
-                0
-            }
+            Name::KeyPrefix
+            | Name::KeyFormat
+            | Name::Timezone
+            | Name::StarSource
+            | Name::Cache
+            | Name::WatchEventLoop => 0,
         }
     }
 
@@ -245,17 +260,8 @@ impl Settings {
                     }
                 }
             }
-            Name::Cache => {
-                self.cache = match value.to_ascii_lowercase().as_str() {
-                    "yes" => true,
-                    "no" => false,
-                    _ => {
-                        return Err(Error::invalid(format!(
-                            "cache must be yes or no, got '{value}'"
-                        )))
-                    }
-                }
-            }
+            Name::Cache => self.cache = parse_yes_no(name, value)?,
+            Name::WatchEventLoop => self.watch_event_loop = parse_yes_no(name, value)?,
             Name::DedupWindow
             | Name::MaxBatch
             | Name::MaxQueryCells
@@ -282,8 +288,12 @@ impl Settings {
             Name::MaxJsonRows => self.max_json_rows = n,
             Name::RetentionDays => self.retention_days = n,
             Name::ClusterTimeout => self.cluster_timeout = n,
-            Name::KeyPrefix | Name::KeyFormat | Name::Timezone | Name::StarSource | Name::Cache => {
-            }
+            Name::KeyPrefix
+            | Name::KeyFormat
+            | Name::Timezone
+            | Name::StarSource
+            | Name::Cache
+            | Name::WatchEventLoop => {}
         }
         Ok(())
     }
@@ -322,6 +332,21 @@ impl Settings {
     }
 }
 
+fn yes_no(on: bool) -> String {
+    if on { "yes" } else { "no" }.into()
+}
+
+fn parse_yes_no(name: Name, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(Error::invalid(format!(
+            "{} must be yes or no, got '{value}'",
+            name.as_str()
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +369,7 @@ mod tests {
                 ("retention-days", "0".into()),
                 ("cache", "yes".into()),
                 ("cluster-timeout", "5000".into()),
+                ("watch-event-loop", "no".into()),
             ]
         );
     }
