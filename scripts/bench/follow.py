@@ -1,5 +1,6 @@
 """Benchmark `follow`: applying a stream backlog with FOLLOW against INGEST of the same events in batches."""
 
+import contextlib
 import json
 import os
 import time
@@ -72,27 +73,34 @@ def _caught_up(c, stream):
     return False, None
 
 
+@contextlib.contextmanager
+def _watched(nodes):
+    """For the `with` block: a new measurement of every pass of each node's
+    event loop (`watch-event-loop`), and a PING probe on each node."""
+    for n in nodes:
+        n.client().call("CONFIG", "SET", "listingstats.watch-event-loop", "no")
+        n.client().call("CONFIG", "SET", "listingstats.watch-event-loop", "yes")
+    probes = [StallProbe(n.port) for n in nodes]
+    with contextlib.ExitStack() as stack:
+        for p in probes:
+            stack.enter_context(p)
+        yield probes
+
+
 def _follow_backlog(srv, probes_on, stream, entries):
     """XADDs `entries` to `stream` on `srv`, FOLLOWs it, and times until
     lag 0 with a PING probe on every server of `probes_on`."""
     c = srv.client()
     c.send_all((("XADD", stream, "*", "event", e) for e in entries), batch=5000)
-    # Measures every pass of each server's event loop from here on.
-    for n in probes_on:
-        n.client().call("CONFIG", "SET", "listingstats.watch-event-loop", "yes")
-    probes = [StallProbe(n.port) for n in probes_on]
-    for p in probes:
-        p.__enter__()
-    t = time.perf_counter()
-    c.call("LISTINGSTATS.FOLLOW", stream)
-    while True:
-        done, state = _caught_up(c, stream)
-        if done:
-            break
-        time.sleep(0.02)
-    seconds = time.perf_counter() - t
-    for p in probes:
-        p.__exit__(None, None, None)
+    with _watched(probes_on) as probes:
+        t = time.perf_counter()
+        c.call("LISTINGSTATS.FOLLOW", stream)
+        while True:
+            done, state = _caught_up(c, stream)
+            if done:
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - t
     return seconds, state, probes
 
 
@@ -110,18 +118,12 @@ def _native_load(nodes, requests=2_000_000):
     `redis-benchmark --cluster` (no module work), PING probes on every
     node and the event loop watched; the longest PING waits and passes."""
     import subprocess
-    for n in nodes:
-        n.client().call("CONFIG", "SET", "listingstats.watch-event-loop", "no")
-        n.client().call("CONFIG", "SET", "listingstats.watch-event-loop", "yes")
-    probes = [StallProbe(n.port) for n in nodes]
-    for p in probes:
-        p.__enter__()
-    t = time.perf_counter()
-    subprocess.run(["redis-benchmark", "--cluster", "-p", str(nodes[0].port), "-P", "16", "-c", "12",
-                    "-n", str(requests), "-r", "100000", "-q", "-t", "hset"], check=True, capture_output=True)
-    seconds = time.perf_counter() - t
-    for p in probes:
-        p.__exit__(None, None, None)
+    with _watched(nodes) as probes:
+        t = time.perf_counter()
+        subprocess.run(["redis-benchmark", "--cluster", "-p", str(nodes[0].port), "-P", "16", "-c", "12",
+                        "-n", str(requests), "-r", "100000", "-q", "-t", "hset"], check=True,
+                       capture_output=True)
+        seconds = time.perf_counter() - t
     return seconds, probes, _infos(nodes)
 
 
