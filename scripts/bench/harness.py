@@ -4,6 +4,7 @@ prober for stalls, memory readings, and the Lua baselines' common parts.
 Each benchmark is one file beside this one; scripts/bench.py runs them."""
 
 import datetime
+import glob
 import os
 import platform
 import shutil
@@ -35,6 +36,22 @@ SERVER_CPU = 0
 
 
 LOAD_PIN = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count() or 1) > 1 else []
+
+
+def c_module(name):
+    """Builds the C module scripts/bench/c/<name>.c against the redismodule.h
+    the redis-module crate ships; returns the .so's path."""
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    out = os.path.join(root, "target", "bench", name + ".so")
+    src = os.path.join(root, "scripts", "bench", "c", name + ".c")
+    headers = sorted(glob.glob(os.path.expanduser(
+        "~/.cargo/registry/src/*/redis-module-*/src/include/redismodule.h")))
+    if not headers:
+        raise SystemExit("redismodule.h not found: build the module first (cargo build --release)")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-I", os.path.dirname(headers[-1]), "-o", out, src],
+                   check=True)
+    return os.path.abspath(out)
 
 
 def redis_benchmark(port, args, requests, pipeline=16, clients=4, keyspace=10000):

@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import LOAD_PIN, SERVER_CPU  # noqa: E402
+from harness import LOAD_PIN, SERVER_CPU, c_module  # noqa: E402
 from redislab import ROOT, MODULE, Client, commandstats, free_port  # noqa: E402
 
 # redis-benchmark's own key names: none looks like a day hash.
@@ -45,23 +45,8 @@ def server_path(name):
                           check=True, capture_output=True, text=True).stdout.strip()
 
 
-def empty_module():
-    """Builds the empty-callback C module (scripts/bench/c/empty_module.c)
-    against the redismodule.h the redis-module crate ships."""
-    out = os.path.join(ROOT, "target", "bench", "empty_module.so")
-    src = os.path.join(ROOT, "scripts", "bench", "c", "empty_module.c")
-    headers = sorted(glob.glob(os.path.expanduser(
-        "~/.cargo/registry/src/*/redis-module-*/src/include/redismodule.h")))
-    if not headers:
-        raise SystemExit("redismodule.h not found: build the module first (cargo build --release)")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-I", os.path.dirname(headers[-1]), "-o", out, src],
-                   check=True)
-    return out
-
-
 def variants():
-    empty = empty_module()
+    empty = c_module("empty_module")
     return [
         ("no module", []),
         ("empty callback, all classes", ["--loadmodule", empty, "all"]),

@@ -25,7 +25,7 @@ use listingstats_core::dedup::Marker;
 use listingstats_core::keys::KeyScheme;
 use listingstats_core::number::counter_error;
 use listingstats_core::write::{CounterStore, Increment};
-use listingstats_core::{Error, Result};
+use listingstats_core::Result;
 
 const SHARD_ABOUT_FIELD: &[u8] = b"listingstats about";
 const SHARD_ABOUT: &[u8] =
@@ -66,11 +66,49 @@ pub struct Peek {
 
 /// Things named by a Redis string, found by its bytes: a few in place (INCR
 /// touches one to three keys, with no allocation for the lookup), a map of
-/// positions once there are more (INGEST touches thousands).
+/// positions once there are more (INGEST touches thousands). The map holds
+/// the names' own bytes, not copies: no allocation per name.
 struct Names<T> {
     /// Each item with its name's bytes, read once when it was added.
-    items: smallvec::SmallVec<[(T, *const u8, usize); 4]>,
-    index: FxHashMap<Vec<u8>, usize>,
+    items: smallvec::SmallVec<[(T, Lent); 4]>,
+    index: FxHashMap<Lent, usize>,
+}
+
+/// The bytes of a Redis string an item of [`Names`] owns: hashed and
+/// compared as those bytes, so the map is searched with a `&[u8]`.
+#[derive(Clone, Copy)]
+struct Lent {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl Lent {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the bytes of a Redis string the store owns and never
+        // changes, read when it was added; it lives as long as the `Names`
+        // that holds this.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::hash::Hash for Lent {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes().hash(state);
+    }
+}
+
+impl PartialEq for Lent {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes() == other.bytes()
+    }
+}
+
+impl Eq for Lent {}
+
+impl std::borrow::Borrow<[u8]> for Lent {
+    fn borrow(&self) -> &[u8] {
+        self.bytes()
+    }
 }
 
 trait Named {
@@ -99,37 +137,42 @@ impl<T: Named> Names<T> {
         }
     }
 
-    fn find(&self, bytes: &[u8]) -> Option<&T> {
+    /// Where the item named `bytes` is.
+    fn position(&self, bytes: &[u8]) -> Option<usize> {
         if self.items.len() > Self::SCAN {
-            return self.index.get(bytes).map(|&i| &self.items[i].0);
+            return self.index.get(bytes).copied();
         }
         self.items
             .iter()
-            // SAFETY: the bytes of a Redis string this store owns and never
-            // changes, read when it was added; it lives as long as `items`.
-            .find(|(_, p, n)| unsafe { std::slice::from_raw_parts(*p, *n) } == bytes)
-            .map(|(t, _, _)| t)
+            .position(|(_, name)| name.bytes() == bytes)
     }
 
-    fn push(&mut self, item: T) -> &T {
+    fn find(&self, bytes: &[u8]) -> Option<&T> {
+        self.position(bytes).map(|i| &self.items[i].0)
+    }
+
+    fn get(&self, at: usize) -> &T {
+        &self.items[at].0
+    }
+
+    /// Adds `item`; returns its position.
+    fn push(&mut self, item: T) -> usize {
         // SAFETY: a live Redis string, owned by `item`.
         let name = unsafe { lent_bytes(item.name().inner) };
-        let (p, n) = (name.as_ptr(), name.len());
-        self.items.push((item, p, n));
+        let lent = Lent {
+            ptr: name.as_ptr(),
+            len: name.len(),
+        };
+        self.items.push((item, lent));
+        let at = self.items.len() - 1;
         if self.items.len() > Self::SCAN {
             // The map starts with every name so far, then takes each new one.
-            let from = if self.index.is_empty() {
-                0
-            } else {
-                self.items.len() - 1
-            };
-            for (i, (_, p, n)) in self.items.iter().enumerate().skip(from) {
-                // SAFETY: as in `find`.
-                let name = unsafe { std::slice::from_raw_parts(*p, *n) };
-                self.index.insert(name.to_vec(), i);
+            let from = if self.index.is_empty() { 0 } else { at };
+            for (i, (_, name)) in self.items.iter().enumerate().skip(from) {
+                self.index.insert(*name, i);
             }
         }
-        &self.items[self.items.len() - 1].0
+        at
     }
 }
 
@@ -291,18 +334,14 @@ impl<'c> RedisStore<'c> {
     /// The key, opened for writing on first use, after checking that the
     /// caller could run `native` on it.
     fn key(&mut self, key: &[u8], native: Native) -> Result<&CurrentKey> {
-        // Two look-ups on a hit keep the borrow checker content; each is a
-        // comparison of a few slices.
-        if self.keys.find(key).is_some() {
-            return self
-                .keys
-                .find(key)
-                .ok_or_else(|| Error::invalid("internal error: no open key"));
+        if let Some(at) = self.keys.position(key) {
+            return Ok(self.keys.get(at));
         }
         let name = RedisString::create_from_slice(self.ctx.ctx, key);
         self.acl.check(&name, native)?;
         let open = OpenKey::open(self.ctx, &name, true);
-        Ok(self.keys.push(CurrentKey { name, open }))
+        let at = self.keys.push(CurrentKey { name, open });
+        Ok(self.keys.get(at))
     }
 
     /// The field as a Redis string, valid as long as the store.
@@ -311,7 +350,8 @@ impl<'c> RedisStore<'c> {
             return name.inner;
         }
         let name = RedisString::create_from_slice(self.ctx.ctx, field);
-        self.fields.push(name).inner
+        let at = self.fields.push(name);
+        self.fields.get(at).inner
     }
 
     /// `HINCRBY key field delta` to replicas and the AOF, from the Redis
@@ -412,20 +452,26 @@ impl CounterStore for RedisStore<'_> {
             }
             return;
         }
-        let names: Vec<*mut raw::RedisModuleString> = increments
+        let names: smallvec::SmallVec<[*mut raw::RedisModuleString; 8]> = increments
             .iter()
             .map(|inc| self.field(&inc.field))
             .collect();
-        let texts: Vec<RedisString> = values
+        let texts: smallvec::SmallVec<[RedisString; 8]> = values
             .iter()
-            .map(|v| self.create_string(v.to_string().as_bytes()))
+            .map(|&v| {
+                RedisString::create_from_slice(
+                    self.ctx.ctx,
+                    itoa::Buffer::new().format(v).as_bytes(),
+                )
+            })
             .collect();
         let Ok(current) = self.key(key, Native::Hincrby) else {
             return;
         };
         let existed = !current.open.is_empty();
         let key_name = current.name.inner;
-        let mut argv = Vec::with_capacity(1 + 2 * names.len());
+        let mut argv: smallvec::SmallVec<[*mut raw::RedisModuleString; 17]> =
+            smallvec::SmallVec::with_capacity(1 + 2 * names.len());
         argv.push(key_name);
         for (&name, text) in names.iter().zip(&texts) {
             current.open.hash_set(name, text.inner);

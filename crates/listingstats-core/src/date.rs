@@ -10,6 +10,7 @@ use chrono::{Datelike, NaiveDate, TimeZone};
 use chrono_tz::Tz;
 
 use super::error::{quote, Error, Result};
+use super::token::ByteSink;
 
 /// Parses `YYYY-MM-DD` strictly. `None` when the text is not such a date.
 pub fn parse_day(text: &[u8]) -> Option<NaiveDate> {
@@ -37,9 +38,9 @@ pub fn parse_day_arg(what: &str, text: &[u8]) -> Result<NaiveDate> {
 
 /// Appends the canonical `YYYY-MM-DD` form. Only years 0..=9999 exist here:
 /// every constructor in this module refuses others.
-pub fn push_day(out: &mut Vec<u8>, day: NaiveDate) {
+pub fn push_day(out: &mut impl ByteSink, day: NaiveDate) {
     let (y, m, d) = (day.year() as u32, day.month(), day.day());
-    out.extend_from_slice(&[
+    out.put(&[
         b'0' + (y / 1000 % 10) as u8,
         b'0' + (y / 100 % 10) as u8,
         b'0' + (y / 10 % 10) as u8,

@@ -24,13 +24,14 @@
 use std::rc::Rc;
 
 use super::keys::KeyScheme;
+use super::token::{token, Token};
 
 pub const SHARDS: u64 = 64;
 
 /// Where one id is looked up and remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
-    pub id: Vec<u8>,
+    pub id: Token,
     /// The id's shard hash in the current generation: read, and written.
     pub current: Rc<[u8]>,
     /// The same shard in the previous generation: read only.
@@ -117,7 +118,7 @@ impl Generations {
     pub fn marker(&self, id: &[u8]) -> Marker {
         let shard = shard_of(id) as usize;
         Marker {
-            id: id.to_vec(),
+            id: token(id),
             current: Rc::clone(&self.current[shard]),
             previous: Rc::clone(&self.previous[shard]),
             generation: self.generation,
@@ -134,7 +135,7 @@ impl Generations {
 
 fn slot_marker(scheme: &KeyScheme, generation: i64, id: &[u8], slot: u16) -> Marker {
     Marker {
-        id: id.to_vec(),
+        id: token(id),
         current: Rc::from(scheme.seen_key_in(generation, slot)),
         previous: Rc::from(scheme.seen_key_in(generation - 1, slot)),
         generation,
@@ -160,7 +161,7 @@ pub fn marker(
     }
     let shard = shard_of(id);
     Marker {
-        id: id.to_vec(),
+        id: token(id),
         current: Rc::from(scheme.seen_key(generation, shard)),
         previous: Rc::from(scheme.seen_key(generation - 1, shard)),
         generation,

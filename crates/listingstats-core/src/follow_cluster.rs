@@ -17,6 +17,7 @@
 use crate::cluster::{key_slot, ClusterView, Route};
 use crate::ingest::{Event, Outcome, Report};
 use crate::ingest_split::{merge, EventOutcome, PartAnswer};
+use crate::token::{token, Listings};
 
 /// The id a part carries for an event of stream `stream`, entry `entry`,
 /// that has none of its own: `~f:<64-bit hash of the stream>:<entry>:<k>`
@@ -102,7 +103,7 @@ impl Spread {
                 let mut event = item.event;
                 let own_id = event.id.is_some();
                 if !own_id {
-                    event.id = item.derived;
+                    event.id = item.derived.as_deref().map(token);
                 }
                 Pending {
                     index: item.index,
@@ -131,7 +132,7 @@ impl Spread {
         let mut shares: Vec<(u16, Vec<(usize, Event)>)> = Vec::new();
         let mut local: Vec<(usize, Event)> = Vec::new();
         for p in &self.pending {
-            let mut here: Vec<Vec<u8>> = Vec::new();
+            let mut here = Listings::new();
             for listing in &p.event.listings {
                 let slot = key_slot(listing);
                 let owner = match view.route(slot) {
@@ -163,7 +164,7 @@ impl Spread {
                     _ => share.push((
                         p.index,
                         Event {
-                            listings: vec![listing.clone()],
+                            listings: smallvec::smallvec![listing.clone()],
                             ..p.event.clone()
                         },
                     )),
@@ -325,7 +326,7 @@ mod tests {
         // Event 0 was partly sent: it keeps its derived id here too; event
         // 1 keeps its own.
         assert_eq!(local.len(), 2);
-        assert_eq!(local[0].1.listings, vec![b"3".to_vec()]);
+        assert_eq!(local[0].1.listings, [token(b"3")].into());
         assert!(local[0].1.id.is_some());
         assert_eq!(local[1].1.id.as_deref(), Some(&b"own"[..]));
         let report = Report {
@@ -364,7 +365,7 @@ mod tests {
             let Plan::Commit(local) = s.plan(&view) else {
                 panic!("expected a commit");
             };
-            assert_eq!(local[0].1.id, id);
+            assert_eq!(local[0].1.id.as_deref(), id.as_deref());
         }
     }
 
@@ -390,7 +391,7 @@ mod tests {
             panic!("expected the part again");
         };
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].1[0].1.listings, vec![b"4".to_vec()]);
+        assert_eq!(again[0].1[0].1.listings, [token(b"4")].into());
         // A slot being migrated: wait, send nothing.
         let moving = NODES.replace("0-5460", "0-5460 [14039-<-ccc]");
         let view = ClusterView::parse(&moving).unwrap();

@@ -11,6 +11,7 @@ use super::error::{Error, Result};
 use super::keys::{check_event, check_event_id, check_listing};
 use super::number::parse_i64_arg;
 use super::settings::Settings;
+use super::token::token;
 use super::write::{apply, CounterStore, Increment};
 
 /// Which day an increment belongs to.
@@ -111,8 +112,8 @@ pub fn plan(args: &IncrArgs<'_>, settings: &Settings, now_ms: i64) -> Result<Inc
     let dedup_on = settings.dedup_window > 0;
     Ok(IncrPlan {
         increment: Increment {
-            key: settings.keys.day_key(day, args.listing),
-            field: args.event.to_vec(),
+            key: settings.keys.day_key_token(day, args.listing),
+            field: token(args.event),
             delta: args.by,
             expire_at,
         },
@@ -238,7 +239,7 @@ mod tests {
             .unwrap();
         let args = p(&["2155", "ev", "ID", "e-1", "AT", "1449855906"]).unwrap();
         let plan = plan(&args, &settings, 1_000).unwrap();
-        assert_eq!(plan.increment.key, b"ls:2015-12-11_{2155}");
+        assert_eq!(&plan.increment.key[..], b"ls:2015-12-11_{2155}");
         let m = plan.marker.unwrap();
         assert!(m.current.starts_with(b"ls:listingstats:seen:0:"));
         assert_eq!(

@@ -16,6 +16,7 @@ use chrono::{DateTime, NaiveDate};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use smallvec::{smallvec, SmallVec};
 
 use super::cluster::{key_slot, ClusterView};
 use super::date::{check_retained, day_of, retention_expiry_ms};
@@ -23,6 +24,7 @@ use super::dedup::{Generations, Marker};
 use super::error::{Error, Result};
 use super::keys::{check_event, check_event_id, check_listing};
 use super::settings::Settings;
+use super::token::{int_token, token, Listings, Token};
 use super::write::{apply, CounterStore, Increment};
 
 /// A JSON string or integer: listing ids and event ids come as either.
@@ -68,10 +70,11 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
 }
 
 impl Scalar<'_> {
-    fn text(&self) -> Cow<'_, str> {
+    /// Its text, in place when short (no allocation for an integer id).
+    fn token(&self) -> Token {
         match self {
-            Scalar::Int(n) => Cow::Owned(n.to_string()),
-            Scalar::Text(t) => Cow::Borrowed(t),
+            Scalar::Int(n) => int_token(*n),
+            Scalar::Text(t) => token(t.as_bytes()),
         }
     }
 }
@@ -83,7 +86,7 @@ struct RawEvent<'a> {
     #[serde(borrow, default)]
     name: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "listingIds")]
-    listing_ids: Option<Vec<Scalar<'a>>>,
+    listing_ids: Option<SmallVec<[Scalar<'a>; 4]>>,
     #[serde(borrow, default, rename = "listingId")]
     listing_id_camel: Option<Scalar<'a>>,
     #[serde(borrow, default)]
@@ -112,13 +115,14 @@ struct RawKinesis<'a> {
     data: Option<Cow<'a, str>>,
 }
 
-/// One well-formed event.
+/// One well-formed event. Its names are [`Token`]s: a batch of events
+/// allocates nothing for them when they are short.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    pub id: Option<Vec<u8>>,
-    pub name: Vec<u8>,
+    pub id: Option<Token>,
+    pub name: Token,
     /// Every occurrence counts: `[2156, 2156, 2152]` adds twice to 2156.
-    pub listings: Vec<Vec<u8>>,
+    pub listings: Listings,
     pub day: NaiveDate,
     pub count: i64,
 }
@@ -136,22 +140,23 @@ fn event_from(raw: RawEvent<'_>, settings: &Settings) -> std::result::Result<Eve
     let name = raw.name.ok_or("missing name")?;
     check_event(name.as_bytes()).map_err(|e| reason(&e))?;
 
-    let listings: Vec<Scalar<'_>> = match (raw.listing_ids, raw.listing_id_camel, raw.listing_id) {
-        (Some(ids), None, None) => ids,
-        (None, Some(id), None) | (None, None, Some(id)) => vec![id],
-        (None, None, None) => {
-            return Err("missing listings: give listingIds, listingId or listing_id".into())
-        }
-        _ => return Err("give only one of listingIds, listingId, listing_id".into()),
-    };
+    let listings: SmallVec<[Scalar<'_>; 4]> =
+        match (raw.listing_ids, raw.listing_id_camel, raw.listing_id) {
+            (Some(ids), None, None) => ids,
+            (None, Some(id), None) | (None, None, Some(id)) => smallvec![id],
+            (None, None, None) => {
+                return Err("missing listings: give listingIds, listingId or listing_id".into())
+            }
+            _ => return Err("give only one of listingIds, listingId, listing_id".into()),
+        };
     if listings.is_empty() {
         return Err("listingIds is empty".into());
     }
-    let mut ids = Vec::with_capacity(listings.len());
+    let mut ids = Listings::with_capacity(listings.len());
     for l in &listings {
-        let text = l.text();
-        check_listing(text.as_bytes()).map_err(|e| reason(&e))?;
-        ids.push(text.into_owned().into_bytes());
+        let text = l.token();
+        check_listing(&text).map_err(|e| reason(&e))?;
+        ids.push(text);
     }
 
     let seconds = match (raw.message_date, raw.timestamp) {
@@ -173,15 +178,15 @@ fn event_from(raw: RawEvent<'_>, settings: &Settings) -> std::result::Result<Eve
 
     let id = match raw.id {
         Some(id) => {
-            let text = id.text();
-            check_event_id(text.as_bytes()).map_err(|e| reason(&e))?;
-            Some(text.into_owned().into_bytes())
+            let text = id.token();
+            check_event_id(&text).map_err(|e| reason(&e))?;
+            Some(text)
         }
         None => None,
     };
     Ok(Event {
         id,
-        name: name.into_owned().into_bytes(),
+        name: token(name.as_bytes()),
         listings: ids,
         day,
         count: raw.count.unwrap_or(1),
@@ -194,9 +199,19 @@ fn reason(e: &Error) -> String {
     text.strip_prefix("ERR ").unwrap_or(&text).to_string()
 }
 
+/// One event or envelope. Text that is valid UTF-8 as a whole (nearly
+/// always) is checked once here, so the parser does not check each string
+/// again; other bytes go to the slice parser, which reports where.
+fn from_json(bytes: &[u8]) -> serde_json::Result<RawEvent<'_>> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
 /// Parses one argument: an event, or an envelope of base64 events.
 fn parse_arg(arg: &[u8], settings: &Settings, out: &mut Parsed) {
-    let raw: RawEvent<'_> = match serde_json::from_slice(arg) {
+    let raw: RawEvent<'_> = match from_json(arg) {
         Ok(raw) => raw,
         Err(e) => return out.push(Err(json_error(&e))),
     };
@@ -218,7 +233,7 @@ fn parse_arg(arg: &[u8], settings: &Settings, out: &mut Parsed) {
                 continue;
             }
         };
-        out.push(match serde_json::from_slice::<RawEvent<'_>>(&decoded) {
+        out.push(match from_json(&decoded) {
             Ok(inner) if inner.records.is_some() => {
                 Err("a record must hold an event, not an envelope".into())
             }
@@ -420,16 +435,18 @@ fn check_served(view: &ClusterView, event: &Event) -> Result<()> {
 /// (no sort: a hash map groups them). Keys are built once per distinct
 /// (day, listing), not per occurrence.
 fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
-    type Group<'e> = (NaiveDate, &'e [u8], Vec<(&'e [u8], i64)>);
-    let mut index: FxHashMap<(NaiveDate, &[u8]), usize> = FxHashMap::default();
-    let mut groups: Vec<Group<'_>> = Vec::new();
+    type Group<'e> = (NaiveDate, &'e [u8], SmallVec<[(&'e [u8], i64); 2]>);
+    let occurrences: usize = events.iter().map(|e| e.listings.len()).sum();
+    let mut index: FxHashMap<(NaiveDate, &[u8]), usize> =
+        FxHashMap::with_capacity_and_hasher(occurrences, Default::default());
+    let mut groups: Vec<Group<'_>> = Vec::with_capacity(occurrences);
     let mut pairs = 0;
     for event in events {
         for listing in &event.listings {
             let g = *index
                 .entry((event.day, listing.as_slice()))
                 .or_insert_with(|| {
-                    groups.push((event.day, listing.as_slice(), Vec::new()));
+                    groups.push((event.day, listing.as_slice(), SmallVec::new()));
                     groups.len() - 1
                 });
             let fields = &mut groups[g].2;
@@ -450,12 +467,12 @@ fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
     }
     let mut increments = Vec::with_capacity(pairs);
     for (day, listing, fields) in groups {
-        let key = settings.keys.day_key(day, listing);
+        let key = settings.keys.day_key_token(day, listing);
         let expire_at = retention_expiry_ms(day, settings.timezone, settings.retention_days);
         for (field, delta) in fields {
             increments.push(Increment {
                 key: key.clone(),
-                field: field.to_vec(),
+                field: token(field),
                 delta,
                 expire_at,
             });
@@ -485,8 +502,8 @@ mod tests {
     fn every_field_form() {
         let e = parse(r#"{"id":"e-1","name":"cart::impression","listingIds":[2156,"2152",2156],"message_date":1449855906,"quantities":[1,1,1],"details":{"x":1}}"#).unwrap();
         assert_eq!(
-            e.listings,
-            [b"2156".to_vec(), b"2152".to_vec(), b"2156".to_vec()]
+            e.listings.to_vec(),
+            [token(b"2156"), token(b"2152"), token(b"2156")]
         );
         assert_eq!(e.day, day("2015-12-11"));
         assert_eq!((e.id.as_deref(), e.count), (Some(&b"e-1"[..]), 1));
@@ -612,6 +629,45 @@ mod tests {
             [count("2156"), count("2152"), count("2150"), count("2157")],
             [b"5".to_vec(), b"7".to_vec(), b"9".to_vec(), b"2".to_vec()]
         );
+    }
+
+    #[test]
+    fn long_names_spill_and_count_like_short_ones() {
+        // Past the inline size of a token (40 bytes) names live on the heap:
+        // the same counts, the same keys.
+        let name = "n".repeat(200);
+        let listing = "L".repeat(64);
+        let id = "i".repeat(100);
+        let json = format!(
+            r#"{{"id":"{id}","name":"{name}","listingIds":["{listing}","{listing}",7],"message_date":0}}"#
+        );
+        let e = parse(&json).unwrap();
+        assert!(e.name.spilled() && e.listings[0].spilled() && !e.listings[2].spilled());
+        let mut store = MemoryStore::default();
+        let s = Settings::default();
+        let r = run(&mut store, batch(&[&json, &json]), false, &s, 0, None).unwrap();
+        assert_eq!((r.applied, r.duplicates, r.increments), (1, 1, 2));
+        let key = format!("1970-01-01_{listing}");
+        assert_eq!(store.hashes[key.as_bytes()][name.as_bytes()], b"2");
+        assert_eq!(store.hashes[&b"1970-01-01_7"[..]][name.as_bytes()], b"1");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_outside_the_fields_read_are_still_accepted() {
+        // The whole argument is checked as UTF-8 once; other text goes to
+        // the slice parser, which skips unread strings as before.
+        let mut arg = br#"{"name":"a","listingIds":[1],"message_date":0,"details":""#.to_vec();
+        arg.extend_from_slice(&[0xff, 0xfe]);
+        arg.extend_from_slice(br#""}"#);
+        let mut out = Parsed::new();
+        parse_arg(&arg, &Settings::default(), &mut out);
+        assert_eq!(out[0].as_ref().map(|e| e.count), Ok(1));
+        let mut bad = br#"{"name":""#.to_vec();
+        bad.extend_from_slice(&[0xff]);
+        bad.extend_from_slice(br#"","listingIds":[1],"message_date":0}"#);
+        let mut out = Parsed::new();
+        parse_arg(&bad, &Settings::default(), &mut out);
+        assert!(out[0].as_ref().unwrap_err().starts_with("invalid JSON"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::date::{check_retained, parse_day, push_day};
 use crate::error::{Error, Result};
 use crate::ingest::{Event, Outcome, Parsed, Report};
 use crate::settings::Settings;
+use crate::token::{token, Listings};
 
 /// An event's outcome in a part: its index in the batch, the outcome,
 /// and why when rejected.
@@ -46,7 +47,7 @@ pub fn split(
         let checked = event.and_then(|e| {
             check_retained(e.day, settings.timezone, settings.retention_days, now_ms)
                 .map_err(|why| reason(&why))?;
-            let mut owners: Vec<(u16, Vec<Vec<u8>>)> = Vec::new();
+            let mut owners: Vec<(u16, Listings)> = Vec::new();
             for listing in &e.listings {
                 let slot = key_slot(listing);
                 let owner = match (view.owner(slot), view.route(slot)) {
@@ -61,7 +62,7 @@ pub fn split(
                 };
                 match owners.iter_mut().find(|(o, _)| *o == owner) {
                     Some((_, ls)) => ls.push(listing.clone()),
-                    None => owners.push((owner, vec![listing.clone()])),
+                    None => owners.push((owner, smallvec::smallvec![listing.clone()])),
                 }
             }
             Ok((e, owners))
@@ -124,19 +125,15 @@ pub fn decode_event(bytes: &[u8]) -> Option<(usize, Event)> {
     let mut f = bytes.split(|&b| b == 0);
     let index = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
     let id = match f.next()? {
-        [b'i', id @ ..] => Some(id.to_vec()),
+        [b'i', id @ ..] => Some(token(id)),
         b"-" => None,
         _ => return None,
     };
-    let name = f.next()?.to_vec();
+    let name = token(f.next()?);
     let day = parse_day(f.next()?)?;
     let count = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
-    let listings: Vec<Vec<u8>> = f
-        .next()?
-        .split(|&b| b == b',')
-        .map(<[u8]>::to_vec)
-        .collect();
-    if f.next().is_some() || listings.iter().any(Vec::is_empty) {
+    let listings: Listings = f.next()?.split(|&b| b == b',').map(token).collect();
+    if f.next().is_some() || listings.iter().any(|l| l.is_empty()) {
         return None;
     }
     Some((
@@ -268,7 +265,7 @@ mod tests {
                 (
                     *n,
                     evs.iter()
-                        .map(|(i, e)| (*i, e.listings.iter().map(Vec::as_slice).collect()))
+                        .map(|(i, e)| (*i, e.listings.iter().map(|l| &l[..]).collect()))
                         .collect(),
                 )
             })
@@ -294,9 +291,9 @@ mod tests {
     #[test]
     fn events_and_outcomes_round_trip() {
         let e = Event {
-            id: Some(b"x-1".to_vec()),
-            name: b"cart::checkoutNow:click".to_vec(),
-            listings: vec![b"7".to_vec(), b"sku-2".to_vec()],
+            id: Some(token(b"x-1")),
+            name: token(b"cart::checkoutNow:click"),
+            listings: [token(b"7"), token(b"sku-2")].into(),
             day: parse_day(b"2015-12-22").unwrap(),
             count: 3,
         };

@@ -11,6 +11,7 @@ use chrono::NaiveDate;
 use super::cluster::slot_tag;
 use super::date::{parse_day, push_day};
 use super::error::{quote, Error, Result};
+use super::token::{ByteSink, Token};
 
 pub const MAX_LISTING_LEN: usize = 64;
 pub const MAX_EVENT_LEN: usize = 256;
@@ -120,20 +121,28 @@ impl KeyScheme {
     }
 
     /// Appends the day hash name of `(day, listing)` to `out`.
-    pub fn push_day_key(&self, out: &mut Vec<u8>, day: NaiveDate, listing: &[u8]) {
-        out.extend_from_slice(self.prefix.as_bytes());
+    pub fn push_day_key(&self, out: &mut impl ByteSink, day: NaiveDate, listing: &[u8]) {
+        out.put(self.prefix.as_bytes());
         push_day(out, day);
         match self.format {
             KeyFormat::DateListing => {
-                out.push(b'_');
-                out.extend_from_slice(listing);
+                out.put(b"_");
+                out.put(listing);
             }
             KeyFormat::Tagged => {
-                out.extend_from_slice(b"_{");
-                out.extend_from_slice(listing);
-                out.push(b'}');
+                out.put(b"_{");
+                out.put(listing);
+                out.put(b"}");
             }
         }
+    }
+
+    /// The day hash of `listing` on `day`, as a [`Token`] (in place when
+    /// short: INGEST builds one per distinct day and listing).
+    pub fn day_key_token(&self, day: NaiveDate, listing: &[u8]) -> Token {
+        let mut key = Token::new();
+        self.push_day_key(&mut key, day, listing);
+        key
     }
 
     /// Whether `key` could concern the module at all, by a few byte

@@ -22,6 +22,7 @@ pub mod number;
 pub mod query;
 pub mod registry_copy;
 pub mod settings;
+pub mod token;
 pub mod write;
 
 pub use error::{Error, Result};

@@ -9,12 +9,13 @@
 use super::dedup::Marker;
 use super::error::Result;
 use super::number::add_counter;
+use super::token::Token;
 
 /// One `HINCRBY key field delta`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Increment {
-    pub key: Vec<u8>,
-    pub field: Vec<u8>,
+    pub key: Token,
+    pub field: Token,
     pub delta: i64,
     /// The day hash's absolute expiry (unix ms) under `retention-days`.
     pub expire_at: Option<i64>,
@@ -118,7 +119,7 @@ pub mod memory {
         fn is_remembered(&mut self, marker: &Marker) -> Result<bool> {
             let has = |key: &[u8]| {
                 self.markers
-                    .contains_key(&(key.to_vec(), marker.id.clone()))
+                    .contains_key(&(key.to_vec(), marker.id.to_vec()))
             };
             Ok(has(&marker.current) || has(&marker.previous))
         }
@@ -128,7 +129,7 @@ pub mod memory {
         fn remember(&mut self, markers: &[Marker]) {
             for m in markers {
                 self.markers
-                    .insert((m.current.to_vec(), m.id.clone()), m.generation);
+                    .insert((m.current.to_vec(), m.id.to_vec()), m.generation);
             }
         }
     }
@@ -141,8 +142,8 @@ mod tests {
 
     fn inc(key: &str, field: &str, delta: i64) -> Increment {
         Increment {
-            key: key.into(),
-            field: field.into(),
+            key: key.as_bytes().into(),
+            field: field.as_bytes().into(),
             delta,
             expire_at: None,
         }
