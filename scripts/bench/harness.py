@@ -10,8 +10,12 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from redislab import MODULE, ROOT, Client, free_port  # noqa: E402
 
 
 
@@ -41,9 +45,8 @@ LOAD_PIN = ["taskset", "-c", "1"] if shutil.which("taskset") and (os.cpu_count()
 def c_module(name):
     """Builds the C module scripts/bench/c/<name>.c against the redismodule.h
     the redis-module crate ships; returns the .so's path."""
-    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
-    out = os.path.join(root, "target", "bench", name + ".so")
-    src = os.path.join(root, "scripts", "bench", "c", name + ".c")
+    out = os.path.join(ROOT, "target", "bench", name + ".so")
+    src = os.path.join(ROOT, "scripts", "bench", "c", name + ".c")
     headers = sorted(glob.glob(os.path.expanduser(
         "~/.cargo/registry/src/*/redis-module-*/src/include/redismodule.h")))
     if not headers:
@@ -51,7 +54,53 @@ def c_module(name):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     subprocess.run(["gcc", "-O2", "-Wall", "-shared", "-fPIC", "-I", os.path.dirname(headers[-1]), "-o", out, src],
                    check=True)
-    return os.path.abspath(out)
+    return out
+
+
+def under_callgrind(warm, measured, server_args=(), valgrind_args=()):
+    """Runs redis-server with the release module under callgrind on a free
+    port: `warm(port)`, then counters zeroed, `measured(port)`, and a dump.
+    Returns (the dump's inclusive annotation, its total instructions): the
+    measured part only, exact and repeatable, unlike timings."""
+    out = tempfile.mkdtemp(prefix="cg-")
+    port = free_port()
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg" % out, *valgrind_args,
+                             "redis-server", "--port", str(port), "--save", "", "--loadmodule", MODULE,
+                             *server_args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                Client(port).call("PING")
+                break
+            except OSError:
+                time.sleep(0.1)
+        warm(port)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
+        measured(port)
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+    finally:
+        proc.terminate()
+        proc.wait()
+    try:
+        dump = sorted(glob.glob(out + "/cg.*"))[0]
+        text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
+                              capture_output=True, text=True).stdout
+        with open(dump) as f:
+            total = next(int(line.split()[1]) for line in f
+                         if line.startswith("summary:") or line.startswith("totals:"))
+        return text, total
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def call_instructions(annotation):
+    """The inclusive count of Redis's call() in a callgrind annotation: the
+    commands, their replication, their stats."""
+    for line in annotation.splitlines():
+        if "???:call [" in line:
+            return int(line.split()[0].replace(",", ""))
+    raise RuntimeError("no call() line in the callgrind output")
 
 
 def redis_benchmark(port, args, requests, pipeline=16, clients=4, keyspace=10000):

@@ -1,17 +1,12 @@
 """Benchmark `ingest`: INGEST against the same increments as pipelined HINCRBYs, for a large"""
 
 import datetime
-import glob
 import json
-import os
 import shutil
-import subprocess
-import tempfile
-import time
 
 import loadgen  # noqa: E402
-from redislab import MODULE, Client, Server, commandstats, free_port  # noqa: E402
-from harness import SERVER_CPU, c_module, used_memory  # noqa: E402
+from redislab import Client, Server, commandstats  # noqa: E402
+from harness import SERVER_CPU, c_module, call_instructions, under_callgrind, used_memory  # noqa: E402
 
 # The dedup window's default (listingstats.dedup-window, seconds).
 DEDUP_WINDOW = 604_800
@@ -114,52 +109,21 @@ def strip_all(batches):
 
 
 def callgrind_per_event(send, events, only=None):
-    """Instructions per event inside Redis's call() (the commands, their
-    replication, their stats), of one fresh server under callgrind that
-    gets `send(client)`; with `only` (a function name), the instructions
-    spent inside that function and what it calls, counted by callgrind's
+    """Instructions per event inside Redis's call(), of one fresh server under
+    callgrind (both modules loaded, 2,000 other events ingested first) that
+    gets `send(client)`; with `only` (a function name), the instructions spent
+    inside that function and what it calls, counted by callgrind's
     --toggle-collect."""
-    out = tempfile.mkdtemp(prefix="cg-ingest-")
-    port = free_port()
-    collect = ["--collect-atstart=no", "--toggle-collect=%s" % only] if only else []
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg" % out, *collect,
-                             "redis-server", "--port", str(port), "--save", "", "--hz", "1",
-                             "--loadmodule", MODULE, "--loadmodule", c_module("write_floor")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(600):
-            try:
-                c = Client(port)
-                c.call("PING")
-                break
-            except OSError:
-                time.sleep(0.1)
-        # Warm up on other events (the first shard and day hashes exist).
-        warm = list(loadgen.batches(list(loadgen.events(2000, listings=2000, seed=9)), 1000))
-        for args in warm:
+    def warm(port):
+        c = Client(port)
+        for args in loadgen.batches(list(loadgen.events(2000, listings=2000, seed=9)), 1000):
             c.call("LISTINGSTATS.INGEST", *args)
-        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
-        send(c)
-        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
-    finally:
-        proc.terminate()
-        proc.wait()
-    dump = sorted(glob.glob(out + "/cg.*"))[0]
-    try:
-        if only:
-            with open(dump) as f:
-                for line in f:
-                    if line.startswith("summary:") or line.startswith("totals:"):
-                        return int(line.split()[1]) / events
-            raise RuntimeError("no totals in %s" % dump)
-        text = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", dump],
-                              capture_output=True, text=True).stdout
-        for line in text.splitlines():
-            if "???:call [" in line:
-                return int(line.split()[0].replace(",", "")) / events
-        raise RuntimeError("no call() line in %s" % dump)
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+
+    collect = ["--collect-atstart=no", "--toggle-collect=%s" % only] if only else []
+    text, total = under_callgrind(warm, lambda port: send(Client(port)),
+                                  server_args=["--hz", "1", "--loadmodule", c_module("write_floor")],
+                                  valgrind_args=collect)
+    return (total if only else call_instructions(text)) / events
 
 
 def ingest_instructions(events=20_000, batch=1000, listings=2000):

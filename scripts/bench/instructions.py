@@ -1,45 +1,17 @@
 """Benchmark `instructions`: INCR against HINCRBY and Lua by instruction counts."""
 
 import shutil
-import subprocess
-import time
 
-from harness import EVENT, LUA_DEDUP, LUA_HINCRBY, redis_benchmark  # noqa: E402
+from harness import EVENT, LUA_DEDUP, LUA_HINCRBY, call_instructions, redis_benchmark, under_callgrind  # noqa: E402
 
 
 def callgrind_call_cost(srv_args, bench_args, calls=20_000):
     """Instructions per call spent in Redis's call() (the command itself,
-    its replication and stats), counted by callgrind: exact and repeatable,
-    unlike timings on a shared machine."""
-    import glob
-    import tempfile
-    out = tempfile.mkdtemp(prefix="cg-")
-    from redislab import free_port, Client, MODULE
-    port = free_port()
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg" % out,
-                             "redis-server", "--port", str(port), "--save", "", "--loadmodule", MODULE, *srv_args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                Client(port).call("PING")
-                break
-            except OSError:
-                time.sleep(0.1)
-        redis_benchmark(port, bench_args, 2000, clients=1)
-        subprocess.run(["callgrind_control", "-z"], capture_output=True)
-        redis_benchmark(port, bench_args, calls, clients=1)
-        subprocess.run(["callgrind_control", "-d"], capture_output=True)
-    finally:
-        proc.terminate()
-        proc.wait()
-    dump = sorted(glob.glob(out + "/cg.*"))[0]
-    text = subprocess.run(["callgrind_annotate", "--inclusive=yes", dump], capture_output=True, text=True).stdout
-    shutil.rmtree(out, ignore_errors=True)
-    for line in text.splitlines():
-        if "???:call [" in line:
-            return int(line.split()[0].replace(",", "")) / calls
-    raise RuntimeError("no call() line in the callgrind output")
+    its replication and stats), counted by callgrind."""
+    text, _ = under_callgrind(lambda port: redis_benchmark(port, bench_args, 2000, clients=1),
+                              lambda port: redis_benchmark(port, bench_args, calls, clients=1),
+                              server_args=srv_args)
+    return call_instructions(text) / calls
 
 
 def section_instructions():

@@ -224,7 +224,7 @@ impl<'c> RedisStore<'c> {
             return;
         }
         current.open.set_expire_at(&current.name, at_ms);
-        let at = RedisString::create_from_slice(ctx.ctx, at_ms.to_string().as_bytes());
+        let at = int_string(ctx, at_ms);
         replicate(ctx, c"PEXPIREAT", &mut [current.name.inner, at.inner]);
         notify(
             ctx,
@@ -456,15 +456,8 @@ impl CounterStore for RedisStore<'_> {
             .iter()
             .map(|inc| self.field(&inc.field))
             .collect();
-        let texts: smallvec::SmallVec<[RedisString; 8]> = values
-            .iter()
-            .map(|&v| {
-                RedisString::create_from_slice(
-                    self.ctx.ctx,
-                    itoa::Buffer::new().format(v).as_bytes(),
-                )
-            })
-            .collect();
+        let texts: smallvec::SmallVec<[RedisString; 8]> =
+            values.iter().map(|&v| int_string(self.ctx, v)).collect();
         let Ok(current) = self.key(key, Native::Hincrby) else {
             return;
         };
@@ -566,6 +559,12 @@ impl CounterStore for RedisStore<'_> {
             }
         }
     }
+}
+
+/// The decimal text of `n` as a Redis string (a counter's new value, an
+/// expiry), written without an allocation of its own.
+fn int_string(ctx: &Context, n: i64) -> RedisString {
+    RedisString::create_from_slice(ctx.ctx, itoa::Buffer::new().format(n).as_bytes())
 }
 
 /// Replicates `command` with these arguments (Redis strings).

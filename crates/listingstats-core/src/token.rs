@@ -12,7 +12,7 @@ pub const INLINE: usize = 40;
 /// A listing id, event name, event id, key or field.
 pub type Token = SmallVec<[u8; INLINE]>;
 
-/// An event's listings: two in place (the usual event names one or two).
+/// An event's listings: two in place (an event usually names one or two).
 pub type Listings = SmallVec<[Token; 2]>;
 
 /// The token of these bytes.
