@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "bench"))
 import bigday  # noqa: E402
 import cluster  # noqa: E402
+import dashboard  # noqa: E402
 import follow  # noqa: E402
 import growth  # noqa: E402
 import incr  # noqa: E402
@@ -38,6 +39,7 @@ SECTIONS = {
     "bigday": bigday.section_bigday,
     "tax": tax.section_tax,
     "cluster": cluster.section_cluster,
+    "dashboard": dashboard.section_dashboard,
 }
 
 

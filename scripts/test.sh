@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the dependency-detection check,
 # unit tests of the pure core and of the Python client, then the
-# integration tests against real servers with the module and the Redis
-# Cluster tests (Python, tests/cluster), once per server.
+# integration tests against real servers with the module, the Redis
+# Cluster tests (Python, tests/cluster) and the operations tests (Python,
+# tests/ops: pause, failover, shutdown, ... while the module works), once
+# per server. Every server a test starts must exit with status 0 and log
+# no crash.
 #
 #   scripts/test.sh                Redis 7.0 and Valkey 9.1 (what CI runs)
 #   scripts/test.sh --all-servers  Redis 7.0, Redis 8.2, Valkey 8.1, Valkey 9.1
@@ -47,6 +50,11 @@ for s in "${servers[@]}"; do
   echo "== cluster tests on $s" | tee -a "$log"
   REDIS_SERVER=${path[$s]} LISTINGSTATS_MODULE=$PWD/target/debug/liblistingstats.so \
     "$py" -m pytest -q -p no:cacheprovider tests/cluster 2>&1 | tee -a "$log" || failed_runs+=("$s-cluster")
+  # What operators do while the module works (a master and its replica,
+  # and a cluster), each pair of work and operation.
+  echo "== operations tests on $s" | tee -a "$log"
+  REDIS_SERVER=${path[$s]} LISTINGSTATS_MODULE=$PWD/target/debug/liblistingstats.so \
+    "$py" -m pytest -q -p no:cacheprovider tests/ops 2>&1 | tee -a "$log" || failed_runs+=("$s-ops")
 done
 ((${#failed_runs[@]} == 0)) || echo "failed runs: ${failed_runs[*]}"
 # One closing line for the whole suite (check-fresh, unit, and every

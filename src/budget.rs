@@ -16,6 +16,11 @@ use std::time::Duration;
 /// first slice of a pass runs whole even when longer).
 pub const PASS_BUDGET: Duration = Duration::from_millis(4);
 
+/// How often work that waits (for writes to be allowed again after a
+/// pause or a load, or for its turn under `max-query-memory`) is looked
+/// at. Writes resume within this of a pause's end.
+pub const WAIT_POLL: Duration = Duration::from_millis(10);
+
 /// One slice of a QUERY or TOP that continues after its command.
 pub const QUERY_SLICE: Duration = Duration::from_millis(2);
 

@@ -53,7 +53,7 @@ fn config_error(err: Error) -> RedisError {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 12] = [
+static HANDLES: [Setting; 14] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
@@ -66,6 +66,8 @@ static HANDLES: [Setting; 12] = [
     Setting(Name::Cache),
     Setting(Name::ClusterTimeout),
     Setting(Name::WatchEventLoop),
+    Setting(Name::MaxQueryMemory),
+    Setting(Name::AnswerCacheMemory),
 ];
 
 impl ConfigurationValue<RedisString> for Setting {
@@ -119,7 +121,12 @@ pub fn init(ctx: &Context, args: &[RedisString]) -> std::result::Result<(), Stri
         let defaults = current();
         for handle in &HANDLES {
             let name = handle.0.as_str();
-            let flags = ConfigurationFlags::DEFAULT;
+            let flags = if matches!(handle.0, Name::MaxQueryMemory | Name::AnswerCacheMemory) {
+                // `CONFIG SET listingstats.max-query-memory 512mb`.
+                ConfigurationFlags::MEMORY
+            } else {
+                ConfigurationFlags::DEFAULT
+            };
             match handle.0.bounds() {
                 Some(b) => register_i64_configuration(
                     ctx,

@@ -14,7 +14,7 @@ use rustc_hash::FxHashMap;
 use crate::redis::store::{RedisStore, Touched};
 use listingstats_core::dedup::{shard_keys, stale_generations};
 
-thread_local! {
+resident! {
     /// database -> registry key -> the generation whose sweep is done.
     /// Main-thread state only; a restart forgets it and sweeps once more.
     static SWEPT: RefCell<FxHashMap<i32, FxHashMap<Vec<u8>, i64>>> = RefCell::default();

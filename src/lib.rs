@@ -11,7 +11,8 @@
 //! * `fanout/`: on a cluster, QUERY and TOP for the whole cluster: parts
 //!   asked of every master over the cluster bus, merged here.
 //! * `index_upkeep/` keeps the `*` index and the query cache current;
-//!   `metric_registry.rs` holds the metric definitions; `dedup_upkeep.rs`
+//!   `metric_registry.rs` holds the metric definitions; `share.rs` lets
+//!   identical queries share one computation; `dedup_upkeep.rs`
 //!   the dedup generations; `budget.rs` every time budget; `config.rs` the
 //!   settings; `eviction.rs` watches the eviction policy; `stats.rs` and
 //!   `info.rs` are INFO.
@@ -33,6 +34,7 @@ mod follow;
 mod index_upkeep;
 mod info;
 mod metric_registry;
+mod share;
 mod stats;
 
 use redis_module::{redis_module, Context, RedisString, Status};

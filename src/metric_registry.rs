@@ -114,14 +114,17 @@ static COPIES_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// (copies epoch, cluster changes): when either moves, look again.
 type Epoch = (u64, u64);
 
+resident! {
+    /// On a cluster, the registry this node last read or wrote.
+    static KNOWN: RefCell<Option<(Definitions, Version)>> = const { RefCell::new(None) };
+}
+
 thread_local! {
     /// The slot whose copy was found, at an epoch (see `registry_key`).
     static COPY_SLOT: Cell<Option<(Epoch, Option<u16>)>> = const { Cell::new(None) };
     /// What `repair` last saw when it found one copy in place: (copies
     /// epoch, cluster changes, the copy's slot, slots owned).
     static REPAIRED: Cell<Option<(u64, u64, u16, usize)>> = const { Cell::new(None) };
-    /// On a cluster, the registry this node last read or wrote.
-    static KNOWN: RefCell<Option<(Definitions, Version)>> = const { RefCell::new(None) };
 }
 
 /// On a cluster, follows what can move registry copies.

@@ -68,7 +68,19 @@ pub static LONGEST_PASS_US: Stat = Stat::new("longest_loop_pass_usec");
 /// ... and the most CPU one pass used.
 pub static LONGEST_PASS_CPU_US: Stat = Stat::new("longest_loop_pass_cpu_usec");
 
-static ALL: [&Stat; 23] = [
+/// Days a `*` query by date or in total took from the days' totals
+/// instead of their day hashes.
+pub static TOTALS_DAYS: Stat = Stat::new("totals_days");
+
+/// QUERY and TOP calls answered by an identical computation (under way
+/// or recent enough) instead of their own.
+pub static SHARED_ANSWERS: Stat = Stat::new("shared_answers");
+
+/// Slices of background work that did not run because this node could
+/// not write then (paused, a replica, loading): see `redis::slices`.
+pub static WRITE_HOLDS: Stat = Stat::new("write_holds");
+
+static ALL: [&Stat; 26] = [
     &CALLS,
     &ERRORS,
     &INCREMENTS,
@@ -92,6 +104,9 @@ static ALL: [&Stat; 23] = [
     &LONGEST_SLICE_CPU_US,
     &LONGEST_PASS_US,
     &LONGEST_PASS_CPU_US,
+    &WRITE_HOLDS,
+    &TOTALS_DAYS,
+    &SHARED_ANSWERS,
 ];
 
 /// Every counter: `(name, value)`, for INFO.

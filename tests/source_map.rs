@@ -93,3 +93,37 @@ fn every_relative_link_of_the_docs_resolves_inside_the_repository() {
     }
     assert!(broken.is_empty(), "links that do not resolve: {broken:?}");
 }
+
+/// Module state is never dropped at exit (`resident!` in src/redis/mod.rs):
+/// a `thread_local!` of the module may only hold `Cell`s (nothing to drop),
+/// since Redis's main thread runs thread-local destructors inside `exit()`,
+/// where one touching another thread-local or Redis aborts the process.
+#[test]
+fn module_state_is_never_dropped_at_exit() {
+    let mut files = BTreeSet::new();
+    rust_files(&root().join("src"), &mut files);
+    let mut bad = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(root().join(file)).expect("a source file");
+        for (at, _) in text.match_indices("thread_local! {") {
+            let block = &text[at..];
+            let block = &block[..block.find("\n}").unwrap_or(block.len())];
+            for line in block.lines() {
+                let Some(rest) = line.trim().strip_prefix("static ") else {
+                    continue;
+                };
+                let ty = rest.split_once(": ").map_or("", |(_, t)| t);
+                if !ty.starts_with("Cell<")
+                    && !ty.starts_with("std::cell::Cell<")
+                    && !ty.starts_with("std::mem::ManuallyDrop<")
+                {
+                    bad.push(format!("{file}: {}", line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "thread-locals with a destructor (declare them with resident!): {bad:?}"
+    );
+}

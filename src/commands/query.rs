@@ -7,7 +7,8 @@ use crate::engine::Asked;
 use crate::fanout;
 use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
-use listingstats_core::query::parse_query;
+use crate::share::{self, Found};
+use listingstats_core::query::{parse_query, QueryArgs};
 use listingstats_core::Result;
 
 pub struct Query;
@@ -43,6 +44,7 @@ impl Command for Query {
             )
             .token("FORMAT")
             .optional(),
+            Arg::integer("ms").token("MAXAGE").optional(),
         ],
     };
 
@@ -50,7 +52,21 @@ impl Command for Query {
         let args = parse_query(raw)?;
         let settings = config::current();
         let registry = current_registry(ctx, &settings.keys)?;
+        // Identical calls share one computation (MAXAGE: a recent answer).
+        let what = QueryArgs {
+            max_age: None,
+            ..args.clone()
+        };
+        let slot = match share::find(
+            ctx,
+            share::key(ctx, &what, &(&registry, &settings.keys)),
+            args.max_age,
+        ) {
+            Found::Answer(answer) => return share::reply_now(ctx, answer),
+            Found::Joined => return Ok(RedisValue::NoReply),
+            Found::Compute(slot) => slot,
+        };
         let asked = Asked::query(args, &registry)?;
-        fanout::answer(ctx, raw, settings, registry, asked)
+        fanout::answer(ctx, raw, settings, registry, asked, slot)
     }
 }

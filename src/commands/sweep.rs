@@ -16,7 +16,7 @@ use redis_module::{Context, RedisValue};
 use crate::budget::SWEEP_SLICE;
 use crate::config;
 use crate::redis::blocked::BlockedReply;
-use crate::redis::context::{caller_name, can_block, now_ms, select_db, selected_db};
+use crate::redis::context::{caller_name, can_block, now_ms, select_db, selected_db, Hold};
 use crate::redis::reply::Reply;
 use crate::redis::scan::{Cursor, Scanned};
 use crate::redis::slices::{self, Sliced, Step};
@@ -125,7 +125,7 @@ impl<V: Visit> Sliced for Sweep<V> {
             return Step::Done;
         };
         match step {
-            Ok(Step::More) => Step::More,
+            Ok(Step::More | Step::Wait) => Step::More,
             Ok(Step::Done) => {
                 self.visitor.reply(&mut blocked.reply());
                 Step::Done
@@ -136,6 +136,30 @@ impl<V: Visit> Sliced for Sweep<V> {
                 Step::Done
             }
         }
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    /// Waits while writes are paused or the server loads; on a node that
+    /// became a replica meanwhile (Redis usually disconnects the client
+    /// then), ends with what was done so far.
+    fn held(&mut self, _ctx: &Context, why: Hold) -> Step {
+        let Some(blocked) = self.blocked.as_mut() else {
+            return Step::Done;
+        };
+        if blocked.client_gone() {
+            return Step::Done;
+        }
+        if why == Hold::Replica {
+            stats::ERRORS.add(1);
+            blocked.reply().error(
+                "READONLY this node became a replica during the walk; what was done so far stays",
+            );
+            return Step::Done;
+        }
+        Step::Wait
     }
 
     fn failed(&mut self, _ctx: &Context) {

@@ -7,7 +7,8 @@ use crate::engine::Asked;
 use crate::fanout;
 use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
-use listingstats_core::query::parse_top;
+use crate::share::{self, Found};
+use listingstats_core::query::{parse_top, TopArgs};
 use listingstats_core::Result;
 
 pub struct Top;
@@ -37,6 +38,7 @@ impl Command for Top {
             )
             .token("RANK")
             .optional(),
+            Arg::integer("ms").token("MAXAGE").optional(),
         ],
     };
 
@@ -44,7 +46,21 @@ impl Command for Top {
         let args = parse_top(raw)?;
         let settings = config::current();
         let registry = current_registry(ctx, &settings.keys)?;
+        // Identical calls share one computation (MAXAGE: a recent answer).
+        let what = TopArgs {
+            max_age: None,
+            ..args.clone()
+        };
+        let slot = match share::find(
+            ctx,
+            share::key(ctx, &what, &(&registry, &settings.keys)),
+            args.max_age,
+        ) {
+            Found::Answer(answer) => return share::reply_now(ctx, answer),
+            Found::Joined => return Ok(RedisValue::NoReply),
+            Found::Compute(slot) => slot,
+        };
         let asked = Asked::top(args, &registry)?;
-        fanout::answer(ctx, raw, settings, registry, asked)
+        fanout::answer(ctx, raw, settings, registry, asked, slot)
     }
 }

@@ -48,6 +48,7 @@ use listingstats_core::query::{
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
 
+pub mod inflight;
 mod order;
 mod read;
 mod render;
@@ -201,6 +202,51 @@ pub struct Job {
     part: bool,
     /// A part's TOP ranking, once every group is ranked.
     ranked: Option<TopPicker>,
+    /// What it will hold at most, and its turn under `max-query-memory`.
+    need: inflight::Need,
+    /// When identical calls may take its answer: the recording of its
+    /// reply, published when complete (see `crate::share`).
+    share: Option<crate::share::Slot>,
+}
+
+/// Bytes a job holds per cell it reads (its place in a `*` job's list,
+/// and that list's ordering).
+const CELL_BYTES: u64 = 16;
+/// Bytes per group, beside its sums (its key, its place in the maps, its
+/// listing's name).
+const GROUP_BYTES: u64 = 64;
+/// Bytes per row of the reply the server keeps until the client is
+/// unblocked (RESP: the row's array, its names and numbers).
+const ROW_BYTES: u64 = 96;
+
+/// What a job answering `span` grouped by `group` holds at most while it
+/// runs: its cells, its groups and its reply. From the index in O(days);
+/// while the index is being built, from the number of keys.
+fn estimate(
+    ctx: &Context,
+    span: &Span<'_>,
+    group: GroupBy,
+    plan: &FieldPlan,
+    finish: &Finish,
+) -> u64 {
+    let days = (span.end - span.start).num_days().max(0) as u64 + 1;
+    let indexed = index_upkeep::cells_in(selected_db(ctx), span.start, span.end)
+        .map_or_else(|| crate::redis::context::db_size(ctx), |n| n as u64);
+    let cells = match span.listings {
+        Listings::Ids(ids) => (ids.len() as u64).saturating_mul(days).min(indexed),
+        Listings::All => indexed,
+    };
+    let groups = match group {
+        GroupBy::Day | GroupBy::Listing => cells,
+        GroupBy::Date => days.min(cells),
+        GroupBy::Total => 1,
+    };
+    let rows = match finish {
+        Finish::Query(_) => groups * plan.metrics.len() as u64,
+        Finish::Top { n, .. } => (*n as u64).min(groups),
+    };
+    let width = plan.width() as u64;
+    cells * CELL_BYTES + groups * (GROUP_BYTES + 8 * width) + rows * ROW_BYTES
 }
 
 /// Groups an answer makes room for at once (see `Aggregator::reserve`):
@@ -241,6 +287,9 @@ impl Job {
         finish: Finish,
     ) -> Result<Job> {
         check_cluster(ctx, span)?;
+        let mut need = inflight::Need::new(estimate(ctx, span, group, &plan, &finish));
+        // Refused here (nothing done) when it alone passes the bound.
+        let admitted = need.admitted(crate::config::current().max_query_memory)?;
         let star = matches!(span.listings, Listings::All);
         let scans = star && settings.star_source == StarSource::Scan;
         let cache = if scans {
@@ -260,7 +309,19 @@ impl Job {
             }
             Listings::All if scans => State::Scanning,
             Listings::All => {
-                State::Planning(Planning::new(selected_db(ctx), span.start, span.end, cache))
+                // Summed whole by day or in total, for a caller who may
+                // read every day hash: complete days from their totals.
+                let totals = matches!(finish, Finish::Query(_))
+                    && matches!(group, GroupBy::Date | GroupBy::Total)
+                    && cache.is_some()
+                    && reader.may_read_everything();
+                State::Planning(Planning::new(
+                    selected_db(ctx),
+                    span.start,
+                    span.end,
+                    cache,
+                    totals,
+                ))
             }
         };
         let mut job = Job {
@@ -278,8 +339,10 @@ impl Job {
             state,
             part: false,
             ranked: None,
+            need,
+            share: None,
         };
-        if matches!(job.state, State::Planning(_)) {
+        if admitted && matches!(job.state, State::Planning(_)) {
             // The first planning step runs inside the command.
             job.step(ctx, Some(reader), None, Some(Instant::now() + QUERY_SLICE))?;
         }
@@ -298,9 +361,44 @@ impl Job {
         deadline: Option<Instant>,
     ) -> Result<Progress> {
         let state = std::mem::replace(&mut self.state, State::Done);
-        let (next, progress) = self.step_state(ctx, state, reader, out, deadline)?;
+        // What is written to the client is recorded for identical calls.
+        let mut share = self.share.take();
+        let mut out = out;
+        if let (Some(slot), Some(out)) = (share.as_mut(), out.as_deref_mut()) {
+            slot.attach(out);
+        }
+        let stepped = self.step_state(ctx, state, reader, out.as_deref_mut(), deadline);
+        if let (Some(slot), Some(out)) = (share.as_mut(), out) {
+            slot.detach(out);
+        }
+        self.share = share;
+        let (next, progress) = stepped?;
         self.state = next;
+        if progress == Progress::Done {
+            if let Some(slot) = self.share.take() {
+                slot.publish(ctx);
+            }
+        }
         Ok(progress)
+    }
+
+    /// Lets identical calls take this job's answer (see `crate::share`).
+    pub fn share_with(&mut self, slot: Option<crate::share::Slot>) {
+        self.share = slot;
+    }
+
+    /// Whether other calls wait for this job's answer.
+    fn has_waiters(&self) -> bool {
+        self.share
+            .as_ref()
+            .is_some_and(crate::share::Slot::has_waiters)
+    }
+
+    /// The job failed with `text`: the calls that wait for it get it too.
+    fn fail_shared(&mut self, text: &str) {
+        if let Some(slot) = self.share.take() {
+            slot.fail(text);
+        }
     }
 
     fn step_state(
@@ -378,6 +476,15 @@ impl Job {
         agg: Aggregator,
         examined: u64,
     ) -> Result<Job> {
+        let groups = agg.len() as u64;
+        let rows = match finish {
+            Finish::Query(_) => groups * plan.metrics.len() as u64,
+            Finish::Top { n, .. } => (n as u64).min(groups),
+        };
+        // Its parts arrived already: counted, it does not wait.
+        let need = inflight::Need::forced(
+            groups * (GROUP_BYTES + 8 * plan.width() as u64) + rows * ROW_BYTES,
+        );
         let mut job = Job {
             start: span.0,
             end: span.1,
@@ -393,6 +500,8 @@ impl Job {
             state: State::Done,
             part: false,
             ranked: None,
+            need,
+            share: None,
         };
         job.state = job.after_reading()?;
         Ok(job)
@@ -432,6 +541,19 @@ impl Job {
         self.ranked.take()
     }
 
+    /// Whether the job may work now under `max-query-memory` (it takes its
+    /// turn when it comes); `Err` when it alone passes the bound.
+    pub fn admitted(&mut self) -> Result<bool> {
+        self.need
+            .admitted(crate::config::current().max_query_memory)
+    }
+
+    /// Whether a waiting job could start now (worth a slice).
+    pub fn could_start(&self) -> bool {
+        self.need
+            .could_start(crate::config::current().max_query_memory)
+    }
+
     /// Whether the job is past reading (only the reply is left).
     fn replying(&self) -> bool {
         matches!(self.state, State::Ranking(_) | State::Rendering(_))
@@ -449,6 +571,11 @@ pub fn run(ctx: &Context, reader: &Reader<'_>, mut job: Job) -> Result<RedisValu
         }
         while job.step(ctx, Some(reader), Some(&mut out), None)? == Progress::More {}
         return Ok(RedisValue::NoReply);
+    }
+    // A big answer waits its turn under max-query-memory, its client
+    // blocked, before doing any work.
+    if !job.admitted()? {
+        return sliced::start(ctx, job);
     }
     // Work for up to QUERY_AT_ONCE; what is left (planning that waits for
     // the index, cells, or a long reply) continues in slices.

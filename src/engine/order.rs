@@ -3,14 +3,16 @@
 
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use redis_module::Context;
 
 use super::read::{CacheRead, Reading};
 use super::{Finish, Job, State, RESERVE_MAX};
 use crate::budget::QUERY_PLAN_STEP;
 use crate::index_upkeep;
+use crate::redis::context::now_ms;
 use crate::redis::reader::Reader;
+use crate::stats;
 use listingstats_core::day_index::{Planned, Planner};
 use listingstats_core::query::{CellOrdering, Cells, GroupBy};
 use listingstats_core::{Error, Result};
@@ -24,16 +26,21 @@ pub(super) struct Planning {
 }
 
 impl Planning {
+    /// `totals`: whole days may come from their totals (see
+    /// `Planner::with_totals`), read with `cache`'s columns.
     pub(super) fn new(
         db: i32,
         start: NaiveDate,
         end: NaiveDate,
         cache: Option<CacheRead>,
+        totals: bool,
     ) -> Planning {
-        Planning {
-            planner: Planner::new(db, start, end),
-            cache,
-        }
+        let planner = Planner::new(db, start, end);
+        let planner = match (&cache, totals) {
+            (Some(cache), true) => planner.with_totals(cache.version(), now_ms()),
+            _ => planner,
+        };
+        Planning { planner, cache }
     }
 }
 
@@ -110,6 +117,29 @@ impl Job {
                     }
                 }
             }
+        }
+        // Whole days from their totals: one group per day (or the total).
+        let day_totals = std::mem::take(&mut planning.planner.day_totals);
+        if let Some(cache) = planning.cache.as_ref().filter(|_| !day_totals.is_empty()) {
+            let mut sums = vec![0i64; self.plan.width()];
+            for (day, totals, hashes) in &day_totals {
+                // As many day hashes as reading them would have examined.
+                self.examined += *hashes as u64;
+                for ((sum, &column), name) in sums
+                    .iter_mut()
+                    .zip(cache.term_columns())
+                    .zip(self.plan.terms())
+                {
+                    *sum = i64::try_from(totals[column]).map_err(|_| {
+                        Error::invalid(format!(
+                            "the sum of {} overflows a 64-bit integer",
+                            listingstats_core::error::quote(name)
+                        ))
+                    })?;
+                }
+                self.agg.merge_group(day.num_days_from_ce(), None, &sums)?;
+            }
+            stats::TOTALS_DAYS.add(day_totals.len() as u64);
         }
         let names = std::mem::take(&mut planning.planner.names);
         let mut cells = std::mem::take(&mut planning.planner.cells);

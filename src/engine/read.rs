@@ -62,6 +62,18 @@ impl Reading {
     }
 }
 
+impl CacheRead {
+    /// The version of the cache columns it reads.
+    pub(super) fn version(&self) -> u64 {
+        self.columns.version
+    }
+
+    /// The cache column of each of the job's terms.
+    pub(super) fn term_columns(&self) -> &[usize] {
+        &self.columns.columns
+    }
+}
+
 /// The names of a job's terms, and of every cached column's.
 struct Fields {
     own: FieldNames,

@@ -61,6 +61,12 @@ pub fn continue_blocked(ctx: &Context, blocked: BlockedReply, job: Job, deadline
 }
 
 impl Running {
+    /// Nobody waits for the answer: its client left, and no identical
+    /// call joined it.
+    fn gone(&self) -> bool {
+        self.blocked.client_gone() && !self.job.has_waiters()
+    }
+
     /// One slice of whatever state the job is in. Reading needs the
     /// caller's permissions (looked up again: the user may have changed);
     /// writing the reply needs only the blocked client.
@@ -92,9 +98,24 @@ impl Sliced for Running {
         "a query slice"
     }
 
+    fn ready(&self) -> bool {
+        self.gone() || self.job.could_start()
+    }
+
     fn run(&mut self, ctx: &Context, deadline: Instant) -> Step {
-        if self.blocked.client_gone() {
+        if self.gone() {
             return Step::Done; // Nobody to answer: stop reading.
+        }
+        match self.job.admitted() {
+            Ok(true) => {}
+            // Its turn under max-query-memory has not come.
+            Ok(false) => return Step::Wait,
+            Err(e) => {
+                stats::ERRORS.add(1);
+                self.blocked.reply().error(&e.reply_text());
+                self.job.fail_shared(&e.reply_text());
+                return Step::Done;
+            }
         }
         stats::SLICES.add(1);
         select_db(ctx, self.db);
@@ -107,6 +128,7 @@ impl Sliced for Running {
             Err(e) => {
                 stats::ERRORS.add(1);
                 self.blocked.reply().error(&e.reply_text());
+                self.job.fail_shared(&e.reply_text());
                 Step::Done
             }
         }
@@ -114,8 +136,8 @@ impl Sliced for Running {
 
     fn failed(&mut self, _ctx: &Context) {
         stats::ERRORS.add(1);
-        self.blocked
-            .reply()
-            .error("ERR listingstats internal error, see the server log");
+        let text = "ERR listingstats internal error, see the server log";
+        self.blocked.reply().error(text);
+        self.job.fail_shared(text);
     }
 }

@@ -4,17 +4,20 @@
 //! in a reshard, or joined later adopts the newest; see
 //! `metric_registry`).
 
-use std::cell::RefCell;
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 use redis_module::{Context, RedisValue};
 use rustc_hash::FxHashMap;
 
 use super::transfer::{self, Bytes};
+use crate::budget::WARM_SLICE;
 use crate::config;
 use crate::metric_registry;
 use crate::redis::blocked::BlockedReply;
 use crate::redis::cluster;
+use crate::redis::context::Hold;
+use crate::redis::slices::{self, Sliced, Step};
 use listingstats_core::fanout::{Direction, Frame, PartKind, Request};
 use listingstats_core::registry_copy::{to_args, Definitions, Version};
 use listingstats_core::Result;
@@ -52,7 +55,7 @@ impl Announce {
     }
 }
 
-thread_local! {
+resident! {
     static WAITING: RefCell<FxHashMap<u64, Announce>> = RefCell::default();
 }
 
@@ -165,15 +168,60 @@ pub fn start_sync(ctx: &Context) {
 
 const SYNC_EVERY: Duration = Duration::from_secs(1);
 
+thread_local! {
+    /// A [`RegistrySync`] is queued.
+    static SYNC_QUEUED: Cell<bool> = const { Cell::new(false) };
+}
+
 fn sync(ctx: &Context, (): ()) {
-    metric_registry::repair(ctx);
-    if let Some((version, defs)) = metric_registry::own_versioned(ctx) {
-        if let Ok(others) = other_masters(ctx) {
-            let id = super::next_id();
-            for node in others {
-                send(ctx, &node, id, &version, &defs);
-            }
-        }
+    if !SYNC_QUEUED.with(|q| q.replace(true)) {
+        slices::start(ctx, RegistrySync);
     }
     ctx.create_timer(SYNC_EVERY, sync, ());
+}
+
+/// The second's registry upkeep: it may write this master's copy
+/// (`repair`), so it runs from the work queue, which holds it while this
+/// node may not write.
+struct RegistrySync;
+
+impl Sliced for RegistrySync {
+    fn slice_len(&self) -> Duration {
+        WARM_SLICE
+    }
+
+    fn what(&self) -> &'static str {
+        "keeping the metric registry in step"
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    /// A replica neither keeps a copy nor sends one: it follows its master.
+    fn held(&mut self, _ctx: &Context, why: Hold) -> Step {
+        if why == Hold::Replica {
+            SYNC_QUEUED.with(|q| q.set(false));
+            return Step::Done;
+        }
+        Step::Wait
+    }
+
+    fn failed(&mut self, _ctx: &Context) {
+        SYNC_QUEUED.with(|q| q.set(false));
+    }
+
+    fn run(&mut self, ctx: &Context, _deadline: Instant) -> Step {
+        SYNC_QUEUED.with(|q| q.set(false));
+        metric_registry::repair(ctx);
+        if let Some((version, defs)) = metric_registry::own_versioned(ctx) {
+            if let Ok(others) = other_masters(ctx) {
+                let id = super::next_id();
+                for node in others {
+                    send(ctx, &node, id, &version, &defs);
+                }
+            }
+        }
+        Step::Done
+    }
 }

@@ -17,6 +17,7 @@ use crate::redis::blocked::BlockedReply;
 use crate::redis::cluster;
 use crate::redis::context::{caller_name, is_resp3};
 use crate::redis::slices::{self, Sliced, Step};
+use crate::share::Slot;
 use crate::stats;
 use listingstats_core::cluster::{key_slot, ClusterView};
 use listingstats_core::fanout::{
@@ -68,9 +69,11 @@ struct Gather {
     /// Asked again after the slots moved under the previous attempt.
     attempt: u32,
     started: Instant,
+    /// Identical calls that may take the merged answer (`crate::share`).
+    share: Option<Slot>,
 }
 
-thread_local! {
+resident! {
     static WAITING: RefCell<FxHashMap<u64, Gather>> = RefCell::default();
 }
 
@@ -89,6 +92,7 @@ pub fn start(
     raw: &[&[u8]],
     settings: Arc<Settings>,
     ask: Asked<'_>,
+    share: Option<Slot>,
 ) -> Result<RedisValue> {
     if let Listings::Ids(ids) = &ask.listings {
         check_cells(ask.start, ask.end, ids.len(), settings.max_query_cells)?;
@@ -123,6 +127,7 @@ pub fn start(
         parts: Vec::new(),
         attempt: 0,
         started: Instant::now(),
+        share,
     };
     stats::CLUSTER_QUERIES.add(1);
     launch(ctx, gather, &view);
@@ -200,6 +205,9 @@ fn unreachable_text(part: &Part) -> String {
 fn fail(mut g: Gather, text: &str) {
     stats::ERRORS.add(1);
     g.blocked.reply().error(text);
+    if let Some(slot) = g.share.take() {
+        slot.fail(text);
+    }
 }
 
 /// Tells the parts that have not answered that nobody waits any more.
@@ -414,7 +422,10 @@ impl Merging {
         );
         let mut blocked = g.blocked;
         match job {
-            Ok(job) => engine::continue_blocked(ctx, blocked, job, deadline),
+            Ok(mut job) => {
+                job.share_with(g.share);
+                engine::continue_blocked(ctx, blocked, job, deadline)
+            }
             Err(e) => {
                 stats::ERRORS.add(1);
                 blocked.reply().error(&e.reply_text());

@@ -24,7 +24,8 @@ use listingstats_core::cluster::ClusterView;
 use listingstats_core::fanout::{Direction, Frame, Head, PartKind, Request, SlotSet};
 use listingstats_core::ingest::{self, Event, Outcome, Parsed, Report};
 use listingstats_core::ingest_split::{
-    decode_event, decode_outcome, encode_event, encode_outcomes, merge, split, PartAnswer,
+    decode_event, decode_outcome, encode_event, encode_outcomes, merge, not_applied_there, resplit,
+    split, PartAnswer,
 };
 use listingstats_core::settings::Settings;
 use listingstats_core::{Error, Result};
@@ -49,6 +50,9 @@ struct Sent {
     node: String,
     addr: String,
     indices: Vec<usize>,
+    /// Its events, sent again elsewhere when the master answers that they
+    /// were not applied there (a client's INGEST only).
+    events: Vec<(usize, Event)>,
     frames: Vec<u8>,
     done: bool,
     /// Its answer, once complete (kept for [`Then::Call`]).
@@ -75,9 +79,19 @@ struct Waiting {
     increments: usize,
     parts: Vec<Sent>,
     timeout_ms: i64,
+    /// The user the parts are applied as.
+    user: Vec<u8>,
+    /// Events a master did not apply because their listings live
+    /// elsewhere now (it was demoted, a slot moved), with that reason:
+    /// sent again to their owners every [`RESEND`] until `cluster-timeout`.
+    again: Vec<(usize, Event, String)>,
 }
 
-thread_local! {
+/// How long a client's INGEST waits before it sends again the events a
+/// master did not apply (the cluster's slot map may still be changing).
+const RESEND: Duration = Duration::from_millis(100);
+
+resident! {
     static WAITING: RefCell<FxHashMap<u64, Waiting>> = RefCell::default();
 }
 
@@ -121,7 +135,7 @@ pub fn start(
             outcomes.extend(encoded.iter().filter_map(|b| decode_outcome(b)));
             continue;
         }
-        match send_part(ctx, view, node, user.clone(), &share, id) {
+        match send_part(ctx, view, node, user.clone(), share, id) {
             Ok(sent) => parts.push(sent),
             Err(who) => {
                 let why = format!(
@@ -142,14 +156,22 @@ pub fn start(
         increments,
         parts,
         timeout_ms: settings.cluster_timeout,
+        user,
+        // No master serves some listing now (a failover under way): placed
+        // again with a later slot reading.
+        again: split.unplaced,
     };
-    if waiting.parts.is_empty() {
+    if waiting.parts.is_empty() && waiting.again.is_empty() {
         finish(ctx, waiting);
         return Ok(RedisValue::NoReply);
     }
     let timeout = Duration::from_millis(settings.cluster_timeout.max(1) as u64);
-    WAITING.with(|w| w.borrow_mut().insert(id, waiting));
     ctx.create_timer(timeout, on_timeout, id);
+    if waiting.parts.is_empty() {
+        parts_done(ctx, id, waiting);
+    } else {
+        WAITING.with(|w| w.borrow_mut().insert(id, waiting));
+    }
     Ok(RedisValue::NoReply)
 }
 
@@ -195,7 +217,7 @@ fn send_part(
     view: &ClusterView,
     node: u16,
     user: Vec<u8>,
-    events: &[(usize, Event)],
+    events: Vec<(usize, Event)>,
     id: u64,
 ) -> std::result::Result<Sent, String> {
     let request = Request {
@@ -209,6 +231,7 @@ fn send_part(
         node: view.id(node).to_string(),
         addr: view.addr(node).to_string(),
         indices: events.iter().map(|(i, _)| *i).collect(),
+        events,
         frames: Vec::new(),
         done: false,
         answer: None,
@@ -241,7 +264,7 @@ pub fn send_parts(
     for (node, events) in shares {
         // No user: the node applies it with the module's own rights, as
         // the following master applies its own part.
-        match send_part(ctx, view, *node, Vec::new(), events, id) {
+        match send_part(ctx, view, *node, Vec::new(), events.clone(), id) {
             Ok(sent) => parts.push(sent),
             Err(who) => {
                 let why = format!("CLUSTERDOWN node {who} cannot be reached over the cluster bus");
@@ -259,6 +282,8 @@ pub fn send_parts(
         increments: 0,
         parts,
         timeout_ms,
+        user: Vec::new(),
+        again: Vec::new(),
     };
     for (node, answer) in failed {
         waiting.parts.push(Sent {
@@ -266,6 +291,7 @@ pub fn send_parts(
             node: String::new(),
             addr: String::new(),
             indices: Vec::new(),
+            events: Vec::new(),
             frames: Vec::new(),
             done: true,
             answer: Some(answer),
@@ -298,7 +324,62 @@ fn on_timeout(ctx: &Context, id: u64) {
                 .map(|&i| (i, Outcome::Rejected, Some(why.clone()))),
         );
     }
+    give_up_again(&mut w);
     finish(ctx, w);
+}
+
+/// The events still waiting to be sent again are rejected with the reason
+/// their last master gave.
+fn give_up_again(w: &mut Waiting) {
+    let again = std::mem::take(&mut w.again);
+    w.outcomes.extend(
+        again
+            .into_iter()
+            .map(|(i, _, why)| (i, Outcome::Rejected, Some(why))),
+    );
+}
+
+/// Every part answered: the reply, unless some events must be sent again
+/// (then after [`RESEND`]).
+fn parts_done(ctx: &Context, id: u64, w: Waiting) {
+    if w.again.is_empty() {
+        return finish(ctx, w);
+    }
+    WAITING.with(|m| m.borrow_mut().insert(id, w));
+    ctx.create_timer(RESEND, resend, id);
+}
+
+/// Sends the events a master did not apply to their owners by a fresh
+/// slot reading (the parts carry the caller's ids: each counts once).
+fn resend(ctx: &Context, id: u64) {
+    let Some(mut w) = WAITING.with(|m| m.borrow_mut().remove(&id)) else {
+        return; // Answered meanwhile (cluster-timeout).
+    };
+    let Ok(view) = cluster::view(ctx, true) else {
+        return parts_done(ctx, id, w);
+    };
+    let again = std::mem::take(&mut w.again);
+    let split = resplit(again.into_iter().map(|(i, e, _)| (i, e)).collect(), &view);
+    stats::CLUSTER_RETRIES.add(1);
+    for (node, share) in split.shares {
+        // This node's own share goes through the bus too: as any part, it
+        // then waits in the work queue while writes are paused.
+        match send_part(ctx, &view, node, w.user.clone(), share.clone(), id) {
+            Ok(sent) => w.parts.push(sent),
+            Err(who) => {
+                let why = format!("CLUSTERDOWN node {who} cannot be reached over the cluster bus");
+                w.again
+                    .extend(share.into_iter().map(|(i, e)| (i, e, why.clone())));
+            }
+        }
+    }
+    // A slot moving or unserved now: tried again after RESEND.
+    w.again.extend(split.unplaced);
+    if w.parts.iter().all(|p| p.done) {
+        parts_done(ctx, id, w);
+    } else {
+        WAITING.with(|m| m.borrow_mut().insert(id, w));
+    }
 }
 
 /// A frame of a part's outcomes; `false` when no INGEST waits for it.
@@ -321,16 +402,31 @@ pub fn on_answer(ctx: &Context, sender: &str, frame: &Frame<'_>) -> bool {
             if matches!(waiting.then, Then::Call(_)) {
                 part.answer = Some(answer_of(part));
             } else {
-                let outcomes = outcomes_of(part);
-                waiting.outcomes.extend(outcomes.0);
-                waiting.increments += outcomes.1;
+                let (outcomes, increments) = outcomes_of(part);
+                waiting.increments += increments;
+                for (index, outcome, why) in outcomes {
+                    // Not applied there, its listings live elsewhere now:
+                    // sent again (within cluster-timeout).
+                    let again = why
+                        .as_deref()
+                        .filter(|w| not_applied_there(w))
+                        .and_then(|w| {
+                            let event = part.events.iter().find(|(i, _)| *i == index)?;
+                            Some((index, event.1.clone(), w.to_string()))
+                        });
+                    match again {
+                        Some(again) => waiting.again.push(again),
+                        None => waiting.outcomes.push((index, outcome, why)),
+                    }
+                }
+                part.events = Vec::new();
             }
         }
         let all = waiting.parts.iter().all(|p| p.done);
         (true, if all { w.remove(&frame.id) } else { None })
     });
     if let Some(waiting) = done {
-        finish(ctx, waiting);
+        parts_done(ctx, frame.id, waiting);
     }
     known
 }
@@ -455,6 +551,22 @@ impl PartIngest {
             examined: self.increments as u64,
             bad: None,
         }))
+    }
+
+    /// Ends the part without applying the events left: each is answered
+    /// rejected with `why` (a retryable reason: they were not applied),
+    /// beside the outcomes of those applied already.
+    pub fn stop(&mut self, why: &str) -> Head {
+        for (index, _) in self.events.drain(..) {
+            self.fields.push(format!("{index} r {why}").into_bytes());
+        }
+        Head {
+            error: None,
+            fields: std::mem::take(&mut self.fields),
+            slots: SlotSet::default(),
+            examined: self.increments as u64,
+            bad: None,
+        }
     }
 
     fn done(&mut self, report: &Report, indices: &[usize]) {

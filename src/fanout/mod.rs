@@ -44,19 +44,22 @@ use listingstats_core::Result;
 
 /// Answers a QUERY or TOP (`raw`: its arguments as sent): on a cluster,
 /// when other masters hold some of its listings, by asking them
-/// (`gather.rs`); otherwise here.
+/// (`gather.rs`); otherwise here. `share`: identical calls may take the
+/// answer (`crate::share`).
 pub fn answer(
     ctx: &Context,
     raw: &[&[u8]],
     settings: Arc<Settings>,
     registry: Vec<Metric>,
     asked: Asked<'_>,
+    share: Option<crate::share::Slot>,
 ) -> Result<RedisValue> {
     if gather::needed(ctx, &asked.listings)? {
-        return gather::start(ctx, raw, settings, asked);
+        return gather::start(ctx, raw, settings, asked, share);
     }
     let reader = Reader::new(ctx);
-    let job = asked.job(ctx, &reader, settings, registry)?;
+    let mut job = asked.job(ctx, &reader, settings, registry)?;
+    job.share_with(share);
     engine::run(ctx, &reader, job)
 }
 

@@ -15,6 +15,7 @@ use crate::engine::{Asked, Job};
 use crate::index_upkeep;
 use crate::metric_registry::{self, current_registry};
 use crate::redis::cluster;
+use crate::redis::context::Hold;
 use crate::redis::reader::Reader;
 use crate::redis::slices::{self, Sliced, Step};
 use crate::stats;
@@ -27,7 +28,7 @@ use listingstats_core::{Error, Result};
 
 type Key = (String, u64);
 
-thread_local! {
+resident! {
     /// Requests arriving in several frames.
     static ARRIVING: RefCell<FxHashMap<Key, Vec<u8>>> = RefCell::default();
     /// Parts whose coordinator gave up (timeout, another part failed).
@@ -291,14 +292,22 @@ impl PartWork {
                 self.stage = Stage::Ingesting(Box::new(PartIngest::new(&request)?));
                 self.advance(ctx, deadline)
             }
-            Stage::Ingesting(mut part) => match part.step(ctx, deadline)? {
-                Some(head) => {
+            Stage::Ingesting(mut part) => match part.step(ctx, deadline) {
+                Ok(Some(head)) => {
                     answer_head(ctx, &self.coordinator, self.id, &head);
                     Ok(Step::Done)
                 }
-                None => {
+                Ok(None) => {
                     self.stage = Stage::Ingesting(part);
                     Ok(Step::More)
+                }
+                // What earlier slices applied is answered as applied; the
+                // rest is refused with why.
+                Err(e) => {
+                    let text = e.reply_text();
+                    let head = part.stop(text.strip_prefix("ERR ").unwrap_or(&text));
+                    answer_head(ctx, &self.coordinator, self.id, &head);
+                    Ok(Step::Done)
                 }
             },
             Stage::Start(request) if request.kind == PartKind::Registry => {
@@ -324,15 +333,18 @@ impl PartWork {
                 user,
                 slots,
             } => {
+                // Its turn under max-query-memory, as any query's.
+                let waits = !job.admitted()?;
                 let reader = reader_for(ctx, &user)?;
-                if !job.part_step(ctx, &reader, deadline)? {
+                if waits || !job.part_step(ctx, &reader, deadline)? {
+                    let step = if waits { Step::Wait } else { Step::More };
                     self.stage = Stage::Running {
                         job,
                         kind,
                         user,
                         slots,
                     };
-                    return Ok(Step::More);
+                    return Ok(step);
                 }
                 let answer = answer(ctx, job, kind, *slots)?;
                 transfer::start(
@@ -384,4 +396,61 @@ impl Sliced for PartWork {
             "ERR listingstats internal error on another node, see its log".into(),
         );
     }
+
+    fn ready(&self) -> bool {
+        match &self.stage {
+            Stage::Running { job, .. } => job.could_start(),
+            _ => true,
+        }
+    }
+
+    /// INGEST parts and metric registries write; query parts only read
+    /// (they run during a write pause, as native reads do).
+    fn writes(&self) -> bool {
+        match &self.stage {
+            Stage::Ingesting(_) => true,
+            Stage::Start(r) => matches!(r.kind, PartKind::Ingest | PartKind::Registry),
+            Stage::Running { .. } | Stage::Over => false,
+        }
+    }
+
+    /// A part waits while writes are paused (its coordinator waits up to
+    /// `cluster-timeout`, then cancels it); on a node that is no longer a
+    /// master, the events not applied are answered `TRYAGAIN`, which the
+    /// coordinator sends again to their new owner.
+    fn held(&mut self, ctx: &Context, why: Hold) -> Step {
+        if cancelled(&(self.coordinator.clone(), self.id)) {
+            return Step::Done;
+        }
+        if why != Hold::Replica {
+            return Step::Wait;
+        }
+        let head = match std::mem::replace(&mut self.stage, Stage::Over) {
+            Stage::Ingesting(mut part) => part.stop(&not_master(ctx)),
+            Stage::Start(request) if request.kind == PartKind::Ingest => {
+                match PartIngest::new(&request) {
+                    Ok(mut part) => part.stop(&not_master(ctx)),
+                    Err(e) => Head::failed(e.reply_text()),
+                }
+            }
+            // A replica follows its own master's registry.
+            _ => Head {
+                error: None,
+                fields: Vec::new(),
+                slots: SlotSet::default(),
+                examined: 0,
+                bad: None,
+            },
+        };
+        answer_head(ctx, &self.coordinator, self.id, &head);
+        Step::Done
+    }
+}
+
+/// Why a part's events were not applied on a node demoted meanwhile.
+fn not_master(ctx: &Context) -> String {
+    let addr = cluster::view(ctx, false)
+        .map(|v| v.addr(v.me()).to_string())
+        .unwrap_or_default();
+    format!("TRYAGAIN node {addr} is no longer a master; not applied there")
 }

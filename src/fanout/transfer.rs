@@ -45,7 +45,7 @@ struct Outgoing {
 
 type Key = (String, Direction, u64);
 
-thread_local! {
+resident! {
     static OUT: RefCell<FxHashMap<Key, Outgoing>> = RefCell::default();
 }
 

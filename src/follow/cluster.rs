@@ -66,7 +66,7 @@ struct Flights {
     slots: Option<(usize, u64, usize)>,
 }
 
-thread_local! {
+resident! {
     static FLIGHTS: RefCell<Flights> = RefCell::default();
 }
 

@@ -36,7 +36,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::budget::FOLLOW_SLICE;
 use crate::config;
 use crate::redis::cluster as topology;
-use crate::redis::context::{is_replica, select_db, selected_db};
+use crate::redis::context::{is_replica, select_db, selected_db, Hold};
 use crate::redis::events::{self, class, KeyEvent, ServerEvent};
 use crate::redis::reader::Reader;
 use crate::redis::slices::{self, Sliced, Step};
@@ -54,9 +54,11 @@ struct Pump {
     /// Streams that may have entries to apply.
     dirty: FxHashSet<(i32, Vec<u8>)>,
     running: bool,
+    /// Why the pump waits to write, while it does (FOLLOWING's `waiting`).
+    held: Option<Hold>,
 }
 
-thread_local! {
+resident! {
     static PUMP: RefCell<Pump> = RefCell::default();
 }
 
@@ -250,14 +252,6 @@ struct PumpWork;
 
 impl PumpWork {
     fn step(&mut self, ctx: &Context, deadline: Instant) -> Step {
-        if is_replica(ctx) {
-            // Replicas receive the effects; they never apply entries.
-            with_pump(|p| {
-                p.dirty.clear();
-                p.running = false;
-            });
-            return Step::Done;
-        }
         let settings = config::current();
         let original = selected_db(ctx);
         let mut longest = Duration::ZERO;
@@ -299,11 +293,33 @@ impl Sliced for PumpWork {
 
     fn run(&mut self, ctx: &Context, deadline: Instant) -> Step {
         stats::SLICES.add(1);
+        with_pump(|p| p.held = None);
         self.step(ctx, deadline)
     }
 
     fn failed(&mut self, _ctx: &Context) {
         with_pump(|p| p.running = false);
+    }
+
+    fn writes(&self) -> bool {
+        true
+    }
+
+    /// While writes are paused or the server loads, the pump waits with
+    /// its streams marked; on a replica (or a master just demoted) it
+    /// stops: replicas receive the effects and the positions, and a
+    /// promoted replica starts its own pump (`BecameMaster`).
+    fn held(&mut self, _ctx: &Context, why: Hold) -> Step {
+        with_pump(|p| {
+            p.held = Some(why);
+            if why != Hold::Replica {
+                return Step::Wait;
+            }
+            p.dirty.clear();
+            p.running = false;
+            p.held = None;
+            Step::Done
+        })
     }
 }
 
@@ -392,9 +408,15 @@ fn reject(state: &mut FollowState, id: StreamId, why: &str) {
     state.reject(id, why);
 }
 
-/// What a followed stream waits for, if anything (FOLLOWING).
+/// What a followed stream waits for, if anything (FOLLOWING): writes to
+/// be allowed again, or on a cluster another master.
 pub fn waiting(db: i32, stream: &[u8]) -> Option<String> {
-    cluster::waiting(db, stream)
+    let held = with_pump(|p| {
+        p.held
+            .filter(|_| p.dirty.contains(&(db, stream.to_vec())))
+            .map(|h| format!("{}: applying resumes when writes are allowed", h.as_str()))
+    });
+    held.or_else(|| cluster::waiting(db, stream))
 }
 
 /// How many streams this server follows, for INFO.

@@ -5,7 +5,7 @@ use chrono::NaiveDate;
 use redis_module::Context;
 
 use super::rebuild::start_rebuild;
-use super::{invalidate, metrics_changed_soon, warm, with_state};
+use super::{data_changed, invalidate, metrics_changed_soon, warm, with_state};
 use crate::config;
 use crate::redis::events;
 use crate::redis::events::{class, KeyEvent, ServerEvent, Written};
@@ -47,6 +47,8 @@ fn apply(index: &mut Index, e: &KeyEvent<'_>, day: NaiveDate, listing: &[u8]) ->
 }
 
 pub(super) fn on_key_event(ctx: &Context, e: &KeyEvent<'_>) {
+    // Only names that may be day hashes or the registry get here.
+    data_changed();
     let Some(expiry_of) = with_state(|st| {
         let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
             (Some(scheme), _) => (scheme, &mut st.index),
@@ -95,6 +97,7 @@ pub(super) fn on_counters_written(
     fields: &Written<'_>,
     created: bool,
 ) {
+    data_changed();
     let day_hash = with_state(|st| {
         let current = st.built_for.is_some();
         let (scheme, index) = match (&st.built_for, &mut st.rebuild) {
@@ -105,7 +108,9 @@ pub(super) fn on_counters_written(
         let Some((day, listing)) = scheme.parse_day_key(key) else {
             return false;
         };
-        if created {
+        if created && current {
+            index.created(db, day, listing, fields);
+        } else if created {
             index.add(db, day, listing);
         } else if current {
             index.written(db, day, listing, fields);
@@ -118,6 +123,7 @@ pub(super) fn on_counters_written(
 }
 
 pub(super) fn on_server_event(ctx: &Context, e: &ServerEvent<'_>) {
+    data_changed();
     match *e {
         ServerEvent::Flush(which) => with_state(|st| {
             st.index.clear(which);

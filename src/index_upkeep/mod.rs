@@ -73,7 +73,7 @@ struct Rebuild {
     partial: Index,
 }
 
-thread_local! {
+resident! {
     static STATE: RefCell<State> = RefCell::new(State {
         index: Index::default(),
         warm_epoch: 0,
@@ -88,9 +88,25 @@ fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> R {
     STATE.with(|s| f(&mut s.borrow_mut()))
 }
 
+/// Moves whenever a day hash (or the metric registry) may have changed:
+/// any notification the index feed gets, the module's own counter writes,
+/// flushes, loads, SWAPDB. Two answers computed at the same epoch read the
+/// same data (`share`).
+static DATA_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// See [`DATA_EPOCH`].
+pub fn data_epoch() -> u64 {
+    DATA_EPOCH.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn data_changed() {
+    DATA_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Marks the index stale and frees it; a rebuild starts at the next query
 /// that needs it.
 pub fn invalidate() {
+    data_changed();
     with_state(|st| {
         st.built_for = None;
         st.rebuild = None;
@@ -296,6 +312,15 @@ pub fn plan_step(ctx: &Context, planner: &mut Planner, budget: usize) -> Option<
         start_rebuild(ctx, scheme);
     }
     planned
+}
+
+/// How many day hashes of database `db` the index holds from `start` to
+/// `end` (O(days)); `None` while it is not current.
+pub fn cells_in(db: i32, start: NaiveDate, end: NaiveDate) -> Option<usize> {
+    with_state(|st| {
+        st.built_for.as_ref()?;
+        Some(st.index.db(db).map_or(0, |d| d.count_in_range(start, end)))
+    })
 }
 
 /// Ends a planner's pin on the index (planning abandoned).

@@ -1,6 +1,7 @@
 //! Permission checks: the module does to a key only what the caller could
 //! do to it with the equivalent native command.
 
+use std::cell::RefCell;
 use std::os::raw::c_int;
 use std::ptr;
 
@@ -61,7 +62,10 @@ impl Native {
     }
 }
 
-thread_local! {
+resident! {
+    /// Users known to have (or not) `+@all ~*`, and the ACL epoch
+    /// (`filter::acl_changes`) when that was looked up.
+    static UNRESTRICTED: RefCell<rustc_hash::FxHashMap<Vec<u8>, (u64, bool)>> = RefCell::default();
     /// The argv words of each [`Native`] command (all but the key), made
     /// once: a check runs for every key a command touches. Main thread only.
     static WORDS: Vec<(RedisString, Vec<RedisString>)> = [
@@ -147,10 +151,38 @@ impl Acl {
             // SAFETY: owned by this Acl, freed in Drop.
             unsafe { lent_bytes(self.name_string) }
         };
+        let ctx = Context::new(self.ctx);
+        // Remembered across commands until a command that may change
+        // permissions arrives (the filter watches for them; installed
+        // with the first look-up).
+        super::filter::init(&ctx);
+        let Some(epoch) = super::filter::acl_changes() else {
+            return self.ask_unrestricted(&ctx, name);
+        };
+        if let Some(known) = UNRESTRICTED.with(|u| {
+            u.borrow()
+                .get(name)
+                .filter(|(at, _)| *at == epoch)
+                .map(|(_, known)| *known)
+        }) {
+            return known;
+        }
+        let known = self.ask_unrestricted(&ctx, name);
+        UNRESTRICTED.with(|u| {
+            let mut u = u.borrow_mut();
+            if u.len() > 1024 {
+                u.clear();
+            }
+            u.insert(name.to_vec(), (epoch, known));
+        });
+        known
+    }
+
+    /// `ACL GETUSER`: whether `name`'s root selector is `+@all ~*`.
+    fn ask_unrestricted(&self, ctx: &Context, name: &[u8]) -> bool {
         let Ok(name) = std::str::from_utf8(name) else {
             return false;
         };
-        let ctx = Context::new(self.ctx);
         let Ok(redis_module::RedisValue::Array(info)) = ctx.call("ACL", &["GETUSER", name]) else {
             return false;
         };

@@ -10,7 +10,7 @@ use rustc_hash::FxHashSet;
 
 use super::reply::Reply;
 
-thread_local! {
+resident! {
     /// Blocked clients whose connection closed (main thread only).
     static GONE: RefCell<FxHashSet<usize>> = RefCell::default();
 }

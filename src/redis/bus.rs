@@ -25,9 +25,12 @@ pub trait Receiver: 'static {
     fn receive(ctx: &Context, sender: &str, bytes: &[u8]);
 }
 
-thread_local! {
+resident! {
     /// Messages this node sent itself, not yet delivered.
     static LOOPBACK: RefCell<VecDeque<Vec<u8>>> = RefCell::default();
+}
+
+thread_local! {
     static DRAINING: Cell<bool> = const { Cell::new(false) };
 }
 

@@ -54,7 +54,7 @@ struct Cached {
     changes: u64,
 }
 
-thread_local! {
+resident! {
     static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
 }
 

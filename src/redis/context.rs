@@ -30,6 +30,53 @@ pub fn is_replica(ctx: &Context) -> bool {
     flags(ctx) & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0
 }
 
+/// Why this node may not write now outside a client's own command (a
+/// timer, a cluster-bus message, a keyspace event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Clients are paused for writes: `CLIENT PAUSE` (WRITE or ALL),
+    /// `FAILOVER`, `CLUSTER FAILOVER` on a replica of this master, a
+    /// `SHUTDOWN` waiting for replicas. Redis asserts (and dies) when
+    /// anything is propagated then.
+    Paused,
+    /// A replica (or a master just demoted): it applies only what its
+    /// master sends.
+    Replica,
+    /// Loading an RDB or AOF.
+    Loading,
+}
+
+impl Hold {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hold::Paused => "writes are paused",
+            Hold::Replica => "this node is a replica",
+            Hold::Loading => "the server is loading its data",
+        }
+    }
+}
+
+/// Whether work that runs outside a client's command may write now:
+/// `None` when it may, else why not. The one rule every background
+/// writer obeys (`slices` asks it before each writing slice).
+pub fn write_hold(ctx: &Context) -> Option<Hold> {
+    let f = flags(ctx);
+    if f & raw::REDISMODULE_CTX_FLAGS_SLAVE != 0 {
+        return Some(Hold::Replica);
+    }
+    if f & (raw::REDISMODULE_CTX_FLAGS_LOADING | raw::REDISMODULE_CTX_FLAGS_ASYNC_LOADING) != 0 {
+        return Some(Hold::Loading);
+    }
+    // SAFETY: a plain call; the server's pause state (Redis 7.0: any
+    // client pause; 7.2+ and Valkey: a pause that holds replication).
+    if has_api!(RedisModule_AvoidReplicaTraffic)
+        && unsafe { api!(RedisModule_AvoidReplicaTraffic)() } != 0
+    {
+        return Some(Hold::Paused);
+    }
+    None
+}
+
 /// The database the context has selected.
 pub fn selected_db(ctx: &Context) -> i32 {
     // SAFETY: live context.

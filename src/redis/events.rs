@@ -201,7 +201,7 @@ impl Gate {
     }
 }
 
-thread_local! {
+resident! {
     static GATE: Gate = const {
         Gate {
             quiet: Cell::new(false),
@@ -209,6 +209,9 @@ thread_local! {
             prefix: RefCell::new(Vec::new()),
         }
     };
+}
+
+thread_local! {
     /// Which of the later subscriptions were made.
     static WATCHING: Cell<(bool, bool)> = const { Cell::new((false, false)) };
 }

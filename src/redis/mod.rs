@@ -57,6 +57,35 @@ macro_rules! has_api {
     }};
 }
 
+/// Module state on the main thread that is never dropped.
+///
+/// `thread_local!` destroys its values when the thread exits, and Redis's
+/// main thread "exits" inside `exit()` (SHUTDOWN, SIGTERM): a destructor
+/// that then touches another thread-local (a blocked client's, the index's)
+/// or Redis aborts the process (status 134) instead of a clean exit. What
+/// is declared here is wrapped in `ManuallyDrop`, which registers no
+/// destructor: the process's exit frees the memory. Every piece of module
+/// state that owns something with a `Drop` (works, blocked clients, maps)
+/// is declared with this; plain `Cell`s of numbers may use `thread_local!`
+/// (nothing to drop). `tests/source_map.rs` checks that.
+macro_rules! resident {
+    () => {};
+    ($(#[$attr:meta])* static $name:ident: $t:ty = const $init:block; $($rest:tt)*) => {
+        thread_local! {
+            $(#[$attr])* static $name: std::mem::ManuallyDrop<$t> =
+                const { std::mem::ManuallyDrop::new($init) };
+        }
+        resident! { $($rest)* }
+    };
+    ($(#[$attr:meta])* static $name:ident: $t:ty = $init:expr; $($rest:tt)*) => {
+        thread_local! {
+            $(#[$attr])* static $name: std::mem::ManuallyDrop<$t> =
+                std::mem::ManuallyDrop::new($init);
+        }
+        resident! { $($rest)* }
+    };
+}
+
 pub mod acl;
 pub mod blocked;
 pub mod bus;

@@ -8,7 +8,9 @@
 //! `BlockedReply::client_gone`), an index rebuild that a newer one
 //! replaced. Redis refuses `MODULE UNLOAD` while a module timer is pending,
 //! so no slice outlives the module. What the work holds (a blocked client,
-//! a cursor) is released by its own `Drop` when the work ends.
+//! a cursor) is released by its own `Drop` when the work ends; what is
+//! still queued when the process exits is never dropped (module state,
+//! see `resident!`), so no destructor runs at exit.
 //!
 //! All work waits in one queue behind one timer (the crate's typed
 //! `Context::create_timer`). A pass of that timer runs the queued works in
@@ -17,6 +19,18 @@
 //! other nodes' batches, queries, the index upkeep), one pass of the
 //! server's event loop holds it for about that long at most. A work not
 //! reached keeps its place at the front for the next pass.
+//!
+//! **May I write now?** A work whose next slice writes keys says so
+//! ([`Sliced::writes`]); before such a slice the pass asks
+//! [`write_hold`]. While writes are paused (`CLIENT PAUSE`, `FAILOVER`,
+//! `CLUSTER FAILOVER`, a `SHUTDOWN` waiting for replicas), the server is
+//! loading or this node is a replica, the slice does not run: the work is
+//! told ([`Sliced::held`]) and waits, looked at again every
+//! [`WAIT_POLL`], or ends (a replica has nothing to apply). Nothing the
+//! module does outside a client's command writes or replicates then; this
+//! is the one place that rule lives. A work may also wait for its turn
+//! ([`Step::Wait`], e.g. a query under `max-query-memory`), looked at
+//! every [`WAIT_POLL`] too.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -25,13 +39,17 @@ use std::time::{Duration, Instant};
 
 use redis_module::Context;
 
-use crate::budget::PASS_BUDGET;
+use super::context::{write_hold, Hold};
+use crate::budget::{PASS_BUDGET, WAIT_POLL};
 
 /// What a slice says about the work.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     More,
     Done,
+    /// Nothing can be done now (waiting for its turn): the work sleeps
+    /// until the next [`WAIT_POLL`] finds it [`Sliced::ready`].
+    Wait,
 }
 
 /// Work that runs in slices.
@@ -45,12 +63,34 @@ pub trait Sliced: Sized + 'static {
     fn failed(&mut self, ctx: &Context);
     /// A name for the log.
     fn what(&self) -> &'static str;
+    /// For a work that waits for its turn ([`Step::Wait`]): whether a
+    /// slice now could do something (else it keeps waiting, unrun).
+    fn ready(&self) -> bool {
+        true
+    }
+    /// Whether the next slice writes keys (and so replicates). Such a
+    /// slice runs only while [`write_hold`] allows writing.
+    fn writes(&self) -> bool {
+        false
+    }
+    /// The next slice would write, and this node may not write now
+    /// (`why`): [`Step::Wait`] (the default) keeps the work until it may;
+    /// a work can end instead (its client gone, nothing to do on a replica).
+    fn held(&mut self, _ctx: &Context, _why: Hold) -> Step {
+        Step::Wait
+    }
 }
 
 /// A queued work, whatever its type.
 trait Queued {
     fn slice_len(&self) -> Duration;
-    fn slice(&mut self, ctx: &Context, deadline: Instant) -> Step;
+    /// One slice, or, when the slice would write and this node may not
+    /// write now, what the work does instead (and why it did not run).
+    fn slice(&mut self, ctx: &Context, deadline: Instant) -> (Step, Option<Hold>);
+    /// Whether the work may run now: `None` when it may; else why not and
+    /// what it does about it.
+    fn check_hold(&mut self, ctx: &Context) -> Option<(Step, Hold)>;
+    fn ready(&self) -> bool;
 }
 
 impl<W: Sliced> Queued for W {
@@ -58,15 +98,44 @@ impl<W: Sliced> Queued for W {
         Sliced::slice_len(self)
     }
 
-    fn slice(&mut self, ctx: &Context, deadline: Instant) -> Step {
-        one_slice(ctx, self, Some(deadline))
+    fn slice(&mut self, ctx: &Context, deadline: Instant) -> (Step, Option<Hold>) {
+        if let Some((step, why)) = self.check_hold(ctx) {
+            crate::stats::WRITE_HOLDS.add(1);
+            return (step, Some(why));
+        }
+        (one_slice(ctx, self, Some(deadline)), None)
+    }
+
+    fn check_hold(&mut self, ctx: &Context) -> Option<(Step, Hold)> {
+        if !self.writes() {
+            return None;
+        }
+        let why = write_hold(ctx)?;
+        let step = catch_unwind(AssertUnwindSafe(|| self.held(ctx, why))).unwrap_or(Step::Done);
+        Some((step, why))
+    }
+
+    fn ready(&self) -> bool {
+        Sliced::ready(self)
     }
 }
 
-thread_local! {
+/// A work that waits: for writes to be allowed again, or for its turn.
+struct Waiting {
+    work: Box<dyn Queued>,
+    writes: bool,
+}
+
+resident! {
     static QUEUE: RefCell<VecDeque<Box<dyn Queued>>> = RefCell::default();
+    static WAITING: RefCell<VecDeque<Waiting>> = RefCell::default();
+}
+
+thread_local! {
     /// Whether the queue's timer is pending.
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Whether the waiting works' timer is pending.
+    static POLLING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Starts `work`: its first slice runs at a next timer pass.
@@ -79,6 +148,59 @@ fn arm(ctx: &Context) {
     if !ARMED.with(|a| a.replace(true)) {
         ctx.create_timer(Duration::ZERO, pass, ());
     }
+}
+
+/// Every [`WAIT_POLL`] while works wait: those waiting for writes that
+/// still may not write stay (told again, so one may end: a client gone),
+/// and so do those waiting for a turn that has not come; the others go
+/// back to the queue.
+fn poll(ctx: &Context, (): ()) {
+    POLLING.with(|p| p.set(false));
+    requeue(ctx);
+}
+
+fn requeue(ctx: &Context) {
+    let waiting: Vec<Waiting> = WAITING.with(|w| w.borrow_mut().drain(..).collect());
+    let mut ready = false;
+    for mut w in waiting {
+        if w.writes {
+            match w.work.check_hold(ctx) {
+                Some((Step::Wait, _)) => {
+                    WAITING.with(|q| q.borrow_mut().push_back(w));
+                    continue;
+                }
+                Some((Step::Done, _)) => continue, // It ends here.
+                Some((Step::More, _)) | None => {}
+            }
+        } else if !w.work.ready() {
+            WAITING.with(|q| q.borrow_mut().push_back(w));
+            continue;
+        }
+        QUEUE.with(|q| q.borrow_mut().push_back(w.work));
+        ready = true;
+    }
+    if ready {
+        arm(ctx);
+    }
+    if WAITING.with(|w| !w.borrow().is_empty()) && !POLLING.with(|p| p.replace(true)) {
+        ctx.create_timer(WAIT_POLL, poll, ());
+    }
+}
+
+fn park(ctx: &Context, work: Box<dyn Queued>, writes: bool) {
+    WAITING.with(|w| w.borrow_mut().push_back(Waiting { work, writes }));
+    if !POLLING.with(|p| p.replace(true)) {
+        ctx.create_timer(WAIT_POLL, poll, ());
+    }
+}
+
+/// Works waiting now: (for writes to be allowed, for their turn), INFO.
+pub fn waiting() -> (usize, usize) {
+    WAITING.with(|w| {
+        let w = w.borrow();
+        let writes = w.iter().filter(|x| x.writes).count();
+        (writes, w.len() - writes)
+    })
 }
 
 /// One pass: the works queued when it began, in turn, until the budget
@@ -104,10 +226,12 @@ fn pass(ctx: &Context, (): ()) {
         } else {
             (now + len).min(end)
         };
-        if work.slice(ctx, deadline) == Step::More {
-            QUEUE.with(|q| q.borrow_mut().push_back(work));
+        match work.slice(ctx, deadline) {
+            (Step::More, _) => QUEUE.with(|q| q.borrow_mut().push_back(work)),
+            (Step::Wait, held) => park(ctx, work, held.is_some()),
+            // A finished work drops here, outside any borrow of the queue.
+            (Step::Done, _) => {}
         }
-        // A finished work drops here, outside any borrow of the queue.
     }
     if QUEUE.with(|q| !q.borrow().is_empty()) {
         arm(ctx);
@@ -115,7 +239,7 @@ fn pass(ctx: &Context, (): ()) {
 }
 
 /// Runs `work` to its end now, in one piece (for callers that cannot wait:
-/// MULTI/EXEC, scripts).
+/// MULTI/EXEC, scripts: a client's own command, which may write).
 pub fn run_now<W: Sliced>(ctx: &Context, work: &mut W) {
     while one_slice(ctx, work, None) == Step::More {}
 }

@@ -1,9 +1,16 @@
-"""Real servers for the cluster tests: a 3-master + 3-replica Redis Cluster
-on loopback, and a single node, each with the freshly built module.
+"""Real servers for the cluster and operations tests: a 3-master +
+3-replica Redis Cluster on loopback, and single nodes, each with the
+freshly built module.
 
 The server binary is $REDIS_SERVER (default `redis-server`), the module
 $LISTINGSTATS_MODULE (default target/debug/liblistingstats.so). Cluster
-ports are picked so that port + 10000 (the cluster bus) is free too."""
+ports are picked so that port + 10000 (the cluster bus) is free too.
+
+No crash passes unseen: every node started is remembered (`STARTED`); a
+node stopped (SIGTERM, as an operator does) must exit with status 0, and
+`crashes()` lists every node whose log or stderr shows an assertion, a
+crash, a bug report or a panic, or that exited by itself with another
+status. The conftest fixtures fail any test after which it is not empty."""
 
 import os
 import shutil
@@ -13,6 +20,7 @@ import subprocess
 import tempfile
 import time
 
+import pytest
 import redis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,18 +68,60 @@ def wait_until(check, timeout=30.0, what="condition"):
     raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
+CRASH_MARKERS = ("ASSERTION", "crashed by signal", "panicked", "BUG REPORT",
+                 "listingstats: internal error")
+
+# Every node started by this process, for `crashes()`.
+STARTED = []
+
+
+def crash_marker(text):
+    return next((m for m in CRASH_MARKERS if m in text), None)
+
+
+def crashes():
+    """(node, why) for every node started that crashed: a marker in its log
+    or stderr, or an exit status other than 0 that no test asked for
+    (`kill9`). Each crash is reported once."""
+    out = []
+    for node in STARTED:
+        why = node.crash()
+        if why and why not in node.reported:
+            node.reported.add(why)
+            out.append((node, why))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_server_crashed():
+    """Fails the test after which any server it (or its fixtures) started
+    logged an assertion, a crash or a panic, or exited with a status other
+    than 0 that no test asked for."""
+    yield
+    found = crashes()
+    assert not found, "\n\n".join(why for _, why in found)
+
+
 class Node:
     """One server process; `restart()` keeps its directory (data, nodes.conf)."""
 
-    def __init__(self, port, workdir, cluster=True, module_args=()):
+    def __init__(self, port, workdir, cluster=True, module_args=(), server_args=()):
         self.port = port
         self.dir = os.path.join(workdir, str(port))
         os.makedirs(self.dir, exist_ok=True)
         self.cluster = cluster
         self.module_args = list(module_args)
+        self.server_args = list(server_args)
         self.proc = None
+        self.exit_expected = False  # the process ended as a test asked (kill -9, a refused start)
+        self.reported = set()
+        # Logs of earlier runs of this node (a restart starts a new log).
+        self.old_logs = ""
 
     def start(self):
+        if self.proc is not None:
+            self.old_logs += self.log(whole=True)
+        self.exit_expected = False
         args = [
             SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
             "--logfile", "server.log", "--save", "", "--appendonly", "yes",
@@ -82,7 +132,16 @@ class Node:
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-node-timeout", "2000"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        args += self.server_args
+        for name in ("server.log", "stderr.log"):
+            try:
+                os.remove(os.path.join(self.dir, name))
+            except OSError:
+                pass
+        with open(os.path.join(self.dir, "stderr.log"), "wb") as err:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        if self not in STARTED:
+            STARTED.append(self)
         wait_until(self._pong, 20, f"server on {self.port}")
         return self
 
@@ -91,27 +150,64 @@ class Node:
             raise AssertionError(f"server {self.port} exited:\n{self.log()}")
         return self.client().ping()
 
-    def log(self):
-        try:
-            with open(os.path.join(self.dir, "server.log")) as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+    def log(self, whole=False):
+        text = ""
+        for name in ("server.log", "stderr.log"):
+            try:
+                with open(os.path.join(self.dir, name), errors="replace") as f:
+                    text += f.read()
+            except OSError:
+                pass
+        return text if whole else text[-4000:]
+
+    def crash(self):
+        """Why this node counts as crashed (this run and earlier ones), or None."""
+        text = self.old_logs + self.log(whole=True)
+        marker = crash_marker(text)
+        if marker:
+            at = text.index(marker)
+            return f"server {self.port} logged {marker!r}:\n{text[max(0, at - 1500):at + 2500]}"
+        code = self.proc.poll() if self.proc else None
+        if code not in (None, 0) and not self.exit_expected:
+            return f"server {self.port} exited with status {code}:\n{text[-3000:]}"
+        return None
 
     def client(self, **kw):
         return redis.Redis(port=self.port, socket_timeout=30, **kw)
 
     def kill9(self):
+        self.exit_expected = True
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
-    def stop(self):
+    def stop(self, timeout=30):
+        """SIGTERM, as an operator would; fails unless the server exits with
+        status 0 within `timeout` (a master with replicas first waits for
+        them, up to its shutdown-timeout)."""
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill9()
+                raise AssertionError(f"server {self.port} ignored SIGTERM for {timeout} s:\n"
+                                     f"{self.log()}")
+        self.expect_clean_exit()
+
+    def expect_clean_exit(self, timeout=30):
+        """Waits for the process to end (asked by SHUTDOWN, SIGTERM, ...) and
+        fails unless it exited with status 0 and logged no crash."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            raise AssertionError(f"server {self.port} did not exit:\n{self.log()}")
+        if code != 0 and not self.exit_expected:
+            raise AssertionError(f"server {self.port} exited with status {code}:\n{self.log()}")
+        why = self.crash()
+        if why:
+            self.reported.add(why)
+            raise AssertionError(why)
 
     def restart(self):
         self.stop()
@@ -120,6 +216,14 @@ class Node:
     @property
     def addr(self):
         return f"127.0.0.1:{self.port}"
+
+    def is_replica(self):
+        if not self.proc or self.proc.poll() is not None:
+            return False
+        try:
+            return self.client().execute_command("ROLE")[0] in (b"slave", "slave")
+        except redis.RedisError:
+            return False
 
 
 class Cluster:
@@ -147,10 +251,17 @@ class Cluster:
         return self
 
     def __exit__(self, *exc):
-        for n in self.nodes:
-            n.stop()
-        if exc[0] is None:
+        # Replicas first: a master stopped before its replicas waits for them.
+        errors = []
+        for n in sorted(self.nodes, key=lambda n: not n.is_replica()):
+            try:
+                n.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+        if exc[0] is None and not errors:
             shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors and exc[0] is None:
+            raise AssertionError("\n".join(errors))
 
     def healthy(self):
         for n in self.nodes:
@@ -265,7 +376,8 @@ class Single:
 
     def __exit__(self, *exc):
         self.node.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if exc[0] is None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def client(self):
         return self.node.client()

@@ -1,9 +1,14 @@
 //! Test harness: a real redis-server with the freshly built module loaded.
 //!
 //! Each [`Server`] runs on a free loopback port (never 6379) in its own
-//! temporary directory, is killed when dropped (also when a test panics),
-//! and prints the server log when it fails to start, so a module that
-//! refuses to load says why.
+//! temporary directory, and prints the server log when it fails to start,
+//! so a module that refuses to load says why.
+//!
+//! **No crash passes unseen.** Dropping a [`Server`] stops it as an
+//! operator would (SIGTERM) and fails the test when it did not exit with
+//! status 0, or when its log or its stderr shows an assertion, a crash, a
+//! bug report or a panic (even one the module caught). A test that already
+//! failed only kills its servers.
 //!
 //! `REDIS_SERVER` picks another server binary (e.g. valkey-server);
 //! `LISTINGSTATS_MODULE` another module build.
@@ -95,6 +100,8 @@ pub struct Server {
     pub port: u16,
     pub dir: Arc<tempfile::TempDir>,
     options: Options,
+    /// The process has exited (and was checked) or was replaced.
+    stopped: bool,
 }
 
 impl Server {
@@ -141,7 +148,10 @@ impl Server {
                     }
                 }))
                 .stdout(Stdio::null())
-                .stderr(Stdio::null());
+                .stderr(
+                    std::fs::File::create(dir.path().join("stderr.log"))
+                        .map_err(|e| format!("cannot create stderr.log: {e}"))?,
+                );
             let child = cmd
                 .spawn()
                 .map_err(|e| format!("cannot run {}: {e}", server_binary()))?;
@@ -150,10 +160,14 @@ impl Server {
                 port,
                 dir: Arc::clone(&dir),
                 options: options.clone(),
+                stopped: false,
             };
             match server.wait_ready() {
                 Ok(()) => return Ok(server),
                 Err(log) => {
+                    let _ = server.child.kill();
+                    let _ = server.child.wait();
+                    server.stopped = true;
                     last_log = log;
                     if !last_log.contains("Address already in use") {
                         return Err(last_log);
@@ -210,16 +224,104 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// The server log and what the process wrote to stderr (a Rust panic
+    /// message goes there).
+    pub fn log_and_stderr(&self) -> String {
+        let stderr =
+            std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        format!("{}\n{stderr}", self.log())
+    }
+
     /// Stops the server cleanly (flushing the AOF) and starts it again in
     /// the same directory with the same options.
     pub fn restart(mut self) -> Server {
         let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut self.conn());
-        let _ = self.child.wait();
+        self.expect_clean_exit(Duration::from_secs(30));
+        self.restart_in_place()
+    }
+
+    /// Starts a server again in this one's directory, with its options
+    /// (after it exited).
+    fn restart_in_place(mut self) -> Server {
+        self.stopped = true;
         let dir = Arc::clone(&self.dir);
         let options = self.options.clone();
         drop(self);
         Server::start_in(dir, options).unwrap_or_else(|log| panic!("restart failed:\n{log}"))
     }
+
+    /// Waits up to `within` for the process to exit, then fails unless it
+    /// exited with status 0 and its log shows no crash.
+    pub fn expect_clean_exit(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    self.stopped = true;
+                    panic!(
+                        "server on port {} did not exit within {within:?}:\n{}",
+                        self.port,
+                        tail(&self.log_and_stderr())
+                    );
+                }
+            }
+        };
+        self.stopped = true;
+        assert!(
+            status.success(),
+            "server on port {} exited with {status}:\n{}",
+            self.port,
+            tail(&self.log_and_stderr())
+        );
+        self.assert_no_crash();
+    }
+
+    /// Fails when the log or stderr shows an assertion, a crash, a bug
+    /// report or a panic.
+    pub fn assert_no_crash(&self) {
+        let text = self.log_and_stderr();
+        if let Some(marker) = crash_marker(&text) {
+            panic!(
+                "server on port {} logged '{marker}':\n{}",
+                self.port,
+                tail(&text)
+            );
+        }
+    }
+
+    /// Sends SIGTERM (as an operator or a supervisor would).
+    pub fn sigterm(&self) {
+        // SAFETY: a plain kill(2) of our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+}
+
+/// What a server log shows when something went wrong, if it does.
+pub fn crash_marker(text: &str) -> Option<&'static str> {
+    [
+        "ASSERTION",
+        "crashed by signal",
+        "panicked",
+        "BUG REPORT",
+        "listingstats: internal error",
+    ]
+    .into_iter()
+    .find(|m| text.contains(m))
+}
+
+/// The end of a long log, for a failure message.
+fn tail(text: &str) -> &str {
+    let mut start = text.len().saturating_sub(6000);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
 }
 
 impl Server {
@@ -228,10 +330,8 @@ impl Server {
     pub fn kill9_and_restart(mut self) -> Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let dir = Arc::clone(&self.dir);
-        let options = self.options.clone();
-        drop(self);
-        Server::start_in(dir, options).unwrap_or_else(|log| panic!("restart failed:\n{log}"))
+        self.assert_no_crash();
+        self.restart_in_place()
     }
 
     /// Makes this server a replica of `master` and waits for the link.
@@ -345,9 +445,20 @@ impl Rng {
 }
 
 impl Drop for Server {
+    /// Stops the server with SIGTERM and checks that it exited cleanly
+    /// (status 0, no crash in its log); a test that already failed only
+    /// kills it.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.stopped {
+            return;
+        }
+        if std::thread::panicking() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            return;
+        }
+        self.sigterm();
+        self.expect_clean_exit(Duration::from_secs(30));
     }
 }
 

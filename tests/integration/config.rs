@@ -25,6 +25,7 @@ fn defaults_and_module_args_show_in_config_get() {
         ("star-source", "index"),
         ("retention-days", "0"),
         ("cache", "yes"),
+        ("max-query-memory", "268435456"),
     ] {
         assert_eq!(
             config_get(&mut c, &format!("listingstats.{name}")),
@@ -41,8 +42,14 @@ fn defaults_and_module_args_show_in_config_get() {
         "60",
         "max-batch",
         "5",
+        "max-query-memory",
+        "64mb",
     ]));
     let mut c = server.conn();
+    assert_eq!(
+        config_get(&mut c, "listingstats.max-query-memory"),
+        (64 << 20).to_string()
+    );
     assert_eq!(config_get(&mut c, "listingstats.key-prefix"), "ls:");
     assert_eq!(config_get(&mut c, "listingstats.timezone"), "Europe/London");
     assert_eq!(config_get(&mut c, "listingstats.dedup-window"), "60");
@@ -65,6 +72,10 @@ fn bad_module_args_refuse_to_load_and_say_why() {
             "max-batch must be between 1 and 1000000",
         ),
         (&["dedup-window", "soon"], "dedup-window must be an integer"),
+        (
+            &["max-query-memory", "12tb"],
+            "max-query-memory must be an integer of bytes",
+        ),
         (&["colour", "blue"], "unknown module argument 'colour'"),
         (
             &["key-prefix"],

@@ -7,6 +7,7 @@ mod acl;
 mod cache;
 mod command_table;
 mod config;
+mod dashboards;
 mod eviction;
 mod follow;
 mod incr;

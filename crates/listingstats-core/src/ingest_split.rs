@@ -29,6 +29,11 @@ pub type Share = (u16, Vec<(usize, Event)>);
 pub struct Split {
     pub shares: Vec<Share>,
     pub rejected: Vec<(usize, String)>,
+    /// Valid events a listing of which is in a slot no master serves now,
+    /// or one being resharded here (a failover or a reshard under way),
+    /// with why: nothing of them moved; the caller may place them again
+    /// with a later slot reading.
+    pub unplaced: Vec<(usize, Event, String)>,
 }
 
 /// Validates every event (parsed, retained, every listing's slot served
@@ -47,49 +52,85 @@ pub fn split(
         let checked = event.and_then(|e| {
             check_retained(e.day, settings.timezone, settings.retention_days, now_ms)
                 .map_err(|why| reason(&why))?;
-            let mut owners: Vec<(u16, Listings)> = Vec::new();
-            for listing in &e.listings {
-                let slot = key_slot(listing);
-                let owner = match (view.owner(slot), view.route(slot)) {
-                    (_, Route::Moving) => {
-                        return Err(reason(&view.check_listing(listing).unwrap_err()))
-                    }
-                    (Some(owner), _) => owner,
-                    (None, route) => {
-                        let what = format!("listing {}", String::from_utf8_lossy(listing));
-                        return Err(reason(&route.check(slot, &what).unwrap_err()));
-                    }
-                };
-                match owners.iter_mut().find(|(o, _)| *o == owner) {
-                    Some((_, ls)) => ls.push(listing.clone()),
-                    None => owners.push((owner, smallvec::smallvec![listing.clone()])),
-                }
-            }
-            Ok((e, owners))
+            Ok(e)
         });
-        match checked {
-            Ok((event, owners)) => {
-                for (owner, listings) in owners {
-                    let part = Event {
-                        listings,
-                        ..event.clone()
-                    };
-                    match out.shares.iter_mut().find(|(o, _)| *o == owner) {
-                        Some((_, events)) => events.push((index, part)),
-                        None => out.shares.push((owner, vec![(index, part)])),
-                    }
-                }
-            }
-            Err(why) if strict => {
+        let placed = checked.map(|e| {
+            let owners = owners(&e, view);
+            (e, owners)
+        });
+        match placed {
+            Ok((event, Ok(owners))) => share_out(&mut out.shares, index, &event, owners),
+            Err(why) | Ok((_, Err(why))) if strict => {
                 return Err(Error::invalid(format!(
                     "STRICT batch refused, nothing written: event {index}: {why}"
                 )))
             }
+            Ok((event, Err(why))) => out.unplaced.push((index, event, why)),
             Err(why) => out.rejected.push((index, why)),
         }
     }
     out.shares.sort_by_key(|(node, _)| *node);
     Ok(out)
+}
+
+/// Events not applied where they went (their master was demoted, a slot
+/// moved: a retryable reason) or not placed yet, split again by a fresh
+/// slot reading; those still without a master are `unplaced` again.
+pub fn resplit(events: Vec<(usize, Event)>, view: &ClusterView) -> Split {
+    let mut out = Split::default();
+    for (index, event) in events {
+        match owners(&event, view) {
+            Ok(owners) => share_out(&mut out.shares, index, &event, owners),
+            Err(why) => out.unplaced.push((index, event, why)),
+        }
+    }
+    out.shares.sort_by_key(|(node, _)| *node);
+    out
+}
+
+/// The masters that own `e`'s listings, each with its listings; `Err` (a
+/// cluster error's text) when a slot is moving or served by no master.
+fn owners(e: &Event, view: &ClusterView) -> std::result::Result<Vec<(u16, Listings)>, String> {
+    let mut owners: Vec<(u16, Listings)> = Vec::new();
+    for listing in &e.listings {
+        let slot = key_slot(listing);
+        let owner = match (view.owner(slot), view.route(slot)) {
+            (_, Route::Moving) => return Err(reason(&view.check_listing(listing).unwrap_err())),
+            (Some(owner), _) => owner,
+            (None, route) => {
+                let what = format!("listing {}", String::from_utf8_lossy(listing));
+                return Err(reason(&route.check(slot, &what).unwrap_err()));
+            }
+        };
+        match owners.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, ls)) => ls.push(listing.clone()),
+            None => owners.push((owner, smallvec::smallvec![listing.clone()])),
+        }
+    }
+    Ok(owners)
+}
+
+/// Adds event `index` to each owner's share, with that owner's listings.
+fn share_out(shares: &mut Vec<Share>, index: usize, event: &Event, owners: Vec<(u16, Listings)>) {
+    for (owner, listings) in owners {
+        let part = Event {
+            listings,
+            ..event.clone()
+        };
+        match shares.iter_mut().find(|(o, _)| *o == owner) {
+            Some((_, events)) => events.push((index, part)),
+            None => shares.push((owner, vec![(index, part)])),
+        }
+    }
+}
+
+/// Whether a part's reason for not applying an event says that nothing
+/// of it was applied there and that its listings live elsewhere now (a
+/// demoted master, a moved slot): the asking node sends it again.
+pub fn not_applied_there(why: &str) -> bool {
+    ["MOVED ", "ASK ", "TRYAGAIN "]
+        .iter()
+        .any(|p| why.starts_with(p))
 }
 
 fn reason(e: &Error) -> String {
@@ -286,6 +327,55 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("STRICT batch refused, nothing written: event 2"));
+    }
+
+    #[test]
+    fn events_not_applied_there_split_again_by_a_fresh_reading() {
+        let view = ClusterView::parse(NODES).unwrap();
+        let e = |listings: &[&[u8]]| Event {
+            id: None,
+            name: token(b"click"),
+            listings: listings.iter().map(|l| token(l)).collect(),
+            day: parse_day(b"2015-12-22").unwrap(),
+            count: 1,
+        };
+        // "1" and "2" on bbb (node 1), "3" on aaa (node 0), "4" on ccc (2).
+        let out = resplit(vec![(7, e(&[b"1", b"3"])), (9, e(&[b"4"]))], &view);
+        assert!(out.rejected.is_empty() && out.unplaced.is_empty());
+        let summary: Vec<(u16, Vec<usize>)> = out
+            .shares
+            .iter()
+            .map(|(n, evs)| (*n, evs.iter().map(|(i, _)| *i).collect()))
+            .collect();
+        assert_eq!(summary, vec![(0, vec![7]), (1, vec![7]), (2, vec![9])]);
+        // bbb demoted, its slots not yet taken over: "1" and "2" unplaced.
+        let gap = ClusterView::parse(
+            "aaa 127.0.0.1:1@2 myself,master - 0 0 1 connected 0-5460\n\
+             bbb 127.0.0.1:3@4 slave ccc 0 0 2 connected\n\
+             ccc 127.0.0.1:5@6 master - 0 0 3 connected 10923-16383\n",
+        )
+        .unwrap();
+        let out = resplit(vec![(7, e(&[b"1", b"3"])), (9, e(&[b"4"]))], &gap);
+        assert_eq!(out.shares.len(), 1);
+        assert_eq!(out.unplaced.len(), 1);
+        assert_eq!(out.unplaced[0].0, 7);
+        assert!(out.unplaced[0].2.starts_with("CLUSTERDOWN Hash slot 9842"));
+        // The same event in a client's batch: unplaced, not rejected.
+        let args: Vec<&[u8]> =
+            vec![br#"{"name":"click","listingIds":[1,3],"message_date":1450742400}"#];
+        let settings = Settings::default();
+        let parsed = parse_all(&args, &settings).unwrap();
+        let out = split(parsed, &gap, &settings, 1_450_742_400_000, false).unwrap();
+        assert!(out.rejected.is_empty() && out.shares.is_empty());
+        assert_eq!(out.unplaced.len(), 1);
+        let parsed = parse_all(&args, &settings).unwrap();
+        assert!(split(parsed, &gap, &settings, 1_450_742_400_000, true).is_err());
+        assert!(not_applied_there(
+            "TRYAGAIN node 127.0.0.1:7001 is no longer a master"
+        ));
+        assert!(not_applied_there("MOVED 5 127.0.0.1:3"));
+        assert!(!not_applied_there("TIMEOUT no answer from node x"));
+        assert!(!not_applied_there("day 2015-12-22 is past retention"));
     }
 
     #[test]

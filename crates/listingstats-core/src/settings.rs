@@ -26,6 +26,8 @@ pub enum Name {
     Cache,
     ClusterTimeout,
     WatchEventLoop,
+    MaxQueryMemory,
+    AnswerCacheMemory,
 }
 
 /// Where a `*` query finds its listings.
@@ -48,7 +50,7 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 12] = [
+    pub const ALL: [Name; 14] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
@@ -61,6 +63,8 @@ impl Name {
         Name::Cache,
         Name::ClusterTimeout,
         Name::WatchEventLoop,
+        Name::MaxQueryMemory,
+        Name::AnswerCacheMemory,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,8 @@ impl Name {
             Name::Cache => "cache",
             Name::ClusterTimeout => "cluster-timeout",
             Name::WatchEventLoop => "watch-event-loop",
+            Name::MaxQueryMemory => "max-query-memory",
+            Name::AnswerCacheMemory => "answer-cache-memory",
         }
     }
 
@@ -117,6 +123,17 @@ impl Name {
                 min: 10,
                 max: 600_000,
             }),
+            // Bytes (`256mb` and the like accepted): 1 MiB to 1 TiB.
+            Name::MaxQueryMemory => Some(Bounds {
+                min: 1 << 20,
+                max: 1 << 40,
+            }),
+            // Bytes; 0 keeps no answer (identical calls still share the
+            // computations under way).
+            Name::AnswerCacheMemory => Some(Bounds {
+                min: 0,
+                max: 1 << 40,
+            }),
             Name::KeyPrefix
             | Name::KeyFormat
             | Name::Timezone
@@ -125,6 +142,25 @@ impl Name {
             | Name::WatchEventLoop => None,
         }
     }
+}
+
+/// A number of bytes as Redis writes them in its configuration: digits,
+/// optionally followed by `k`/`m`/`g` (powers of 1000) or `kb`/`mb`/`gb`
+/// (powers of 1024), in any case.
+pub fn parse_memory(text: &str) -> Option<i64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: i64 = match &lower[digits.len()..] {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return None,
+    };
+    digits.parse::<i64>().ok()?.checked_mul(unit)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +190,12 @@ pub struct Settings {
     /// (INFO `longest_loop_pass_usec`): two callbacks per pass, so off by
     /// default.
     pub watch_event_loop: bool,
+    /// Bytes all queries running in slices may hold together (their cells,
+    /// sums and the reply built so far); a query that would pass it waits
+    /// its turn, and one that alone would is refused.
+    pub max_query_memory: i64,
+    /// Bytes of recent answers kept for identical calls (`MAXAGE`).
+    pub answer_cache_memory: i64,
 }
 
 impl Default for Settings {
@@ -171,6 +213,8 @@ impl Default for Settings {
             cache: true,
             cluster_timeout: 5_000,
             watch_event_loop: false,
+            max_query_memory: 256 << 20,
+            answer_cache_memory: 64 << 20,
         }
     }
 }
@@ -188,6 +232,8 @@ impl Settings {
             Name::MaxJsonRows => self.max_json_rows.to_string(),
             Name::RetentionDays => self.retention_days.to_string(),
             Name::ClusterTimeout => self.cluster_timeout.to_string(),
+            Name::MaxQueryMemory => self.max_query_memory.to_string(),
+            Name::AnswerCacheMemory => self.answer_cache_memory.to_string(),
             Name::StarSource => match self.star_source {
                 StarSource::Index => "index".into(),
                 StarSource::Scan => "scan".into(),
@@ -205,6 +251,8 @@ impl Settings {
             Name::MaxJsonRows => self.max_json_rows,
             Name::RetentionDays => self.retention_days,
             Name::ClusterTimeout => self.cluster_timeout,
+            Name::MaxQueryMemory => self.max_query_memory,
+            Name::AnswerCacheMemory => self.answer_cache_memory,
             Name::KeyPrefix
             | Name::KeyFormat
             | Name::Timezone
@@ -217,10 +265,21 @@ impl Settings {
     /// Sets one value from its text, or explains why not (and changes nothing).
     pub fn set(&mut self, name: Name, value: &str) -> Result<()> {
         if let Some(bounds) = name.bounds() {
-            let n = value.parse::<i64>().map_err(|_| {
+            let memory = matches!(name, Name::MaxQueryMemory | Name::AnswerCacheMemory);
+            let n = if memory {
+                parse_memory(value)
+            } else {
+                value.parse::<i64>().ok()
+            };
+            let n = n.ok_or_else(|| {
                 Error::invalid(format!(
-                    "{} must be an integer, got '{value}'",
-                    name.as_str()
+                    "{} must be an integer{}, got '{value}'",
+                    name.as_str(),
+                    if memory {
+                        " of bytes (or with a unit: 512mb, 2gb)"
+                    } else {
+                        ""
+                    }
                 ))
             })?;
             return self.set_int(name, n, bounds);
@@ -267,7 +326,9 @@ impl Settings {
             | Name::MaxQueryCells
             | Name::MaxJsonRows
             | Name::RetentionDays
-            | Name::ClusterTimeout => {}
+            | Name::ClusterTimeout
+            | Name::MaxQueryMemory
+            | Name::AnswerCacheMemory => {}
         }
         Ok(())
     }
@@ -288,6 +349,8 @@ impl Settings {
             Name::MaxJsonRows => self.max_json_rows = n,
             Name::RetentionDays => self.retention_days = n,
             Name::ClusterTimeout => self.cluster_timeout = n,
+            Name::MaxQueryMemory => self.max_query_memory = n,
+            Name::AnswerCacheMemory => self.answer_cache_memory = n,
             Name::KeyPrefix
             | Name::KeyFormat
             | Name::Timezone
@@ -370,8 +433,30 @@ mod tests {
                 ("cache", "yes".into()),
                 ("cluster-timeout", "5000".into()),
                 ("watch-event-loop", "no".into()),
+                ("max-query-memory", "268435456".into()),
+                ("answer-cache-memory", "67108864".into()),
             ]
         );
+    }
+
+    #[test]
+    fn memory_takes_redis_units() {
+        assert_eq!(parse_memory("512mb"), Some(512 << 20));
+        assert_eq!(parse_memory("2GB"), Some(2 << 30));
+        assert_eq!(parse_memory("3m"), Some(3_000_000));
+        assert_eq!(parse_memory("1048576"), Some(1 << 20));
+        assert_eq!(parse_memory("12tb"), None);
+        assert_eq!(parse_memory("mb"), None);
+        let mut s = Settings::default();
+        s.set(Name::MaxQueryMemory, "64mb").unwrap();
+        assert_eq!(s.max_query_memory, 64 << 20);
+        let e = s.set(Name::MaxQueryMemory, "1kb").unwrap_err().to_string();
+        assert!(
+            e.contains("max-query-memory must be between 1048576"),
+            "{e}"
+        );
+        let e = s.set(Name::MaxQueryMemory, "lots").unwrap_err().to_string();
+        assert!(e.contains("(or with a unit: 512mb, 2gb)"), "{e}");
     }
 
     #[test]

@@ -177,10 +177,38 @@ impl Index {
         if !entry.cached() {
             entry.start_cache(stride);
         }
-        entry.make_row(at, stride).copy_from_slice(row);
+        entry.set_row(at, stride, row);
         if let Some(t) = expires {
             entry.rows.expires = entry.rows.expires.min(t);
         }
+    }
+
+    /// The module created a day hash with these counters (`(field,
+    /// value)` pairs, all it holds): indexed, and on a cached day its row
+    /// is known at once (0 for the columns not written), so the day's
+    /// totals stay complete. With pattern columns the row stays unknown.
+    pub fn created(&mut self, db: i32, day: NaiveDate, listing: &[u8], fields: &[(&[u8], i64)]) {
+        self.add(db, day, listing);
+        let stride = self.stride();
+        if stride == 0 || self.columns.patterns {
+            return;
+        }
+        let Some(id) = self.listings.get(listing) else {
+            return;
+        };
+        let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
+            return;
+        };
+        if !entry.cached() {
+            return;
+        }
+        let mut row: smallvec::SmallVec<[i64; 8]> = smallvec::smallvec![0; stride];
+        for &(field, value) in fields {
+            if let Some(c) = self.columns.terms.iter().position(|t| t == field) {
+                row[c] = value;
+            }
+        }
+        entry.set_row(at, stride, &row);
     }
 
     /// The module wrote counters of an indexed day hash (`(field, new
@@ -197,24 +225,22 @@ impl Index {
         let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
             return;
         };
-        let Some(row) = entry.row_mut(at, stride) else {
-            return;
-        };
-        if row[0] == UNKNOWN {
-            return;
-        }
-        if self.columns.patterns {
-            row[0] = UNKNOWN;
-            return;
-        }
-        for &(field, value) in fields {
-            if let Some(c) = self.columns.terms.iter().position(|t| t == field) {
-                row[c] = value;
+        let patterns = self.columns.patterns;
+        let terms = &self.columns.terms;
+        entry.update_row(at, stride, |row| {
+            if row[0] == UNKNOWN {
+                return;
             }
-        }
-        if row[0] == UNKNOWN {
-            // The first column really holds i64::MIN: not cacheable.
-            row.fill(UNKNOWN);
-        }
+            if patterns {
+                // A pattern column may sum one of the fields written.
+                row[0] = UNKNOWN;
+                return;
+            }
+            for &(field, value) in fields {
+                if let Some(c) = terms.iter().position(|t| t == field) {
+                    row[c] = value;
+                }
+            }
+        });
     }
 }

@@ -24,8 +24,9 @@ impl Day {
         self.rows.row(at, stride)
     }
 
-    pub(super) fn row_mut(&mut self, at: usize, stride: usize) -> Option<&mut [i64]> {
-        self.rows.row_mut(at, stride)
+    /// Changes the row at `at`, if it has one (see [`DayRows::update`]).
+    pub(super) fn update_row(&mut self, at: usize, stride: usize, f: impl FnOnce(&mut [i64])) {
+        self.rows.update(at, stride, f);
     }
 
     /// Marks the row at `at` unknown.
@@ -48,9 +49,9 @@ impl Day {
         self.rows.clear();
     }
 
-    /// The row of the listing at `at`, made (unknown) if it has none.
-    pub(super) fn make_row(&mut self, at: usize, stride: usize) -> &mut [i64] {
-        self.rows.make_row(at, stride)
+    /// Sets the row of the listing at `at` (made if it has none).
+    pub(super) fn set_row(&mut self, at: usize, stride: usize, values: &[i64]) {
+        self.rows.set(at, stride, values);
     }
 
     /// A new listing at position `at` of a cached day: no row until read.
@@ -172,6 +173,14 @@ impl DayIndex {
                 let day = NaiveDate::from_num_days_from_ce_opt(d).unwrap_or_default();
                 entry.ids.iter().map(move |&l| (day, l))
             })
+    }
+
+    /// How many (day, listing) there are from `start` to `end`: O(days).
+    pub fn count_in_range(&self, start: NaiveDate, end: NaiveDate) -> usize {
+        self.days
+            .range(start.num_days_from_ce()..=end.num_days_from_ce())
+            .map(|(_, d)| d.ids.len())
+            .sum()
     }
 
     pub fn entries(&self) -> usize {

@@ -28,6 +28,21 @@ pub struct Planner {
     pub(super) local: Local,
     pub names: ListingNames,
     pub cells: Vec<(NaiveDate, u32)>,
+    /// With [`Planner::with_totals`]: whole days taken from their totals.
+    totals: Option<TotalsUse>,
+    /// The days whose every day hash has a known row: their sums per
+    /// cache column, and how many day hashes they cover, in place of
+    /// their cells.
+    pub day_totals: Vec<(NaiveDate, Vec<i128>, usize)>,
+}
+
+/// A planner's use of the days' totals: the cache columns' version the
+/// caller reads with, and the time (a day past its earliest expiry is
+/// read again).
+#[derive(Debug, Clone, Copy)]
+struct TotalsUse {
+    version: u64,
+    now_ms: i64,
 }
 
 const NOT_MET: u32 = u32::MAX;
@@ -72,12 +87,36 @@ impl Planner {
         Planner::new_raw(db, start.num_days_from_ce(), end.num_days_from_ce())
     }
 
+    /// Takes a day whose every day hash has a known cached row (of the
+    /// columns of `version`) from the day's totals instead of its cells:
+    /// for a query that sums the day whole (by date, in total) for a
+    /// caller who may read every day hash. O(days) for a range of such
+    /// days, whatever the listings.
+    pub fn with_totals(mut self, version: u64, now_ms: i64) -> Planner {
+        self.totals = Some(TotalsUse { version, now_ms });
+        self
+    }
+
+    /// The totals of a day, when it is taken whole from them.
+    fn whole(&self, ix: &Index, entry: &super::day::Day) -> Option<Vec<i128>> {
+        let t = self.totals?;
+        if t.version != ix.columns.version {
+            return None;
+        }
+        entry
+            .rows
+            .totals(entry.ids.len(), t.now_ms)
+            .map(<[i128]>::to_vec)
+    }
+
     /// Plans up to `budget` more cells.
     pub fn step(&mut self, ix: &mut Index, budget: usize) -> Planned {
         if self.pinned != Some(ix.instance) {
             if self.pinned.is_some() {
                 // Another index now: what was planned named the old one.
+                let totals = self.totals;
                 *self = Planner::new_raw(self.db, self.start, self.end);
+                self.totals = totals;
             }
             ix.pin();
             self.pinned = Some(ix.instance);
@@ -90,6 +129,7 @@ impl Planner {
                 let cells: usize = days
                     .days
                     .range(self.start..=self.end)
+                    .filter(|(_, e)| self.whole(ix, e).is_none())
                     .map(|(_, e)| e.ids.len())
                     .sum();
                 let names = cells.min(ix.listings.len());
@@ -111,6 +151,14 @@ impl Planner {
                 } else {
                     0
                 };
+                if from == 0 {
+                    if let Some(sums) = self.whole(ix, entry) {
+                        if !self.day_totals.iter().any(|(t, ..)| *t == day) {
+                            self.day_totals.push((day, sums, entry.ids.len()));
+                        }
+                        continue;
+                    }
+                }
                 for &global in &entry.ids[from..] {
                     if taken == budget {
                         self.day = d;
@@ -142,6 +190,8 @@ impl Planner {
             local: Local::Map(FxHashMap::default()),
             names: ListingNames::default(),
             cells: Vec::new(),
+            totals: None,
+            day_totals: Vec::new(),
         }
     }
 

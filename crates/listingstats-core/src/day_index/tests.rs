@@ -257,6 +257,33 @@ fn cache_agrees_with_a_model_through_every_change() {
                             (got, want) => panic!("{db} {day} {listing}: {got:?} vs {want:?}"),
                         }
                     }
+                    // The day's totals: taken whole exactly when every row
+                    // of it is known, and then the sums of those rows.
+                    let rows: Vec<&Model> = model
+                        .iter()
+                        .filter(|((b, t, _), _)| *b == db && *t == day)
+                        .map(|(_, m)| m)
+                        .collect();
+                    let mut want = vec![0i128; 4];
+                    let complete = !rows.is_empty()
+                        && rows.iter().all(|m| match m {
+                            Model::Known(r) => {
+                                want.iter_mut()
+                                    .zip(r)
+                                    .for_each(|(w, &v)| *w += i128::from(v));
+                                true
+                            }
+                            Model::Unknown => false,
+                        });
+                    let mut p = Planner::new(db, day, day).with_totals(ix.columns_version(), 0);
+                    while p.step(&mut ix, 100_000) == Planned::More {}
+                    if complete {
+                        assert_eq!(p.day_totals, vec![(day, want, rows.len())], "{db} {day}");
+                        assert!(p.cells.is_empty());
+                    } else {
+                        assert!(p.day_totals.is_empty(), "{db} {day}");
+                        assert_eq!(p.cells.len(), rows.len());
+                    }
                 }
             }
             assert_eq!(ix.entries(), model.len());
@@ -580,4 +607,43 @@ fn a_pass_finds_every_row_not_cached() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
+}
+
+/// A day hash the module creates has a known row at once on a cached day
+/// (0 for the columns it does not hold), so the day's totals stay whole;
+/// an expiry passed makes the day read again.
+#[test]
+fn created_rows_keep_a_day_whole_until_its_expiry() {
+    let mut ix = Index::default();
+    ix.set_columns(true, &terms(&["imp", "clk"]));
+    let v = ix.columns_version();
+    let day = d("2016-01-01");
+    ix.add(0, day, b"a");
+    ix.fill(v, 0, day, b"a", &[10, 2], Some(5_000));
+    let whole = |ix: &mut Index, now| {
+        let mut p = Planner::new(0, day, day).with_totals(v, now);
+        while p.step(ix, 1000) == Planned::More {}
+        p.day_totals
+            .into_iter()
+            .map(|(d, t, _)| (d, t))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(whole(&mut ix, 0), vec![(day, vec![10, 2])]);
+    ix.created(0, day, b"b", &[(b"clk", 3), (b"other", 9)]);
+    assert_eq!(whole(&mut ix, 0), vec![(day, vec![10, 5])]);
+    ix.written(0, day, b"b", &[(b"imp", 4)]);
+    assert_eq!(whole(&mut ix, 0), vec![(day, vec![14, 5])]);
+    // A write the module did not make: that row is unknown until read.
+    ix.add(0, day, b"a");
+    assert!(whole(&mut ix, 0).is_empty());
+    ix.fill(v, 0, day, b"a", &[1, 1], None);
+    assert_eq!(whole(&mut ix, 0), vec![(day, vec![5, 4])]);
+    ix.remove(0, day, b"b");
+    assert_eq!(whole(&mut ix, 0), vec![(day, vec![1, 1])]);
+    // Past the earliest expiry seen, the day is read again.
+    assert!(whole(&mut ix, 6_000).is_empty());
+    // Other columns' version: nothing whole.
+    let mut p = Planner::new(0, day, day).with_totals(v + 1, 0);
+    while p.step(&mut ix, 1000) == Planned::More {}
+    assert!(p.day_totals.is_empty());
 }

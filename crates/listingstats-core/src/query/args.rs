@@ -83,6 +83,23 @@ pub struct QueryArgs<'a> {
     pub listings: Listings<'a>,
     pub group: GroupBy,
     pub format: Format,
+    /// `MAXAGE ms`: an answer computed at most this long ago will do.
+    pub max_age: Option<u64>,
+}
+
+/// The longest `MAXAGE`: a day.
+pub const MAX_AGE_LIMIT: u64 = 86_400_000;
+
+fn parse_max_age(value: &[u8]) -> Result<u64> {
+    let ms = parse_i64_arg("MAXAGE", value)?;
+    u64::try_from(ms)
+        .ok()
+        .filter(|&ms| ms <= MAX_AGE_LIMIT)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "MAXAGE must be between 0 and {MAX_AGE_LIMIT} milliseconds, got {ms}"
+            ))
+        })
 }
 
 /// Reads `NAME value` options, each at most once, through `accept`.
@@ -118,9 +135,11 @@ pub fn parse_query<'a>(args: &[&'a [u8]]) -> Result<QueryArgs<'a>> {
     let listings = parse_listings(listings)?;
     let mut group = GroupBy::Day;
     let mut format = Format::Resp;
+    let mut max_age = None;
     parse_options(options, |name, value| {
         let v = value.to_ascii_uppercase();
         match name {
+            "MAXAGE" => max_age = Some(parse_max_age(value)?),
             "GROUPBY" => {
                 group = match v.as_slice() {
                     b"DAY" => GroupBy::Day,
@@ -164,6 +183,7 @@ pub fn parse_query<'a>(args: &[&'a [u8]]) -> Result<QueryArgs<'a>> {
         listings,
         group,
         format,
+        max_age,
     })
 }
 
@@ -176,6 +196,8 @@ pub struct TopArgs<'a> {
     pub listings: Listings<'a>,
     pub min_denominator: i64,
     pub rank: Rank,
+    /// `MAXAGE ms` (see [`QueryArgs::max_age`]).
+    pub max_age: Option<u64>,
 }
 
 /// How TOP orders listings.
@@ -246,10 +268,12 @@ pub fn parse_top<'a>(args: &[&'a [u8]]) -> Result<TopArgs<'a>> {
         usize::try_from(n).map_err(|_| Error::invalid(format!("n must be 0 or more, got {n}")))?;
     let mut listings = Listings::All;
     let mut min_denominator = 1;
+    let mut max_age = None;
     let (rank, options) = take_rank(options)?;
     parse_options(&options, |name, value| {
         match name {
             "LISTINGS" => listings = parse_listings(value)?,
+            "MAXAGE" => max_age = Some(parse_max_age(value)?),
             "MINDENOM" => {
                 min_denominator = parse_i64_arg("MINDENOM", value)?;
                 if min_denominator < 1 {
@@ -270,6 +294,7 @@ pub fn parse_top<'a>(args: &[&'a [u8]]) -> Result<TopArgs<'a>> {
         listings,
         min_denominator,
         rank,
+        max_age,
     })
 }
 
