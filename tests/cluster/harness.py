@@ -185,10 +185,17 @@ class Node:
         status 0 within `timeout` (a master with replicas first waits for
         them, up to its shutdown-timeout)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
+            # Redis refuses a SIGTERM while it writes its first AOF (a
+            # replica that just synced: "Writing initial AOF, can't exit")
+            # and does not try again: an operator sends it again.
+            deadline = time.time() + timeout
+            while self.proc.poll() is None and time.time() < deadline:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.proc.poll() is None:
                 self.kill9()
                 raise AssertionError(f"server {self.port} ignored SIGTERM for {timeout} s:\n"
                                      f"{self.log()}")

@@ -457,8 +457,35 @@ impl Drop for Server {
             let _ = self.child.wait();
             return;
         }
-        self.sigterm();
-        self.expect_clean_exit(Duration::from_secs(30));
+        // Redis refuses a SIGTERM while it writes its first AOF ("Writing
+        // initial AOF, can't exit") and does not try again: an operator
+        // sends it again.
+        for _ in 0..6 {
+            self.sigterm();
+            if self.exited_within(Duration::from_secs(5)) {
+                break;
+            }
+        }
+        self.expect_clean_exit(Duration::from_secs(5));
+    }
+}
+
+impl Server {
+    /// Whether the process exited within `within` (not reaped).
+    fn exited_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            // SAFETY: a plain kill(2) probe of our own child (signal 0).
+            let alive = unsafe { libc::kill(self.child.id() as i32, 0) } == 0;
+            let zombie = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+                .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true);
+            if !alive || zombie {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 }
 
