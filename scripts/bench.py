@@ -16,7 +16,9 @@ import cluster  # noqa: E402
 import dashboard  # noqa: E402
 import follow  # noqa: E402
 import growth  # noqa: E402
+import hours  # noqa: E402
 import incr  # noqa: E402
+import inflight  # noqa: E402
 import ingest  # noqa: E402
 import instructions  # noqa: E402
 import memory  # noqa: E402
@@ -40,6 +42,8 @@ SECTIONS = {
     "tax": tax.section_tax,
     "cluster": cluster.section_cluster,
     "dashboard": dashboard.section_dashboard,
+    "hours": hours.section_hours,
+    "inflight": inflight.section_inflight,
 }
 
 

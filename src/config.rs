@@ -53,7 +53,7 @@ fn config_error(err: Error) -> RedisError {
 /// The handle Redis calls back for one setting.
 pub struct Setting(Name);
 
-static HANDLES: [Setting; 14] = [
+static HANDLES: [Setting; 16] = [
     Setting(Name::KeyPrefix),
     Setting(Name::KeyFormat),
     Setting(Name::Timezone),
@@ -68,6 +68,8 @@ static HANDLES: [Setting; 14] = [
     Setting(Name::WatchEventLoop),
     Setting(Name::MaxQueryMemory),
     Setting(Name::AnswerCacheMemory),
+    Setting(Name::Hours),
+    Setting(Name::HourRetentionDays),
 ];
 
 impl ConfigurationValue<RedisString> for Setting {

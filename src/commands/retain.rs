@@ -1,5 +1,6 @@
 //! `LISTINGSTATS.RETAIN`: gives every day hash without an expiry the one
-//! `retention-days` implies, and deletes those already past it.
+//! `retention-days` implies, and deletes those already past it; and the
+//! same for hour keys under `hour-retention-days`.
 
 use redis_module::{Context, RedisValue};
 
@@ -11,6 +12,7 @@ use crate::redis::reply::Reply;
 use crate::redis::scan::Scanned;
 use crate::redis::store::RedisStore;
 use listingstats_core::date::retention_expiry_ms;
+use listingstats_core::hours::expiry_ms;
 use listingstats_core::settings::Settings;
 use listingstats_core::{Error, Result};
 
@@ -21,7 +23,7 @@ impl Command for Retain {
     const FLAGS: &'static str = "write";
     const ACL: &'static str = "write keyspace slow";
     const DOCS: Docs = Docs {
-        summary: "Gives every day hash without an expiry the one retention-days implies; deletes those already past it. Replies set, deleted and denied.",
+        summary: "Gives every day hash (and hour key) without an expiry the one retention-days (hour-retention-days) implies; deletes those already past it. Replies set, deleted and denied.",
         complexity: "O(N): every key of the database, in slices",
         since: "0.1.0",
         arity: 1,
@@ -32,7 +34,8 @@ impl Command for Retain {
         if !args.is_empty() {
             return Err(Error::wrong_arity(Self::NAME));
         }
-        if config::current().retention_days == 0 {
+        let settings = config::current();
+        if settings.retention_days == 0 && (settings.hour_retention_days == 0 || !settings.hours) {
             return Err(Error::invalid(
                 "retention-days is 0 (day hashes are kept forever): set it first, e.g. CONFIG SET listingstats.retention-days 90",
             ));
@@ -82,14 +85,23 @@ impl Visit for Retaining {
     const WHAT: &'static str = "RETAIN";
 
     fn wants(&self, key: &Scanned<'_>, settings: &Settings) -> bool {
-        key.is_hash() && settings.keys.parse_day_key(key.name).is_some()
+        key.is_hash()
+            && (settings.keys.parse_day_key(key.name).is_some()
+                || settings.keys.parse_hour_key(key.name).is_some())
     }
 
     fn visit(&mut self, store: &mut RedisStore<'_>, key: &[u8], settings: &Settings, now_ms: i64) {
-        let Some((day, _)) = settings.keys.parse_day_key(key) else {
-            return;
+        let at = match (
+            settings.keys.parse_day_key(key),
+            settings.keys.parse_hour_key(key),
+        ) {
+            (Some((day, _)), _) => {
+                retention_expiry_ms(day, settings.timezone, settings.retention_days)
+            }
+            (None, Some((date, _))) => expiry_ms(date, settings.hour_retention_days),
+            (None, None) => None,
         };
-        let Some(at) = retention_expiry_ms(day, settings.timezone, settings.retention_days) else {
+        let Some(at) = at else {
             return;
         };
         match retain(store, key, at, now_ms) {

@@ -2,13 +2,15 @@
 
 use redis_module::{Context, RedisValue};
 
+use super::query::{COMPARE_ARG, MAXAGE_ARG, TZ_ARG};
 use crate::config;
 use crate::engine::Asked;
 use crate::fanout;
 use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
+use crate::redis::context::now_ms;
 use crate::share::{self, Found};
-use listingstats_core::query::{parse_top, TopArgs};
+use listingstats_core::query::{parse_top_at, At, TopArgs};
 use listingstats_core::Result;
 
 pub struct Top;
@@ -38,13 +40,19 @@ impl Command for Top {
             )
             .token("RANK")
             .optional(),
-            Arg::integer("ms").token("MAXAGE").optional(),
+            TZ_ARG,
+            COMPARE_ARG,
+            MAXAGE_ARG,
         ],
     };
 
     fn run(ctx: &Context, raw: &[&[u8]]) -> Result<RedisValue> {
-        let args = parse_top(raw)?;
         let settings = config::current();
+        let at = At {
+            now_secs: now_ms().div_euclid(1000),
+            tz: settings.timezone,
+        };
+        let args = parse_top_at(raw, &at)?;
         let registry = current_registry(ctx, &settings.keys)?;
         // Identical calls share one computation (MAXAGE: a recent answer).
         let what = TopArgs {

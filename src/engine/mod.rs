@@ -29,7 +29,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use redis_module::{Context, RedisValue};
 
 use crate::budget::{QUERY_AT_ONCE, QUERY_RENDER_AT_ONCE, QUERY_SLICE};
@@ -38,16 +38,19 @@ use crate::redis::cluster;
 use crate::redis::context::{can_block, is_resp3, selected_db};
 use crate::redis::reader::Reader;
 use crate::redis::reply::Reply;
+use listingstats_core::date::Tz;
 use listingstats_core::day_index::ListingNames;
 use listingstats_core::fanout::PartKind;
 use listingstats_core::metrics::{resolve, Metric};
+use listingstats_core::query::span::Periods;
 use listingstats_core::query::{
     check_cells, Aggregator, Cells, FieldPlan, Format, GroupBy, Listings, QueryArgs, Rank, TopArgs,
-    TopPicker,
+    TopPicker, When,
 };
 use listingstats_core::settings::{Settings, StarSource};
 use listingstats_core::{Error, Result};
 
+mod hours;
 pub mod inflight;
 mod order;
 mod read;
@@ -56,6 +59,7 @@ mod sliced;
 
 pub use sliced::continue_blocked;
 
+use hours::HourReading;
 use order::{Ordering, Planning};
 use read::{cache_for, Reading};
 use render::Renderer;
@@ -83,6 +87,8 @@ pub struct Asked<'a> {
     pub kind: PartKind,
     pub start: NaiveDate,
     pub end: NaiveDate,
+    /// The range in full: hours, zone, comparison.
+    pub when: When,
     pub listings: Listings<'a>,
     pub plan: FieldPlan,
     pub group: GroupBy,
@@ -97,6 +103,7 @@ impl<'a> Asked<'a> {
             plan: FieldPlan::new(resolve(registry, &a.metrics)?)?,
             start: a.start,
             end: a.end,
+            when: a.when,
             listings: a.listings,
             group: a.group,
             finish: Finish::Query(a.format),
@@ -110,6 +117,7 @@ impl<'a> Asked<'a> {
             plan: FieldPlan::new(resolve(registry, &[a.metric])?)?,
             start: a.start,
             end: a.end,
+            when: a.when,
             listings: a.listings,
             group: GroupBy::Listing,
             finish: Finish::Top {
@@ -140,6 +148,7 @@ impl<'a> Asked<'a> {
             registry,
             self.plan,
             &span,
+            &self.when,
             self.group,
             self.finish,
         )
@@ -158,6 +167,8 @@ enum State {
     Ordering(Ordering),
     /// Reading its cells.
     Reading(Reading),
+    /// Reading its hour keys (after its day hashes, if any).
+    ReadingHours(HourReading),
     /// `star-source scan`: one scan of the whole keyspace, at once.
     Scanning,
     /// TOP ranking its groups, a chunk per step.
@@ -207,6 +218,15 @@ pub struct Job {
     /// When identical calls may take its answer: the recording of its
     /// reply, published when complete (see `crate::share`).
     share: Option<crate::share::Slot>,
+    /// More than whole days of the module's zone: what is read from day
+    /// hashes and hour keys, for which period and group (`None`: plain).
+    periods: Option<Periods>,
+    /// The hour keys to read once the day hashes are read.
+    pending_hours: Option<HourReading>,
+    /// The zone the answer's hours are written in.
+    tz: Tz,
+    /// A cell's values placed in the half of its period (COMPARE).
+    scratch: Vec<i64>,
 }
 
 /// Bytes a job holds per cell it reads (its place in a `*` job's list,
@@ -238,6 +258,7 @@ fn estimate(
     };
     let groups = match group {
         GroupBy::Day | GroupBy::Listing => cells,
+        GroupBy::Hour => cells.saturating_mul(24),
         GroupBy::Date => days.min(cells),
         GroupBy::Total => 1,
     };
@@ -247,6 +268,38 @@ fn estimate(
     };
     let width = plan.width() as u64;
     cells * CELL_BYTES + groups * (GROUP_BYTES + 8 * width) + rows * ROW_BYTES
+}
+
+/// Values per group: the plan's, twice with a comparison.
+fn agg_width(plan: &FieldPlan, periods: &Option<Periods>) -> usize {
+    if periods.as_ref().is_some_and(Periods::compares) {
+        plan.width() * 2
+    } else {
+        plan.width()
+    }
+}
+
+/// Hour keys may be read: hours are on, and the hours asked are not past
+/// `hour-retention-days`.
+fn check_hours(settings: &Settings, periods: &Periods) -> Result<()> {
+    if !settings.hours {
+        return Err(Error::invalid(
+            "this query needs hour buckets (GROUPBY HOUR, an hour bound, or TZ of another \
+             zone), and hours are off: CONFIG SET listingstats.hours yes counts events in \
+             their hour from then on",
+        ));
+    }
+    let first = periods.hours.iter().map(|h| h.0).min().unwrap_or(0);
+    let now_h = crate::redis::context::now_ms().div_euclid(3_600_000);
+    let kept = settings.hour_retention_days;
+    if kept > 0 && first < now_h - 24 * (kept + 1) {
+        return Err(Error::invalid(format!(
+            "this query needs hours from {}, past hour-retention-days {kept}: hour keys that old \
+             are gone",
+            listingstats_core::query::span::hour_label(first, periods.tz)
+        )));
+    }
+    Ok(())
 }
 
 /// Groups an answer makes room for at once (see `Aggregator::reserve`):
@@ -283,22 +336,67 @@ impl Job {
         registry: Vec<Metric>,
         plan: FieldPlan,
         span: &Span<'_>,
+        when: &When,
         group: GroupBy,
         finish: Finish,
     ) -> Result<Job> {
         check_cluster(ctx, span)?;
+        let periods = Periods::plan(when, group, settings.timezone)?;
+        if let Some(p) = periods.as_ref().filter(|p| !p.hours.is_empty()) {
+            check_hours(&settings, p)?;
+        }
+        // The days read from day hashes: all of the range, or what the
+        // periods read whole.
+        let day_range = match &periods {
+            None => Some((span.start, span.end)),
+            Some(p) => p.day_span(),
+        };
+        let own_span;
+        let span = match day_range {
+            Some((start, end)) => {
+                own_span = Span {
+                    start,
+                    end,
+                    listings: span.listings,
+                };
+                &own_span
+            }
+            None => span,
+        };
         let mut need = inflight::Need::new(estimate(ctx, span, group, &plan, &finish));
         // Refused here (nothing done) when it alone passes the bound.
         let admitted = need.admitted(crate::config::current().max_query_memory)?;
         let star = matches!(span.listings, Listings::All);
-        let scans = star && settings.star_source == StarSource::Scan;
+        // Periods read through the index (the scan knows days only).
+        let scans = star && settings.star_source == StarSource::Scan && periods.is_none();
         let cache = if scans {
             None
         } else {
             cache_for(settings.cache, registry, &plan)?
         };
         let mut agg = Aggregator::new(&plan, group);
+        if periods.as_ref().is_some_and(Periods::compares) {
+            agg = agg.comparing();
+        }
+        let width = agg_width(&plan, &periods);
+        let hour_reading = periods
+            .as_ref()
+            .filter(|p| !p.hours.is_empty())
+            .map(|p| p.utc_dates());
+        if let (Some(dates), Listings::Ids(ids)) = (&hour_reading, span.listings) {
+            // An hour key per UTC date and listing.
+            check_cells(
+                dates[0],
+                *dates.last().unwrap_or(&dates[0]),
+                ids.len(),
+                settings.max_query_cells,
+            )?;
+        }
+        let hour_reading =
+            hour_reading.map(|dates| HourReading::new(selected_db(ctx), dates, span.listings));
         let state = match span.listings {
+            // Nothing read from day hashes: the hour keys at once.
+            _ if day_range.is_none() => State::Done,
             Listings::Ids(ids) => {
                 check_cells(span.start, span.end, ids.len(), settings.max_query_cells)?;
                 let names: ListingNames = ids.iter().copied().collect();
@@ -341,7 +439,17 @@ impl Job {
             ranked: None,
             need,
             share: None,
+            scratch: vec![0; width],
+            periods,
+            pending_hours: hour_reading,
+            tz: when.tz,
         };
+        if matches!(job.state, State::Done) {
+            job.state = match job.pending_hours.take() {
+                Some(h) => State::ReadingHours(h),
+                None => job.after_reading()?,
+            };
+        }
         if admitted && matches!(job.state, State::Planning(_)) {
             // The first planning step runs inside the command.
             job.step(ctx, Some(reader), None, Some(Instant::now() + QUERY_SLICE))?;
@@ -436,6 +544,13 @@ impl Job {
                 self.scan(need_reader()?)?;
                 self.after_reading()?
             }
+            State::ReadingHours(mut hours) => {
+                if self.read_hours(ctx, &mut hours, need_reader()?, deadline)? {
+                    self.after_reading()?
+                } else {
+                    State::ReadingHours(hours)
+                }
+            }
             State::Ranking(mut picker) => {
                 if !self.rank(&mut picker, deadline) {
                     State::Ranking(picker)
@@ -458,6 +573,35 @@ impl Job {
         Ok((next, Progress::More))
     }
 
+    /// Adds one day hash's values (the plan's terms) to its group: as they
+    /// are for a plain query; for periods, in the group and half of the
+    /// period its day is in (none: not counted). `cell`: its listing's
+    /// position and name; `None` for a whole day's totals (by date, in
+    /// total).
+    fn count(&mut self, day: NaiveDate, cell: Option<(u32, &[u8])>, values: &[i64]) -> Result<()> {
+        let (day, values) = match &self.periods {
+            None => (day, values),
+            Some(periods) => {
+                let Some((group_day, previous)) = periods.day(day) else {
+                    return Ok(());
+                };
+                if self.scratch.len() == values.len() {
+                    (group_day, values)
+                } else {
+                    let half = values.len();
+                    self.scratch.iter_mut().for_each(|v| *v = 0);
+                    let at = if previous { half } else { 0 };
+                    self.scratch[at..at + half].copy_from_slice(values);
+                    (group_day, &self.scratch[..])
+                }
+            }
+        };
+        match cell {
+            Some((at, listing)) => self.agg.add_at(day, at, listing, values),
+            None => self.agg.merge_group(day.num_days_from_ce(), None, values),
+        }
+    }
+
     /// Rows the answer will have, once its cells are read.
     fn rows(&self) -> usize {
         self.agg.len() * self.plan.metrics.len()
@@ -468,6 +612,7 @@ impl Job {
     #[allow(clippy::too_many_arguments)]
     pub fn merged(
         span: (NaiveDate, NaiveDate),
+        when: &When,
         settings: Arc<Settings>,
         plan: FieldPlan,
         group: GroupBy,
@@ -502,6 +647,10 @@ impl Job {
             ranked: None,
             need,
             share: None,
+            scratch: Vec::new(),
+            periods: None,
+            pending_hours: None,
+            tz: when.tz,
         };
         job.state = job.after_reading()?;
         Ok(job)

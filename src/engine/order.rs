@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use redis_module::Context;
 
 use super::read::{CacheRead, Reading};
@@ -137,7 +137,7 @@ impl Job {
                         ))
                     })?;
                 }
-                self.agg.merge_group(day.num_days_from_ce(), None, &sums)?;
+                self.count(*day, None, &sums)?;
             }
             stats::TOTALS_DAYS.add(day_totals.len() as u64);
         }

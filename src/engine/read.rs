@@ -171,7 +171,7 @@ impl Job {
                     None => Cached::Absent,
                 };
                 match index_upkeep::lookup(cached, current, &cache.columns, &mut r.values) {
-                    Lookup::Hit => self.agg.add_at(day, at, listing, &r.values)?,
+                    Lookup::Hit => self.count(day, Some((at, listing)), &r.values)?,
                     // The index is current and holds no such day hash.
                     Lookup::Gone => gone += 1,
                     stop => return Ok(Some(stop)),
@@ -267,7 +267,7 @@ impl Job {
             _ => reader.counters(&key(checked), &fields.own, &mut r.values)?,
         };
         if found {
-            self.agg.add_at(day, at, listing, &r.values)?;
+            self.count(day, Some((at, listing)), &r.values)?;
         }
         // An explicit set counts every key it names; `*` counts the day
         // hashes found, as the scan path does (the index may name keys

@@ -10,6 +10,7 @@ use crate::budget::{RENDER_STEP, TOP_RANK_STEP};
 use crate::redis::reply::Reply;
 use crate::stats;
 use listingstats_core::date::push_day;
+use listingstats_core::query::span::HourLabels;
 use listingstats_core::query::{
     json_tail, push_json_row, push_legacy_line, Format, GroupBy, Ranked, RowView, TopPicker,
     JSON_HEAD,
@@ -56,6 +57,10 @@ impl Job {
     /// big to send (nothing is written yet), and starts ranking (TOP) or
     /// rendering.
     pub(super) fn after_reading(&mut self) -> Result<State> {
+        // Day hashes read: the hour keys next, when the periods have hours.
+        if let Some(hours) = self.pending_hours.take() {
+            return Ok(State::ReadingHours(hours));
+        }
         stats::KEYS_EXAMINED.add(self.examined);
         match self.finish {
             Finish::Query(_) if self.part => Ok(State::Done),
@@ -129,18 +134,25 @@ impl Job {
             resp3: self.resp3,
             day: Vec::with_capacity(10),
             text: String::with_capacity(24),
+            hours: HourLabels::new(self.tz),
         };
         let (plan, scheme) = (&self.plan, &self.settings.keys);
         if let Finish::Top { .. } = self.finish {
             out.out.array(r.top_rows.len());
             for ranked in &r.top_rows {
-                // [listing, numerator, denominator, value(, wilson bound)]
-                out.out.array(if ranked.bound.is_some() { 5 } else { 4 });
+                // [listing, numerator, denominator, value(, wilson bound)
+                // (, previous numerator, denominator, value, change)]
+                let row = ranked.row.view();
+                let len = 4
+                    + usize::from(ranked.bound.is_some())
+                    + 4 * usize::from(row.previous.is_some());
+                out.out.array(len);
                 out.listing(ranked.row.listing.as_deref());
-                out.counts_and_value(&ranked.row.view());
+                out.counts_and_value(&row);
                 if let Some(bound) = ranked.bound {
                     out.value(Some(bound));
                 }
+                out.previous(&row);
             }
             return true;
         }
@@ -150,12 +162,15 @@ impl Job {
             self.agg
                 .group_views(plan, groups[r.next_group], |row| match finish {
                     Finish::Query(Format::Resp) => {
-                        // [metric, date, listing, numerator, denominator, value]
-                        out.out.array(6);
+                        // [metric, date (or hour), listing, numerator,
+                        // denominator, value (, previous numerator,
+                        // denominator, value, change)]
+                        out.out.array(if row.previous.is_some() { 10 } else { 6 });
                         out.bulk(plan.metrics[row.metric].name.as_bytes());
-                        out.date(row.date);
+                        out.time(&row);
                         out.listing(row.listing);
                         out.counts_and_value(&row);
+                        out.previous(&row);
                         *rendered += 1;
                     }
                     Finish::Query(Format::Legacy) => {
@@ -169,7 +184,7 @@ impl Job {
                         if *rendered > 0 {
                             json.push(b',');
                         }
-                        push_json_row(json, &row, plan);
+                        push_json_row(json, &row, plan, &mut out.hours);
                         *rendered += 1;
                     }
                     Finish::Top { .. } => {}
@@ -217,6 +232,8 @@ pub struct RowWriter<'a> {
     /// Reused buffers for a date and a number's text.
     day: Vec<u8>,
     text: String,
+    /// Hours' labels, in the answer's zone.
+    hours: HourLabels,
 }
 
 impl RowWriter<'_> {
@@ -232,6 +249,26 @@ impl RowWriter<'_> {
                 self.out.bulk(&self.day);
             }
             None => self.bulk(b"*"),
+        }
+    }
+
+    /// The row's date, or its hour in the answer's zone (ISO 8601 with
+    /// its offset), or `*`.
+    pub fn time(&mut self, row: &RowView<'_>) {
+        match row.hour {
+            Some(h) => self.out.bulk(self.hours.get(h).as_bytes()),
+            None => self.date(row.date),
+        }
+    }
+
+    /// With COMPARE: the previous period's numerator, denominator, value,
+    /// and the change (null when undefined).
+    pub fn previous(&mut self, row: &RowView<'_>) {
+        if let Some(p) = row.previous {
+            self.out.int(p.numerator);
+            self.out.int(p.denominator);
+            self.value(p.value);
+            self.value(p.change);
         }
     }
 

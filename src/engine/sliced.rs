@@ -73,7 +73,7 @@ impl Running {
     fn advance(&mut self, ctx: &Context, deadline: Instant) -> Result<Step> {
         let job = &mut self.job;
         let progress = match job.state {
-            State::Planning(_) | State::Reading(_) | State::Scanning => {
+            State::Planning(_) | State::Reading(_) | State::Scanning | State::ReadingHours(_) => {
                 let reader = Reader::for_user(ctx, self.user.as_deref())?;
                 job.step(ctx, Some(&reader), None, Some(deadline))?
             }

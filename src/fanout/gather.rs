@@ -20,10 +20,13 @@ use crate::redis::slices::{self, Sliced, Step};
 use crate::share::Slot;
 use crate::stats;
 use listingstats_core::cluster::{key_slot, ClusterView};
+use listingstats_core::date::day_string;
 use listingstats_core::fanout::{
     coverage, first_bad, split_ids, split_star, Coverage, Direction, Frame, Kind, Merger,
     PartAnswer, PartKind, Request,
 };
+use listingstats_core::query::span::utc_hour_bound;
+use listingstats_core::query::When;
 use listingstats_core::query::{
     check_cells, not_a_proportion, Aggregator, FieldPlan, GroupBy, Listings,
 };
@@ -64,6 +67,7 @@ struct Gather {
     group: GroupBy,
     finish: Finish,
     span: (NaiveDate, NaiveDate),
+    when: When,
     resp3: bool,
     parts: Vec<Part>,
     /// Asked again after the slots moved under the previous attempt.
@@ -111,7 +115,7 @@ pub fn start(
         request: Request {
             kind: ask.kind,
             user,
-            args: raw.iter().map(|a| a.to_vec()).collect(),
+            args: absolute_args(raw, &ask.when),
             listings: None,
         },
         ids: match &ask.listings {
@@ -123,6 +127,7 @@ pub fn start(
         group: ask.group,
         finish: ask.finish,
         span: (ask.start, ask.end),
+        when: ask.when,
         resp3: is_resp3(ctx),
         parts: Vec::new(),
         attempt: 0,
@@ -132,6 +137,22 @@ pub fn start(
     stats::CLUSTER_QUERIES.add(1);
     launch(ctx, gather, &view);
     Ok(RedisValue::NoReply)
+}
+
+/// The arguments sent to the masters: as asked, with the range's bounds
+/// made absolute (`today`, `now`, `-24h` mean the same on every master:
+/// this node's clock), hours as UTC hours.
+fn absolute_args(raw: &[&[u8]], when: &When) -> Vec<Vec<u8>> {
+    let mut args: Vec<Vec<u8>> = raw.iter().map(|a| a.to_vec()).collect();
+    let (start, end) = match when.span.hours {
+        Some((from, to)) => (utc_hour_bound(from), utc_hour_bound(to - 1)),
+        None => (day_string(when.span.start), day_string(when.span.end)),
+    };
+    if args.len() > 2 {
+        args[1] = start.into_bytes();
+        args[2] = end.into_bytes();
+    }
+    args
 }
 
 /// The parts of an attempt: each master concerned, and its listings.
@@ -368,10 +389,13 @@ fn finish(ctx: &Context, mut g: Gather) {
     let examined = answers.iter().map(|a| a.head.examined).sum();
     // Parts of DAY and LISTING come in output order and share no group:
     // merged in order, the answer needs no sort. TOP's parts are rankings.
-    let ordered =
-        g.request.kind == PartKind::Query && matches!(g.group, GroupBy::Day | GroupBy::Listing);
-    let merger = Merger::new(answers, ordered, g.plan.width());
-    let agg = Aggregator::new(&g.plan, g.group);
+    let ordered = g.request.kind == PartKind::Query
+        && matches!(g.group, GroupBy::Day | GroupBy::Listing | GroupBy::Hour);
+    let mut agg = Aggregator::new(&g.plan, g.group);
+    if g.when.compare.is_some() {
+        agg = agg.comparing();
+    }
+    let merger = Merger::new(answers, ordered, agg.width());
     stats::CLUSTER_WAIT_US.add(g.started.elapsed().as_micros() as u64);
     let mut merging = Merging {
         gather: Some(g),
@@ -412,6 +436,7 @@ impl Merging {
         };
         let job = Job::merged(
             g.span,
+            &g.when,
             g.settings,
             g.plan,
             g.group,

@@ -22,7 +22,7 @@ use crate::stats;
 use listingstats_core::fanout::{
     group_len, put_group, Bad, Direction, Frame, Head, PartKind, Request, SlotSet,
 };
-use listingstats_core::query::{parse_query, parse_top, Listings};
+use listingstats_core::query::{parse_query_at, parse_top_at, At, Listings};
 use listingstats_core::registry_copy::from_args;
 use listingstats_core::{Error, Result};
 
@@ -155,13 +155,18 @@ fn begin(ctx: &Context, request: Request) -> Result<Stage> {
     let slots = my_slots(ctx)?;
     let registry = current_registry(ctx, &settings.keys)?;
     let args: Vec<&[u8]> = request.args.iter().map(Vec::as_slice).collect();
+    // The coordinator sent absolute bounds: the clock matters not.
+    let at = At {
+        now_secs: crate::redis::context::now_ms().div_euclid(1000),
+        tz: settings.timezone,
+    };
     let share = request
         .listings
         .as_ref()
         .map(|ids| Listings::Ids(ids.iter().map(Vec::as_slice).collect()));
     let mut asked = match request.kind {
-        PartKind::Query => Asked::query(parse_query(&args)?, &registry)?,
-        PartKind::Top => Asked::top(parse_top(&args)?, &registry)?,
+        PartKind::Query => Asked::query(parse_query_at(&args, &at)?, &registry)?,
+        PartKind::Top => Asked::top(parse_top_at(&args, &at)?, &registry)?,
         PartKind::Registry | PartKind::Ingest => {
             return Err(Error::invalid("internal: not a query"))
         }
@@ -258,7 +263,9 @@ fn answer(ctx: &Context, mut job: Box<Job>, kind: PartKind, slots: SlotSet) -> R
                 let (num_at, den_at) = plan
                     .first_slots()
                     .ok_or_else(|| Error::invalid("TOP needs a metric"))?;
-                let width = plan.width();
+                // As wide as the aggregation: with COMPARE, the compared
+                // period's sums in the second half.
+                let (width, half) = (agg.width(), plan.width());
                 let rows = picker
                     .finish(agg, plan)?
                     .into_iter()
@@ -266,6 +273,10 @@ fn answer(ctx: &Context, mut job: Box<Job>, kind: PartKind, slots: SlotSet) -> R
                         let mut sums = vec![0; width];
                         sums[den_at] = r.row.denominator;
                         sums[num_at] = r.row.numerator;
+                        if let Some(p) = r.row.previous {
+                            sums[den_at + half] = p.denominator;
+                            sums[num_at + half] = p.numerator;
+                        }
                         (r.row.listing.unwrap_or_default(), sums)
                     })
                     .collect();

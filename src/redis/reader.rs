@@ -195,39 +195,75 @@ impl<'c> Reader<'c> {
         self.hash_all_of(&name)
     }
 
+    /// Calls `f` with every field and value of the hash `key`, in the
+    /// hash's own order, with no copy (hour keys are read this way: each
+    /// field is added where it belongs, nothing is kept). No permission
+    /// check (the caller made it); `false` when `key` is not a hash.
+    pub fn each_field(&self, key: &[u8], f: &mut dyn FnMut(&[u8], &[u8])) -> bool {
+        let name = RedisString::create_from_slice(self.ctx.ctx, key);
+        self.scan_hash(&name, f).is_ok()
+    }
+
     pub(super) fn hash_all_of(&self, name: &RedisString) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut pairs = Vec::new();
+        self.scan_hash(name, &mut |field, value| {
+            pairs.push((field.to_vec(), value.to_vec()));
+        })?;
+        pairs.sort();
+        Ok(pairs)
+    }
+
+    /// Every field and value of a hash (none when absent), through `f`.
+    fn scan_hash(&self, name: &RedisString, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<()> {
         let open = OpenKey::open(self.ctx, name, false);
         open.expect_hash()?;
         if open.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let open: &KeyRef = &open;
-        let mut pairs = Vec::new();
-        // SAFETY: ScanKey over a live hash; the callback copies each field
-        // and value out before Redis reuses them.
+        // What the callback gets: `f`, and a panic of it, caught there (it
+        // must not unwind through Redis) and resumed once ScanKey returned.
+        struct Visit<'f> {
+            f: &'f mut dyn FnMut(&[u8], &[u8]),
+            panic: Option<Box<dyn std::any::Any + Send>>,
+        }
+        extern "C" fn each(
+            _key: *mut raw::RedisModuleKey,
+            field: *mut raw::RedisModuleString,
+            value: *mut raw::RedisModuleString,
+            privdata: *mut std::os::raw::c_void,
+        ) {
+            // SAFETY: privdata is the Visit passed below, alive for the scan.
+            let visit = unsafe { &mut *privdata.cast::<Visit<'_>>() };
+            if visit.panic.is_some() {
+                return;
+            }
+            // SAFETY: field and value are live during this callback.
+            let (field, value) = unsafe { (lent_bytes(field), lent_bytes(value)) };
+            let f = &mut visit.f;
+            if let Err(p) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(field, value)))
+            {
+                visit.panic = Some(p);
+            }
+        }
+        let mut visit = Visit { f, panic: None };
+        // SAFETY: ScanKey over a live hash; `each` hands each field and
+        // value to `f` while they are live, before Redis reuses them.
         unsafe {
             let cursor = api!(RedisModule_ScanCursorCreate)();
-            extern "C" fn collect(
-                _key: *mut raw::RedisModuleKey,
-                field: *mut raw::RedisModuleString,
-                value: *mut raw::RedisModuleString,
-                privdata: *mut std::os::raw::c_void,
-            ) {
-                // SAFETY: privdata is the Vec passed below.
-                let pairs = unsafe { &mut *privdata.cast::<Vec<(Vec<u8>, Vec<u8>)>>() };
-                // SAFETY: field and value are live during this callback.
-                pairs.push(unsafe { (lent_bytes(field).to_vec(), lent_bytes(value).to_vec()) });
-            }
             while api!(RedisModule_ScanKey)(
                 open.key,
                 cursor,
-                Some(collect),
-                (&mut pairs as *mut Vec<(Vec<u8>, Vec<u8>)>).cast(),
+                Some(each),
+                (&mut visit as *mut Visit<'_>).cast(),
             ) != 0
             {}
             api!(RedisModule_ScanCursorDestroy)(cursor);
         }
-        pairs.sort();
-        Ok(pairs)
+        if let Some(p) = visit.panic {
+            std::panic::resume_unwind(p);
+        }
+        Ok(())
     }
 }

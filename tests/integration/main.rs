@@ -10,6 +10,7 @@ mod config;
 mod dashboards;
 mod eviction;
 mod follow;
+mod hours;
 mod incr;
 mod ingest;
 mod migrate;

@@ -518,11 +518,11 @@ fn every_query_error_names_the_problem_and_changes_nothing() {
         ),
         (
             &[q, "cart_to_checkout_ctr", "2015-12-32", "2015-12-31", "1"],
-            "ERR start must be a date as YYYY-MM-DD, got '2015-12-32'",
+            "ERR start must be a date (YYYY-MM-DD), an hour (YYYY-MM-DDTHH), today, yesterday, now, -Nd or -Nh, got '2015-12-32'",
         ),
         (
             &[q, "cart_to_checkout_ctr", "2015-12-30", "2015/12/31", "1"],
-            "ERR end must be a date as YYYY-MM-DD",
+            "ERR end must be a date (YYYY-MM-DD)",
         ),
         (
             &[q, "no_such_metric", "2015-12-30", "2015-12-31", "1"],
@@ -564,7 +564,7 @@ fn every_query_error_names_the_problem_and_changes_nothing() {
                 "GROUPBY",
                 "WEEK",
             ],
-            "ERR syntax error, GROUPBY takes DAY, LISTING, DATE or TOTAL",
+            "ERR syntax error, GROUPBY takes DAY, LISTING, DATE, TOTAL or HOUR",
         ),
         (
             &[

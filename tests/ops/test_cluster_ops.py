@@ -206,12 +206,18 @@ def test_cluster_star_queries(env, op):
     healthy_again(cluster)
     want = star(single.client())
     target = cluster.masters()[1]
-    answers, errors, stop = [], [], threading.Event()
+    # Answers are counted and compared as they come, not kept: askers
+    # answered from shared answers loop fast, and an operation may take
+    # long (a failover retried).
+    answered, wrong, errors, stop = [0], [], [], threading.Event()
 
     def ask(n):
         while not stop.is_set():
             try:
-                answers.append(star(n.client()))
+                answer = star(n.client())
+                answered[0] += 1
+                if answer != want and len(wrong) < 3:
+                    wrong.append(answer)
             except redis.RedisError as e:
                 # redis-py drops the error's code from the text: keep its class.
                 errors.append(f"{type(e).__name__} {e}")
@@ -221,15 +227,15 @@ def test_cluster_star_queries(env, op):
     threads = [threading.Thread(target=ask, args=(n,), daemon=True) for n in askers[:3]]
     for t in threads:
         t.start()
-    harness.wait_until(lambda: len(answers) >= 3, 30, "answers before the operation")
-    before = len(answers)
+    harness.wait_until(lambda: answered[0] >= 3, 30, "answers before the operation")
+    before = answered[0]
     operate(op, cluster, target)
     if op.startswith("pause"):
-        assert len(answers) > before, "queries answered during the pause"
+        assert answered[0] > before, "queries answered during the pause"
     stop.set()
     for t in threads:
         t.join(60)
-    assert all(a == want for a in answers)
+    assert not wrong, (want, wrong)
     cluster_errors = ("TryAgainError", "ClusterDownError", "MovedError", "ResponseError TIMEOUT")
     assert all(e.startswith(cluster_errors) for e in errors), errors[:5]
     if op.startswith("pause"):

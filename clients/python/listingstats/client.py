@@ -197,24 +197,45 @@ class ListingStats:
                 out.append(l)
         return out
 
-    def query(self, metrics, start, end, listings="*", groupby="day"):
+    @staticmethod
+    def _options(tz=None, compare=None, max_age=None):
+        """TZ, COMPARE and MAXAGE when given."""
+        out = []
+        if tz is not None:
+            out += ["TZ", tz]
+        if compare is not None:
+            compare = merge.text(compare).upper()
+            if compare not in ("PREVIOUS", "WEEK"):
+                raise ValueError("compare must be previous or week")
+            out += ["COMPARE", compare]
+        if max_age is not None:
+            out += ["MAXAGE", int(max_age)]
+        return out
+
+    def query(self, metrics, start, end, listings="*", groupby="day", tz=None, compare=None,
+              max_age=None):
+        """Rows of the metrics. `start`/`end`: dates, hours (2015-12-22T13),
+        or words (today, -24h, now); `groupby` also "hour" (hours yes); `tz`:
+        an IANA zone; `compare`: "previous" or "week" (Row.previous);
+        `max_age` (ms): a recent identical answer will do."""
         names = merge.metric_names(metrics)
         groupby = merge.text(groupby).lower()
         if groupby not in merge.GROUPINGS:
-            raise ValueError("groupby must be one of day, listing, date, total")
+            raise ValueError("groupby must be one of day, listing, date, total, hour")
         listings = self._listings(listings)
         ids = listings if listings == "*" else ",".join(listings)
         return merge.parse_rows(self._any_node(
             "LISTINGSTATS.QUERY", ",".join(names), _day(start), _day(end), ids,
-            "GROUPBY", groupby.upper()))
+            "GROUPBY", groupby.upper(), *self._options(tz, compare, max_age)))
 
-    def top(self, metric, start, end, n, listings="*", mindenom=1, rank="value", confidence=0.95):
+    def top(self, metric, start, end, n, listings="*", mindenom=1, rank="value", confidence=0.95,
+            tz=None, compare=None, max_age=None):
         """The n best listings by the metric's value, or with rank="wilson"
         by the lower bound of its Wilson interval at `confidence`."""
         listings = self._listings(listings)
         ids = listings if listings == "*" else ",".join(listings)
         args = ["LISTINGSTATS.TOP", metric, _day(start), _day(end), int(n),
-                "LISTINGS", ids, "MINDENOM", int(mindenom)]
+                "LISTINGS", ids, "MINDENOM", int(mindenom), *self._options(tz, compare, max_age)]
         rank = merge.text(rank).lower()
         if rank == "wilson":
             args += ["RANK", "WILSON", repr(float(confidence))]

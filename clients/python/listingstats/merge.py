@@ -9,10 +9,14 @@ import json
 import re
 from collections import namedtuple
 
-Row = namedtuple("Row", "metric date listing numerator denominator value")
-TopRow = namedtuple("TopRow", "listing numerator denominator value bound", defaults=(None,))
+Row = namedtuple("Row", "metric date listing numerator denominator value previous",
+                 defaults=(None,))
+TopRow = namedtuple("TopRow", "listing numerator denominator value bound previous",
+                    defaults=(None, None))
+# With COMPARE: the compared period's sums and value, and the change.
+Previous = namedtuple("Previous", "numerator denominator value change")
 
-GROUPINGS = ("day", "listing", "date", "total")
+GROUPINGS = ("day", "listing", "date", "total", "hour")
 _LISTING = re.compile(rb"\A[A-Za-z0-9._-]{1,64}\Z")
 
 
@@ -157,23 +161,40 @@ def error_parts(reply, sent):
 
 # ----------------------------------------------------------------- QUERY
 
+def _number(v):
+    return None if v is None else float(text(v) if not isinstance(v, float) else v)
+
+
+def _previous(tail):
+    """The four COMPARE values at the end of a row, or None."""
+    if len(tail) != 4:
+        return None
+    num, den, value, change = tail
+    return Previous(int(num), int(den), _number(value), _number(change))
+
+
 def parse_rows(reply):
-    """QUERY rows (FORMAT RESP) as Row tuples."""
+    """QUERY rows (FORMAT RESP) as Row tuples (`date` is the hour, ISO
+    8601, for GROUPBY HOUR; `previous` is set with COMPARE)."""
     out = []
     for r in reply:
-        metric, date, listing, num, den, value = r
+        metric, date, listing, num, den, value = r[:6]
         out.append(Row(text(metric), text(date), text(listing), int(num), int(den),
-                       None if value is None else float(text(value) if not isinstance(value, float) else value)))
+                       _number(value), _previous(r[6:])))
     return out
 
 
 def parse_top(reply):
+    """TOP rows: [listing, numerator, denominator, value], then the Wilson
+    bound (RANK WILSON) and the four COMPARE values, when asked."""
     out = []
     for r in reply:
         listing, num, den, value = r[:4]
-        number = lambda v: None if v is None else float(text(v) if not isinstance(v, float) else v)
-        bound = number(r[4]) if len(r) > 4 else None
-        out.append(TopRow(text(listing), int(num), int(den), number(value), bound))
+        rest = r[4:]
+        wilson = len(rest) in (1, 5)
+        bound = _number(rest[0]) if wilson else None
+        previous = _previous(rest[1:] if wilson else rest)
+        out.append(TopRow(text(listing), int(num), int(den), _number(value), bound, previous))
     return out
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from listingstats.merge import (Row, TopRow, error_parts, listing_key,
-                                metric_names, parse_ingest_reply, parse_rows, parse_top, split_events,
+                                metric_names, parse_ingest_reply, parse_rows, parse_top, split_events, Previous,
                                 unpack, value_of)
 
 
@@ -83,6 +83,16 @@ def test_value_is_the_modules_f64():
 def test_top_rows_carry_the_wilson_bound():
     rows = parse_top([[b"7", 3, 4, b"75", b"30.1"], [b"8", 1, 2, 50.0]])
     assert rows == [TopRow("7", 3, 4, 75.0, 30.1), TopRow("8", 1, 2, 50.0, None)]
+
+
+def test_compared_rows_carry_the_previous_period():
+    rows = parse_rows([[b"m", b"2015-12-22T13:00Z", b"7", 2, 20, b"10", 3, 40, b"7.5",
+                        b"0.3333333333333333"]])
+    assert rows[0].previous == Previous(3, 40, 7.5, 0.3333333333333333)
+    assert rows[0].date == "2015-12-22T13:00Z"
+    top = parse_top([[b"7", 2, 20, 10.0, 3, 40, 7.5, None], [b"8", 1, 2, 50.0, 9.0, 0, 0, None, None]])
+    assert top[0].bound is None and top[0].previous == Previous(3, 40, 7.5, None)
+    assert top[1].bound == 9.0 and top[1].previous == Previous(0, 0, None, None)
 
 
 def test_parse_rows_and_metric_names():

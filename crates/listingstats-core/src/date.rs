@@ -7,7 +7,7 @@
 //! that exists in the proleptic Gregorian calendar.
 
 use chrono::{Datelike, NaiveDate, TimeZone};
-use chrono_tz::Tz;
+pub use chrono_tz::Tz;
 
 use super::error::{quote, Error, Result};
 use super::token::ByteSink;

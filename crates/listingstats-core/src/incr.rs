@@ -23,6 +23,15 @@ pub enum When {
 }
 
 impl When {
+    /// The absolute hour (see `hours`), when the time is known: AT, or now.
+    pub fn hour(self, now: i64) -> Option<i64> {
+        match self {
+            When::Date(_) => None,
+            When::At(secs) => Some(crate::hours::epoch_hour(secs)),
+            When::Now => Some(crate::hours::epoch_hour(now)),
+        }
+    }
+
     /// The calendar day in `tz`; `now` is the server clock in unix seconds.
     pub fn day(self, tz: Tz, now: i64) -> Result<NaiveDate> {
         match self {
@@ -101,6 +110,9 @@ pub fn parse<'a>(args: &[&'a [u8]]) -> Result<IncrArgs<'a>> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncrPlan {
     pub increment: Increment,
+    /// With `hours yes`: the same count in its hour (not for DATE, whose
+    /// hour is unknown).
+    pub hour: Option<Increment>,
     /// Where the event id is remembered, when ID was given and dedup is on.
     pub marker: Option<Marker>,
 }
@@ -110,6 +122,9 @@ pub fn plan(args: &IncrArgs<'_>, settings: &Settings, now_ms: i64) -> Result<Inc
     let day = args.when.day(settings.timezone, now_ms.div_euclid(1000))?;
     let expire_at = check_retained(day, settings.timezone, settings.retention_days, now_ms)?;
     let dedup_on = settings.dedup_window > 0;
+    let hour = args.when.hour(now_ms.div_euclid(1000)).and_then(|h| {
+        crate::hours::increment(settings, args.listing, args.event, h, args.by, now_ms)
+    });
     Ok(IncrPlan {
         increment: Increment {
             key: settings.keys.day_key_token(day, args.listing),
@@ -117,6 +132,7 @@ pub fn plan(args: &IncrArgs<'_>, settings: &Settings, now_ms: i64) -> Result<Inc
             delta: args.by,
             expire_at,
         },
+        hour,
         marker: args.id.filter(|_| dedup_on).map(|id| {
             // On a cluster the id is remembered in the listing's slot.
             let slot = settings.cluster.then(|| key_slot(args.listing));
@@ -145,7 +161,10 @@ pub fn run<S: CounterStore>(store: &mut S, plan: &IncrPlan) -> Result<IncrOutcom
         }
     }
     let markers: &[Marker] = plan.marker.as_slice();
-    let values = apply(store, std::slice::from_ref(inc), markers)?;
+    let values = match &plan.hour {
+        Some(hour) => apply(store, &[inc.clone(), hour.clone()], markers)?,
+        None => apply(store, std::slice::from_ref(inc), markers)?,
+    };
     Ok(IncrOutcome {
         value: values[0],
         duplicate: false,

@@ -124,6 +124,10 @@ pub struct Event {
     /// Every occurrence counts: `[2156, 2156, 2152]` adds twice to 2156.
     pub listings: Listings,
     pub day: NaiveDate,
+    /// The event's hour, in hours since 1970-01-01T00:00Z (absolute, so
+    /// never ambiguous at a DST change); `None` when only its day is known
+    /// (INCR ... DATE). Counted only with `hours yes`.
+    pub hour: Option<i64>,
     pub count: i64,
 }
 
@@ -189,6 +193,7 @@ fn event_from(raw: RawEvent<'_>, settings: &Settings) -> std::result::Result<Eve
         name: token(name.as_bytes()),
         listings: ids,
         day,
+        hour: Some(seconds.div_euclid(3600)),
         count: raw.count.unwrap_or(1),
     })
 }
@@ -415,7 +420,10 @@ pub fn run<S: CounterStore>(
     }
     accepted.extend(narrowed.iter());
 
-    let increments = aggregate(&accepted, settings)?;
+    let mut increments = aggregate(&accepted, settings)?;
+    if settings.hours {
+        increments.extend(aggregate_hours(&accepted, settings, now_ms)?);
+    }
     apply(store, &increments, &markers)?;
     report.applied = accepted.len();
     report.increments = increments.len();
@@ -479,6 +487,54 @@ fn aggregate(events: &[&Event], settings: &Settings) -> Result<Vec<Increment>> {
         }
     }
     Ok(increments)
+}
+
+/// The events' counts per hour (`hours yes`): one increment per (hour key,
+/// `HH:event`) field, summed, grouped by key like [`aggregate`]'s. Events
+/// without an hour, or whose hour key is past `hour-retention-days`, count
+/// in their day only.
+fn aggregate_hours(events: &[&Event], settings: &Settings, now_ms: i64) -> Result<Vec<Increment>> {
+    let mut index: FxHashMap<(Token, Token), usize> = FxHashMap::default();
+    let mut order: Vec<Vec<usize>> = Vec::new();
+    let mut keys: FxHashMap<Token, usize> = FxHashMap::default();
+    let mut out: Vec<Increment> = Vec::new();
+    for event in events {
+        let Some(hour) = event.hour else { continue };
+        for listing in &event.listings {
+            let Some(inc) =
+                crate::hours::increment(settings, listing, &event.name, hour, event.count, now_ms)
+            else {
+                continue;
+            };
+            match index.get(&(inc.key.clone(), inc.field.clone())) {
+                Some(&at) => {
+                    out[at].delta = out[at].delta.checked_add(inc.delta).ok_or_else(|| {
+                        Error::invalid(
+                            "the counts of one counter in this batch overflow a 64-bit integer",
+                        )
+                    })?;
+                }
+                None => {
+                    let k = *keys.entry(inc.key.clone()).or_insert_with(|| {
+                        order.push(Vec::new());
+                        order.len() - 1
+                    });
+                    index.insert((inc.key.clone(), inc.field.clone()), out.len());
+                    order[k].push(out.len());
+                    out.push(inc);
+                }
+            }
+        }
+    }
+    // Increments of one key next to each other (`write::apply` writes a
+    // key in one go).
+    let mut grouped = Vec::with_capacity(out.len());
+    for positions in order {
+        for at in positions {
+            grouped.push(out[at].clone());
+        }
+    }
+    Ok(grouped)
 }
 
 #[cfg(test)]
@@ -629,6 +685,53 @@ mod tests {
             [count("2156"), count("2152"), count("2150"), count("2157")],
             [b"5".to_vec(), b"7".to_vec(), b"9".to_vec(), b"2".to_vec()]
         );
+    }
+
+    #[test]
+    fn with_hours_each_event_also_counts_in_its_utc_hour() {
+        let mut settings = Settings {
+            hours: true,
+            ..Settings::default()
+        };
+        // 13:05Z and 13:59Z (one hour), 14:00Z (the next), and one of
+        // another day; two listings, one given twice.
+        let jsons = [
+            r#"{"name":"click","listingIds":[7,7,8],"message_date":1450789500}"#,
+            r#"{"name":"click","listingIds":[7],"message_date":1450792740,"count":3}"#,
+            r#"{"name":"click","listingIds":[7],"message_date":1450792800}"#,
+            r#"{"name":"view","listingIds":[7],"message_date":1450665000}"#,
+        ];
+        let mut store = MemoryStore::default();
+        let report = run(&mut store, batch(&jsons), false, &settings, 0, None).unwrap();
+        assert_eq!(report.applied, 4);
+        let h = |key: &str, field: &str| {
+            store.hashes[key.as_bytes()]
+                .get(field.as_bytes())
+                .map(|v| String::from_utf8(v.clone()).unwrap())
+        };
+        assert_eq!(h("2015-12-22h_7", "13:click").as_deref(), Some("5"));
+        assert_eq!(h("2015-12-22h_7", "14:click").as_deref(), Some("1"));
+        assert_eq!(h("2015-12-22h_8", "13:click").as_deref(), Some("1"));
+        assert_eq!(h("2015-12-21h_7", "02:view").as_deref(), Some("1"));
+        // The day hashes are exactly what they were without hours.
+        assert_eq!(h("2015-12-22_7", "click").as_deref(), Some("6"));
+        assert_eq!(store.hashes[&b"2015-12-22_7"[..]].len(), 1);
+        // Hour keys expire hour-retention-days after their UTC day.
+        assert_eq!(store.expiries[&b"2015-12-22h_7"[..]], 1453420800000);
+        // Past hour retention: the day counts, the hour does not.
+        settings.hour_retention_days = 1;
+        let mut store = MemoryStore::default();
+        run(
+            &mut store,
+            batch(&jsons[..1]),
+            false,
+            &settings,
+            1453420800000,
+            None,
+        )
+        .unwrap();
+        assert!(store.hashes.contains_key(&b"2015-12-22_7"[..]));
+        assert!(!store.hashes.contains_key(&b"2015-12-22h_7"[..]));
     }
 
     #[test]

@@ -158,6 +158,11 @@ pub fn encode_event(index: usize, e: &Event) -> Vec<u8> {
     out.extend_from_slice(e.count.to_string().as_bytes());
     out.push(0);
     out.extend_from_slice(&e.listings.join(&b","[..]));
+    out.push(0);
+    match e.hour {
+        Some(h) => out.extend_from_slice(h.to_string().as_bytes()),
+        None => out.push(b'-'),
+    }
     out
 }
 
@@ -174,6 +179,10 @@ pub fn decode_event(bytes: &[u8]) -> Option<(usize, Event)> {
     let day = parse_day(f.next()?)?;
     let count = std::str::from_utf8(f.next()?).ok()?.parse().ok()?;
     let listings: Listings = f.next()?.split(|&b| b == b',').map(token).collect();
+    let hour = match f.next()? {
+        b"-" => None,
+        h => Some(std::str::from_utf8(h).ok()?.parse::<i64>().ok()?),
+    };
     if f.next().is_some() || listings.iter().any(|l| l.is_empty()) {
         return None;
     }
@@ -184,6 +193,7 @@ pub fn decode_event(bytes: &[u8]) -> Option<(usize, Event)> {
             name,
             listings,
             day,
+            hour,
             count,
         },
     ))
@@ -337,6 +347,7 @@ mod tests {
             name: token(b"click"),
             listings: listings.iter().map(|l| token(l)).collect(),
             day: parse_day(b"2015-12-22").unwrap(),
+            hour: None,
             count: 1,
         };
         // "1" and "2" on bbb (node 1), "3" on aaa (node 0), "4" on ccc (2).
@@ -385,10 +396,15 @@ mod tests {
             name: token(b"cart::checkoutNow:click"),
             listings: [token(b"7"), token(b"sku-2")].into(),
             day: parse_day(b"2015-12-22").unwrap(),
+            hour: Some(402_789),
             count: 3,
         };
         assert_eq!(decode_event(&encode_event(12, &e)), Some((12, e.clone())));
-        let plain = Event { id: None, ..e };
+        let plain = Event {
+            id: None,
+            hour: None,
+            ..e
+        };
         assert_eq!(decode_event(&encode_event(0, &plain)), Some((0, plain)));
         assert_eq!(decode_event(b"1\0-\0n"), None);
         let report = Report {

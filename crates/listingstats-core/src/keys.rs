@@ -104,11 +104,35 @@ impl Default for KeyScheme {
 }
 
 /// [`KeyScheme::may_concern`] for a scheme with `prefix`.
+/// The field of an hour key that counts `event` in hour `hour` (0-23,
+/// UTC) of its day: `HH:<event>`, e.g. `13:ldp:sellPanel:addToCart:click`.
+pub fn hour_field(hour: u32, event: &[u8]) -> Token {
+    let mut field = Token::new();
+    field.put(&[b'0' + (hour / 10) as u8, b'0' + (hour % 10) as u8, b':']);
+    field.put(event);
+    field
+}
+
+/// The hour (0-23) and event of an hour key's field, or `None`.
+pub fn parse_hour_field(field: &[u8]) -> Option<(u32, &[u8])> {
+    let [h1, h2, b':', event @ ..] = field else {
+        return None;
+    };
+    if !h1.is_ascii_digit() || !h2.is_ascii_digit() || event.is_empty() {
+        return None;
+    }
+    let hour = u32::from(h1 - b'0') * 10 + u32::from(h2 - b'0');
+    (hour < 24).then_some((hour, event))
+}
+
 pub fn may_concern(prefix: &[u8], key: &[u8]) -> bool {
     let Some(rest) = key.strip_prefix(prefix) else {
         return false;
     };
-    (rest.len() >= 12 && rest[4] == b'-' && rest[7] == b'-' && rest[10] == b'_')
+    (rest.len() >= 12
+        && rest[4] == b'-'
+        && rest[7] == b'-'
+        && (rest[10] == b'_' || (rest[10] == b'h' && rest.get(11) == Some(&b'_'))))
         || rest.starts_with(b"listingstats:metrics")
 }
 
@@ -168,6 +192,53 @@ impl KeyScheme {
         let listing = match self.format {
             KeyFormat::DateListing => &rest[11..],
             KeyFormat::Tagged => rest[11..].strip_prefix(b"{")?.strip_suffix(b"}")?,
+        };
+        is_valid_listing(listing).then_some((day, listing))
+    }
+
+    /// Appends the hour key of `(date, listing)` to `out`: the hash of
+    /// `listing`'s counts per hour of the UTC day `date`,
+    /// `<prefix>YYYY-MM-DDh_<listing>` (tagged: `..._{<listing>}`, the day
+    /// hash's slot). Its fields are [`hour_field`]s. Never a day hash name
+    /// (an `h` where the day hash has `_`), and `~2015-12-*` still covers it.
+    pub fn push_hour_key(&self, out: &mut impl ByteSink, date: NaiveDate, listing: &[u8]) {
+        out.put(self.prefix.as_bytes());
+        push_day(out, date);
+        match self.format {
+            KeyFormat::DateListing => {
+                out.put(b"h_");
+                out.put(listing);
+            }
+            KeyFormat::Tagged => {
+                out.put(b"h_{");
+                out.put(listing);
+                out.put(b"}");
+            }
+        }
+    }
+
+    pub fn hour_key(&self, date: NaiveDate, listing: &[u8]) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.prefix.len() + 14 + listing.len());
+        self.push_hour_key(&mut key, date, listing);
+        key
+    }
+
+    pub fn hour_key_token(&self, date: NaiveDate, listing: &[u8]) -> Token {
+        let mut key = Token::new();
+        self.push_hour_key(&mut key, date, listing);
+        key
+    }
+
+    /// The UTC date and listing an hour key names, or `None`.
+    pub fn parse_hour_key<'k>(&self, key: &'k [u8]) -> Option<(NaiveDate, &'k [u8])> {
+        let rest = key.strip_prefix(self.prefix.as_bytes())?;
+        if rest.len() < 13 || rest[10] != b'h' || rest[11] != b'_' {
+            return None;
+        }
+        let day = parse_day(&rest[..10])?;
+        let listing = match self.format {
+            KeyFormat::DateListing => &rest[12..],
+            KeyFormat::Tagged => rest[12..].strip_prefix(b"{")?.strip_suffix(b"}")?,
         };
         is_valid_listing(listing).then_some((day, listing))
     }

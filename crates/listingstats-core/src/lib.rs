@@ -12,6 +12,7 @@ pub mod error;
 pub mod fanout;
 pub mod follow;
 pub mod follow_cluster;
+pub mod hours;
 pub mod incr;
 pub mod ingest;
 pub mod ingest_split;

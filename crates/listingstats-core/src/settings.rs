@@ -28,6 +28,8 @@ pub enum Name {
     WatchEventLoop,
     MaxQueryMemory,
     AnswerCacheMemory,
+    Hours,
+    HourRetentionDays,
 }
 
 /// Where a `*` query finds its listings.
@@ -50,7 +52,7 @@ pub struct Bounds {
 }
 
 impl Name {
-    pub const ALL: [Name; 14] = [
+    pub const ALL: [Name; 16] = [
         Name::KeyPrefix,
         Name::KeyFormat,
         Name::Timezone,
@@ -65,6 +67,8 @@ impl Name {
         Name::WatchEventLoop,
         Name::MaxQueryMemory,
         Name::AnswerCacheMemory,
+        Name::Hours,
+        Name::HourRetentionDays,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -83,6 +87,8 @@ impl Name {
             Name::WatchEventLoop => "watch-event-loop",
             Name::MaxQueryMemory => "max-query-memory",
             Name::AnswerCacheMemory => "answer-cache-memory",
+            Name::Hours => "hours",
+            Name::HourRetentionDays => "hour-retention-days",
         }
     }
 
@@ -128,6 +134,11 @@ impl Name {
                 min: 1 << 20,
                 max: 1 << 40,
             }),
+            // Days an hour key is kept after its (UTC) day ends; 0 keeps it.
+            Name::HourRetentionDays => Some(Bounds {
+                min: 0,
+                max: 36_500,
+            }),
             // Bytes; 0 keeps no answer (identical calls still share the
             // computations under way).
             Name::AnswerCacheMemory => Some(Bounds {
@@ -139,7 +150,8 @@ impl Name {
             | Name::Timezone
             | Name::StarSource
             | Name::Cache
-            | Name::WatchEventLoop => None,
+            | Name::WatchEventLoop
+            | Name::Hours => None,
         }
     }
 }
@@ -196,6 +208,11 @@ pub struct Settings {
     pub max_query_memory: i64,
     /// Bytes of recent answers kept for identical calls (`MAXAGE`).
     pub answer_cache_memory: i64,
+    /// Whether events are also counted in their hour (hour keys beside
+    /// the day hashes, see `keys`).
+    pub hours: bool,
+    /// Days an hour key is kept after its UTC day ends; 0 keeps it.
+    pub hour_retention_days: i64,
 }
 
 impl Default for Settings {
@@ -215,6 +232,8 @@ impl Default for Settings {
             watch_event_loop: false,
             max_query_memory: 256 << 20,
             answer_cache_memory: 64 << 20,
+            hours: false,
+            hour_retention_days: 30,
         }
     }
 }
@@ -234,6 +253,8 @@ impl Settings {
             Name::ClusterTimeout => self.cluster_timeout.to_string(),
             Name::MaxQueryMemory => self.max_query_memory.to_string(),
             Name::AnswerCacheMemory => self.answer_cache_memory.to_string(),
+            Name::HourRetentionDays => self.hour_retention_days.to_string(),
+            Name::Hours => yes_no(self.hours),
             Name::StarSource => match self.star_source {
                 StarSource::Index => "index".into(),
                 StarSource::Scan => "scan".into(),
@@ -253,12 +274,14 @@ impl Settings {
             Name::ClusterTimeout => self.cluster_timeout,
             Name::MaxQueryMemory => self.max_query_memory,
             Name::AnswerCacheMemory => self.answer_cache_memory,
+            Name::HourRetentionDays => self.hour_retention_days,
             Name::KeyPrefix
             | Name::KeyFormat
             | Name::Timezone
             | Name::StarSource
             | Name::Cache
-            | Name::WatchEventLoop => 0,
+            | Name::WatchEventLoop
+            | Name::Hours => 0,
         }
     }
 
@@ -321,6 +344,7 @@ impl Settings {
             }
             Name::Cache => self.cache = parse_yes_no(name, value)?,
             Name::WatchEventLoop => self.watch_event_loop = parse_yes_no(name, value)?,
+            Name::Hours => self.hours = parse_yes_no(name, value)?,
             Name::DedupWindow
             | Name::MaxBatch
             | Name::MaxQueryCells
@@ -328,7 +352,8 @@ impl Settings {
             | Name::RetentionDays
             | Name::ClusterTimeout
             | Name::MaxQueryMemory
-            | Name::AnswerCacheMemory => {}
+            | Name::AnswerCacheMemory
+            | Name::HourRetentionDays => {}
         }
         Ok(())
     }
@@ -351,12 +376,14 @@ impl Settings {
             Name::ClusterTimeout => self.cluster_timeout = n,
             Name::MaxQueryMemory => self.max_query_memory = n,
             Name::AnswerCacheMemory => self.answer_cache_memory = n,
+            Name::HourRetentionDays => self.hour_retention_days = n,
             Name::KeyPrefix
             | Name::KeyFormat
             | Name::Timezone
             | Name::StarSource
             | Name::Cache
-            | Name::WatchEventLoop => {}
+            | Name::WatchEventLoop
+            | Name::Hours => {}
         }
         Ok(())
     }
@@ -435,6 +462,8 @@ mod tests {
                 ("watch-event-loop", "no".into()),
                 ("max-query-memory", "268435456".into()),
                 ("answer-cache-memory", "67108864".into()),
+                ("hours", "no".into()),
+                ("hour-retention-days", "30".into()),
             ]
         );
     }

@@ -1,12 +1,14 @@
 //! QUERY and TOP arguments: parsing and the limits checked before any work.
 
+use super::span::{parse_bound, resolve, Bound, Compare, Span};
 use super::wilson::{wilson_z, WILSON_CONFIDENCE};
+use chrono_tz::Tz;
 
 use rustc_hash::FxHashSet;
 
 use chrono::NaiveDate;
 
-use crate::date::{day_count, day_string, parse_day_arg};
+use crate::date::day_count;
 use crate::error::{quote, Error, Result};
 use crate::keys::check_listing;
 use crate::metrics::check_name;
@@ -18,6 +20,8 @@ pub enum GroupBy {
     Listing,
     Date,
     Total,
+    /// One row per (hour, listing): hour buckets (`hours yes`).
+    Hour,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,24 +66,65 @@ fn parse_metric_names(text: &[u8]) -> Result<Vec<&str>> {
     Ok(names)
 }
 
-fn parse_range(start: &[u8], end: &[u8]) -> Result<(NaiveDate, NaiveDate)> {
-    let start = parse_day_arg("start", start)?;
-    let end = parse_day_arg("end", end)?;
-    if start > end {
-        return Err(Error::invalid(format!(
-            "start date {} is after end date {}",
-            day_string(start),
-            day_string(end)
-        )));
-    }
-    Ok((start, end))
+/// Where and when a query looks: its range resolved in its zone, the
+/// zone, whether `TZ` named it, and the comparison asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct When {
+    pub span: Span,
+    pub tz: Tz,
+    pub tz_given: bool,
+    pub compare: Option<Compare>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The clock and zone bounds are resolved with: the server's time and
+/// the module's `timezone`.
+#[derive(Debug, Clone, Copy)]
+pub struct At {
+    pub now_secs: i64,
+    pub tz: Tz,
+}
+
+impl Default for At {
+    fn default() -> Self {
+        At {
+            now_secs: 0,
+            tz: Tz::UTC,
+        }
+    }
+}
+
+fn parse_bounds(start: &[u8], end: &[u8]) -> Result<(Bound, Bound)> {
+    Ok((parse_bound("start", start)?, parse_bound("end", end)?))
+}
+
+fn resolve_when(
+    (start, end): (Bound, Bound),
+    tz: Option<Tz>,
+    compare: Option<Compare>,
+    at: &At,
+) -> Result<When> {
+    let zone = tz.unwrap_or(at.tz);
+    Ok(When {
+        span: resolve(start, end, zone, at.now_secs)?,
+        tz: zone,
+        tz_given: tz.is_some_and(|t| t != at.tz),
+        compare,
+    })
+}
+
+fn parse_tz(value: &[u8]) -> Result<Tz> {
+    let name = std::str::from_utf8(value).map_err(|_| Error::invalid("TZ must be ASCII"))?;
+    crate::date::parse_timezone(name)
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct QueryArgs<'a> {
     pub metrics: Vec<&'a str>,
     pub start: NaiveDate,
     pub end: NaiveDate,
+    /// The range in full (hours, zone, comparison); `start`/`end` are its
+    /// days.
+    pub when: When,
     pub listings: Listings<'a>,
     pub group: GroupBy,
     pub format: Format,
@@ -125,30 +170,42 @@ fn parse_options<'a>(
     Ok(())
 }
 
-/// `LISTINGSTATS.QUERY metrics start end listings [GROUPBY g] [FORMAT f]`
+/// [`parse_query_at`] at the epoch, in UTC (tests).
+#[cfg(test)]
 pub fn parse_query<'a>(args: &[&'a [u8]]) -> Result<QueryArgs<'a>> {
+    parse_query_at(args, &At::default())
+}
+
+/// `LISTINGSTATS.QUERY metrics start end listings [GROUPBY g] [FORMAT f]
+/// [TZ zone] [COMPARE PREVIOUS|WEEK] [MAXAGE ms]`, relative bounds resolved at `at`.
+pub fn parse_query_at<'a>(args: &[&'a [u8]], at: &At) -> Result<QueryArgs<'a>> {
     let [metrics, start, end, listings, options @ ..] = args else {
         return Err(Error::wrong_arity("LISTINGSTATS.QUERY"));
     };
     let metrics = parse_metric_names(metrics)?;
-    let (start, end) = parse_range(start, end)?;
+    let bounds = parse_bounds(start, end)?;
     let listings = parse_listings(listings)?;
     let mut group = GroupBy::Day;
     let mut format = Format::Resp;
     let mut max_age = None;
+    let mut tz = None;
+    let mut compare = None;
     parse_options(options, |name, value| {
         let v = value.to_ascii_uppercase();
         match name {
             "MAXAGE" => max_age = Some(parse_max_age(value)?),
+            "TZ" => tz = Some(parse_tz(value)?),
+            "COMPARE" => compare = Some(Compare::parse(value)?),
             "GROUPBY" => {
                 group = match v.as_slice() {
                     b"DAY" => GroupBy::Day,
                     b"LISTING" => GroupBy::Listing,
                     b"DATE" => GroupBy::Date,
                     b"TOTAL" => GroupBy::Total,
+                    b"HOUR" => GroupBy::Hour,
                     _ => {
                         return Err(Error::syntax(format!(
-                            "GROUPBY takes DAY, LISTING, DATE or TOTAL, got {}",
+                            "GROUPBY takes DAY, LISTING, DATE, TOTAL or HOUR, got {}",
                             quote(value)
                         )))
                     }
@@ -176,10 +233,17 @@ pub fn parse_query<'a>(args: &[&'a [u8]]) -> Result<QueryArgs<'a>> {
             "FORMAT LEGACY needs GROUPBY DAY: the old output has one line per day hash",
         ));
     }
+    if format == Format::Legacy && (compare.is_some() || tz.is_some()) {
+        return Err(Error::invalid(
+            "FORMAT LEGACY takes neither COMPARE nor TZ: the old output has neither",
+        ));
+    }
+    let when = resolve_when(bounds, tz, compare, at)?;
     Ok(QueryArgs {
         metrics,
-        start,
-        end,
+        start: when.span.start,
+        end: when.span.end,
+        when,
         listings,
         group,
         format,
@@ -192,6 +256,8 @@ pub struct TopArgs<'a> {
     pub metric: &'a str,
     pub start: NaiveDate,
     pub end: NaiveDate,
+    /// The range in full (see [`QueryArgs::when`]).
+    pub when: When,
     pub n: usize,
     pub listings: Listings<'a>,
     pub min_denominator: i64,
@@ -256,24 +322,35 @@ fn take_rank<'a>(options: &[&'a [u8]]) -> Result<(Rank, Vec<&'a [u8]>)> {
     Ok((rank.unwrap_or(Rank::Value), rest))
 }
 
-/// `LISTINGSTATS.TOP metric start end n [LISTINGS ids|*] [MINDENOM k]`
+/// [`parse_top_at`] at the epoch, in UTC (tests).
+#[cfg(test)]
 pub fn parse_top<'a>(args: &[&'a [u8]]) -> Result<TopArgs<'a>> {
+    parse_top_at(args, &At::default())
+}
+
+/// `LISTINGSTATS.TOP metric start end n [LISTINGS ids|*] [MINDENOM k]
+/// [RANK ...] [TZ zone] [COMPARE PREVIOUS|WEEK] [MAXAGE ms]`
+pub fn parse_top_at<'a>(args: &[&'a [u8]], at: &At) -> Result<TopArgs<'a>> {
     let [metric, start, end, n, options @ ..] = args else {
         return Err(Error::wrong_arity("LISTINGSTATS.TOP"));
     };
     let metric = check_name(metric)?;
-    let (start, end) = parse_range(start, end)?;
+    let bounds = parse_bounds(start, end)?;
     let n = parse_i64_arg("n", n)?;
     let n =
         usize::try_from(n).map_err(|_| Error::invalid(format!("n must be 0 or more, got {n}")))?;
     let mut listings = Listings::All;
     let mut min_denominator = 1;
     let mut max_age = None;
+    let mut tz = None;
+    let mut compare = None;
     let (rank, options) = take_rank(options)?;
     parse_options(&options, |name, value| {
         match name {
             "LISTINGS" => listings = parse_listings(value)?,
             "MAXAGE" => max_age = Some(parse_max_age(value)?),
+            "TZ" => tz = Some(parse_tz(value)?),
+            "COMPARE" => compare = Some(Compare::parse(value)?),
             "MINDENOM" => {
                 min_denominator = parse_i64_arg("MINDENOM", value)?;
                 if min_denominator < 1 {
@@ -286,10 +363,12 @@ pub fn parse_top<'a>(args: &[&'a [u8]]) -> Result<TopArgs<'a>> {
         }
         Ok(true)
     })?;
+    let when = resolve_when(bounds, tz, compare, at)?;
     Ok(TopArgs {
         metric,
-        start,
-        end,
+        start: when.span.start,
+        end: when.span.end,
+        when,
         n,
         listings,
         min_denominator,

@@ -19,6 +19,7 @@ mod cells;
 mod fields;
 mod order;
 mod render;
+pub mod span;
 #[cfg(test)]
 mod tests;
 mod top;

@@ -2,6 +2,7 @@
 
 use super::aggregate::RowView;
 use super::fields::FieldPlan;
+use super::span::HourLabels;
 
 use crate::keys::KeyScheme;
 
@@ -45,15 +46,32 @@ pub fn push_legacy_line(
 #[cfg(test)]
 pub fn json_row(row: &RowView<'_>, plan: &FieldPlan) -> String {
     let mut out = Vec::new();
-    push_json_row(&mut out, row, plan);
+    push_json_row(
+        &mut out,
+        row,
+        plan,
+        &mut HourLabels::new(chrono_tz::Tz::UTC),
+    );
     String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Appends one row of the JSON form to a reused buffer; `date`/`listing`
-/// are `"*"` where grouped away, as in the RESP form; `value` is null when
-/// undefined. Serialised straight from the row, with no JSON tree built
-/// per row.
-pub fn push_json_row(out: &mut Vec<u8>, row: &RowView<'_>, plan: &FieldPlan) {
+/// are `"*"` where grouped away, as in the RESP form (`date` is the hour,
+/// ISO 8601 in `tz`, for GROUPBY HOUR); `value` is null when undefined;
+/// with COMPARE, `previous` and `change`. Serialised straight from the
+/// row, with no JSON tree built per row.
+pub fn push_json_row(
+    out: &mut Vec<u8>,
+    row: &RowView<'_>,
+    plan: &FieldPlan,
+    hours: &mut HourLabels,
+) {
+    #[derive(serde::Serialize)]
+    struct JsonPrevious {
+        numerator: i64,
+        denominator: i64,
+        value: Option<f64>,
+    }
     #[derive(serde::Serialize)]
     struct JsonRow<'a> {
         metric: &'a str,
@@ -62,14 +80,20 @@ pub fn push_json_row(out: &mut Vec<u8>, row: &RowView<'_>, plan: &FieldPlan) {
         numerator: i64,
         denominator: i64,
         value: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        previous: Option<JsonPrevious>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        change: Option<Option<f64>>,
     }
-    let mut day = Vec::with_capacity(10);
+    let mut day = Vec::with_capacity(25);
     if let Some(d) = row.date {
         crate::date::push_day(&mut day, d);
+    } else if let Some(h) = row.hour {
+        day.extend_from_slice(hours.get(h).as_bytes());
     }
     let json = JsonRow {
         metric: &plan.metrics[row.metric].name,
-        date: if row.date.is_some() {
+        date: if row.date.is_some() || row.hour.is_some() {
             std::str::from_utf8(&day).unwrap_or("*")
         } else {
             "*"
@@ -80,6 +104,12 @@ pub fn push_json_row(out: &mut Vec<u8>, row: &RowView<'_>, plan: &FieldPlan) {
         numerator: row.numerator,
         denominator: row.denominator,
         value: row.value,
+        previous: row.previous.map(|p| JsonPrevious {
+            numerator: p.numerator,
+            denominator: p.denominator,
+            value: p.value,
+        }),
+        change: row.previous.map(|p| p.change),
     };
     // Writing to a Vec cannot fail; the fields are all serialisable.
     let _ = serde_json::to_writer(out, &json);

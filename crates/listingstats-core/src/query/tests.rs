@@ -96,7 +96,7 @@ fn query_errors() {
     );
     assert!(
         err(&["m", "2015-12-30", "2015-12-30", "1", "GROUPBY", "WEEK"])
-            .contains("GROUPBY takes DAY, LISTING, DATE or TOTAL")
+            .contains("GROUPBY takes DAY, LISTING, DATE, TOTAL or HOUR")
     );
     assert!(
         err(&["m", "2015-12-30", "2015-12-30", "1", "FORMAT", "XML"])
@@ -471,10 +471,12 @@ fn wilson_bounds_match_the_issue_and_rank_confidently() {
     let row = |l: &str, num: i64, den: i64| Row {
         metric: 0,
         date: None,
+        hour: None,
         listing: Some(l.as_bytes().into()),
         numerator: num,
         denominator: den,
         value: Some(num as f64 / den as f64 * 100.0),
+        previous: None,
     };
     let rows = || vec![row("lucky", 1, 1), row("steady", 90, 100), row("new", 0, 3)];
     let by_value: Vec<_> = top(rows(), 3, 1, Rank::Value, 100.0).unwrap();
@@ -699,10 +701,12 @@ fn json_rows_are_written_as_the_json_tree_would_write_them() {
         let row = RowView {
             metric: 0,
             date,
+            hour: None,
             listing,
             numerator: n,
             denominator: d,
             value: (d != 0).then(|| n as f64 / d as f64 * 100.0),
+            previous: None,
         };
         let tree = serde_json::json!({
             "metric": p.metrics[0].name,
