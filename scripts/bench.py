@@ -25,6 +25,7 @@ import memory  # noqa: E402
 import query  # noqa: E402
 import star  # noqa: E402
 import tax  # noqa: E402
+import viewers  # noqa: E402
 from harness import machine  # noqa: E402
 from redislab import ROOT  # noqa: E402
 
@@ -43,6 +44,7 @@ SECTIONS = {
     "cluster": cluster.section_cluster,
     "dashboard": dashboard.section_dashboard,
     "hours": hours.section_hours,
+    "viewers": viewers.section_viewers,
     "inflight": inflight.section_inflight,
 }
 

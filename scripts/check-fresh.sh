@@ -32,9 +32,10 @@ case_() {
   fi
 }
 
-redis=(usr/bin/redis-server usr/bin/redis-cli usr/bin/redis-benchmark)
-case_ nothing-present "redis-server redis-tools libclang-dev"
-case_ only-libclang-cpp "redis-server redis-tools libclang-dev" \
+redis=(usr/bin/redis-server usr/bin/redis-cli usr/bin/redis-benchmark
+       usr/bin/chromium usr/bin/prometheus usr/bin/promtool)
+case_ nothing-present "redis-server redis-tools libclang-dev chromium prometheus"
+case_ only-libclang-cpp "redis-server redis-tools libclang-dev chromium prometheus" \
   usr/lib/llvm-14/lib/libclang-cpp.so.14 usr/lib/x86_64-linux-gnu/libclang-cpp.so.14
 case_ redis-and-libclang-cpp "libclang-dev" "${redis[@]}" \
   usr/lib/llvm-14/lib/libclang-cpp.so.14 usr/lib/x86_64-linux-gnu/libclang-cpp.so.14
@@ -42,7 +43,10 @@ case_ libclang-dev "" "${redis[@]}" \
   usr/lib/llvm-14/lib/libclang-cpp.so.14 usr/lib/llvm-14/lib/libclang.so usr/lib/x86_64-linux-gnu/libclang-14.so.1
 case_ libclang1-only "" "${redis[@]}" usr/lib/x86_64-linux-gnu/libclang-14.so.14.0.6
 case_ local-llvm "" "${redis[@]}" usr/local/llvm-18/lib/libclang.so
-case_ cli-without-benchmark "redis-tools" usr/bin/redis-server usr/bin/redis-cli usr/lib/libclang.so
+case_ cli-without-benchmark "redis-tools" usr/bin/redis-server usr/bin/redis-cli usr/lib/libclang.so \
+  usr/bin/chromium usr/bin/prometheus usr/bin/promtool
+case_ prometheus-without-promtool "prometheus" usr/bin/redis-server usr/bin/redis-cli \
+  usr/bin/redis-benchmark usr/lib/libclang.so usr/bin/chromium usr/bin/prometheus
 
 echo "check-fresh: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

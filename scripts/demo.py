@@ -5,13 +5,20 @@ GET, QUERY (also in the old Lua script's format) and TOP, and drawn as a
 chart of daily click-through rates per listing (target/demo/ctr.png).
 
     python3 scripts/demo.py          the demo; its server is removed at the end
-    python3 scripts/demo.py --keep   leaves the server running to explore"""
+    python3 scripts/demo.py --keep   leaves the server running to explore, and
+                                     starts the live dashboard on it
+
+Hours are on (hour keys kept: the demo's days are in 2015), so the
+dashboard shows hours too."""
 
 import datetime
 import json
 import os
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import loadgen  # noqa: E402
@@ -56,11 +63,45 @@ def chart(c, listings, path):
     fig.savefig(path, dpi=100)
 
 
+def dashboard(redis_port, first, last):
+    """The live dashboard on the kept server (scripts/dashboard.sh reads
+    target/demo/redis.url when it is given no --redis), in its own session."""
+    demo = os.path.join(ROOT, "target", "demo")
+    os.makedirs(demo, exist_ok=True)
+    with open(os.path.join(demo, "redis.url"), "w") as f:
+        f.write("redis://127.0.0.1:%d\n" % redis_port)
+    port = 8090
+    with socket.socket() as s:
+        if s.connect_ex(("127.0.0.1", port)) == 0:  # taken: any free port
+            with socket.socket() as free:
+                free.bind(("127.0.0.1", 0))
+                port = free.getsockname()[1]
+    log = open(os.path.join(demo, "dashboard.log"), "w")
+    proc = subprocess.Popen([os.path.join(ROOT, "scripts", "dashboard.sh"), "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            urllib.request.urlopen("http://127.0.0.1:%d/healthz" % port, timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        print("the dashboard did not start; see %s" % os.path.relpath(log.name, ROOT))
+        return
+    print()
+    print("the live dashboard of the demo week (pid %d, log %s):"
+          % (proc.pid, os.path.relpath(log.name, ROOT)))
+    print("  http://127.0.0.1:%d/?from=%s&to=%s" % (port, first, last))
+    print("  stop it with: kill %d" % proc.pid)
+
+
 def main():
     keep = "--keep" in sys.argv[1:]
     step = DAYS * 86400 // EVENTS
     stream = loadgen.events(EVENTS, listings=LISTINGS, start=DAY0 + 60, step=step, dup_share=0.05, seed=2015)
-    with Server(module_args=["timezone", "UTC"], keep=keep) as srv:
+    with Server(module_args=["timezone", "UTC", "hours", "yes", "hour-retention-days", "0"],
+                keep=keep) as srv:
         c = srv.client()
         # Producers only XADD; the module follows the stream.
         c.send_all(("XADD", "events", "*", "event", json.dumps(e, separators=(",", ":"))) for e in stream)
@@ -121,6 +162,7 @@ def main():
             print("the server keeps running with the demo data (pid %d):" % srv.proc.pid)
             print("  redis-cli -p %d" % srv.port)
             print("  stop it with: redis-cli -p %d shutdown nosave" % srv.port)
+            dashboard(srv.port, first, last)
 
 
 if __name__ == "__main__":

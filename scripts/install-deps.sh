@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks: redis-server and redis-tools
-# (the Redis 7.0 the tests and demo run, redis-cli, redis-benchmark) and
+# (the Redis 7.0 the tests and demo run, redis-cli, redis-benchmark),
 # libclang-dev (bindgen, used by the redis-module crate's build, loads
-# libclang.so). Does nothing when all are present. The other servers the
+# libclang.so), chromium (the dashboard's browser test drives it) and
+# prometheus (with promtool: the monitoring test scrapes the dashboard
+# service). Does nothing when all are present. The other servers the
 # suite runs on come from PyPI: scripts/servers.sh.
 set -euo pipefail
 . "$(dirname "$0")/lib/detect.sh"

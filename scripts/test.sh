@@ -3,8 +3,9 @@
 # unit tests of the pure core and of the Python client, then the
 # integration tests against real servers with the module, the Redis
 # Cluster tests (Python, tests/cluster) and the operations tests (Python,
-# tests/ops: pause, failover, shutdown, ... while the module works), once
-# per server. Every server a test starts must exit with status 0 and log
+# tests/ops: pause, failover, shutdown, ... while the module works) and
+# the dashboard tests (tests/dashboard: the web service, Prometheus,
+# headless Chromium), once per server. Every server a test starts must exit with status 0 and log
 # no crash.
 #
 #   scripts/test.sh                Redis 7.0 and Valkey 9.1 (what CI runs)
@@ -40,6 +41,7 @@ scripts/check-fresh.sh | tee -a "$log" || failed_runs+=(check-fresh)
 cargo test --workspace --lib 2>&1 | tee -a "$log" || failed_runs+=(unit)
 # The Python client's unit tests (splitting and merging; no server).
 py=$(scripts/pyenv.sh)
+dashpy=$(scripts/dashenv.sh)
 "$py" -m pytest -q -p no:cacheprovider clients/python/tests 2>&1 | tee -a "$log" || failed_runs+=(client)
 cargo build  # the cluster tests load target/debug/liblistingstats.so
 for s in "${servers[@]}"; do
@@ -55,6 +57,11 @@ for s in "${servers[@]}"; do
   echo "== operations tests on $s" | tee -a "$log"
   REDIS_SERVER=${path[$s]} LISTINGSTATS_MODULE=$PWD/target/debug/liblistingstats.so \
     "$py" -m pytest -q -p no:cacheprovider tests/ops 2>&1 | tee -a "$log" || failed_runs+=("$s-ops")
+  # The dashboard service (its own venv): HTTP and Grafana endpoints,
+  # Prometheus scraping it, headless Chromium showing the page.
+  echo "== dashboard tests on $s" | tee -a "$log"
+  REDIS_SERVER=${path[$s]} LISTINGSTATS_MODULE=$PWD/target/debug/liblistingstats.so \
+    "$dashpy" -m pytest -q -p no:cacheprovider tests/dashboard 2>&1 | tee -a "$log" || failed_runs+=("$s-dashboard")
 done
 ((${#failed_runs[@]} == 0)) || echo "failed runs: ${failed_runs[*]}"
 # One closing line for the whole suite (check-fresh, unit, and every

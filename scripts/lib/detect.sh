@@ -37,5 +37,8 @@ missing_packages() {
   command_present "$root" redis-server || echo redis-server
   { command_present "$root" redis-cli && command_present "$root" redis-benchmark; } || echo redis-tools
   libclang_present "$root" || echo libclang-dev
+  # The dashboard's tests: a real browser, and Prometheus with promtool.
+  command_present "$root" chromium || echo chromium
+  { command_present "$root" prometheus && command_present "$root" promtool; } || echo prometheus
   return 0
 }
