@@ -146,8 +146,15 @@ impl KeyScheme {
 
     /// Appends the day hash name of `(day, listing)` to `out`.
     pub fn push_day_key(&self, out: &mut impl ByteSink, day: NaiveDate, listing: &[u8]) {
+        self.push_key(out, day, b"", listing);
+    }
+
+    /// `<prefix>YYYY-MM-DD<infix>_<listing>` (tagged: `..._{<listing>}`):
+    /// a day hash's name (no infix) or an hour key's (`h`).
+    fn push_key(&self, out: &mut impl ByteSink, day: NaiveDate, infix: &[u8], listing: &[u8]) {
         out.put(self.prefix.as_bytes());
         push_day(out, day);
+        out.put(infix);
         match self.format {
             KeyFormat::DateListing => {
                 out.put(b"_");
@@ -202,19 +209,7 @@ impl KeyScheme {
     /// hash's slot). Its fields are [`hour_field`]s. Never a day hash name
     /// (an `h` where the day hash has `_`), and `~2015-12-*` still covers it.
     pub fn push_hour_key(&self, out: &mut impl ByteSink, date: NaiveDate, listing: &[u8]) {
-        out.put(self.prefix.as_bytes());
-        push_day(out, date);
-        match self.format {
-            KeyFormat::DateListing => {
-                out.put(b"h_");
-                out.put(listing);
-            }
-            KeyFormat::Tagged => {
-                out.put(b"h_{");
-                out.put(listing);
-                out.put(b"}");
-            }
-        }
+        self.push_key(out, date, b"h", listing);
     }
 
     pub fn hour_key(&self, date: NaiveDate, listing: &[u8]) -> Vec<u8> {
