@@ -413,12 +413,20 @@ impl Job {
                     && matches!(group, GroupBy::Date | GroupBy::Total)
                     && cache.is_some()
                     && reader.may_read_everything();
+                // Ranked per listing whatever the day: each listing's known
+                // rows summed as they are planned.
+                let rows = matches!(finish, Finish::Top { .. })
+                    && group == GroupBy::Listing
+                    && periods.is_none()
+                    && cache.is_some()
+                    && reader.may_read_everything();
                 State::Planning(Planning::new(
                     selected_db(ctx),
                     span.start,
                     span.end,
                     cache,
                     totals,
+                    rows,
                 ))
             }
         };

@@ -27,19 +27,27 @@ pub(super) struct Planning {
 
 impl Planning {
     /// `totals`: whole days may come from their totals (see
-    /// `Planner::with_totals`), read with `cache`'s columns.
+    /// `Planner::with_totals`), read with `cache`'s columns; `rows`: each
+    /// listing's known rows are summed as they are planned (see
+    /// `Planner::with_rows`).
     pub(super) fn new(
         db: i32,
         start: NaiveDate,
         end: NaiveDate,
         cache: Option<CacheRead>,
         totals: bool,
+        rows: bool,
     ) -> Planning {
-        let planner = Planner::new(db, start, end);
-        let planner = match (&cache, totals) {
-            (Some(cache), true) => planner.with_totals(cache.version(), now_ms()),
-            _ => planner,
-        };
+        let mut planner = Planner::new(db, start, end);
+        if let Some(cache) = &cache {
+            if totals {
+                planner = planner.with_totals(cache.version(), now_ms());
+            }
+            if rows {
+                let columns = cache.term_columns().to_vec();
+                planner = planner.with_rows(cache.version(), now_ms(), columns);
+            }
+        }
         Planning { planner, cache }
     }
 }
@@ -107,7 +115,7 @@ impl Job {
                 None => return Ok(None),
                 Some(Planned::Done) => break,
                 Some(Planned::More) => {
-                    if planning.planner.cells.len() > max && reader.reads_everything() {
+                    if planning.planner.planned() > max && reader.reads_everything() {
                         return Err(Error::invalid(format!(
                             "query matches more than max-query-cells {max} day hashes"
                         )));
@@ -143,6 +151,27 @@ impl Job {
         }
         let names = std::mem::take(&mut planning.planner.names);
         let mut cells = std::mem::take(&mut planning.planner.cells);
+        // Day hashes whose known rows were summed as they were planned
+        // (their listings' sums), for a caller who may read them all.
+        let summed_cells = planning.planner.summed_cells;
+        self.agg.reserve(cells.len().min(RESERVE_MAX), names.len());
+        if summed_cells > 0 {
+            if cells.len() + summed_cells > max {
+                return Err(Error::invalid(format!(
+                    "query matches {} day hashes, more than max-query-cells {max}",
+                    cells.len() + summed_cells
+                )));
+            }
+            let summed = std::mem::take(&mut planning.planner.summed);
+            let sums = std::mem::take(&mut planning.planner.row_sums);
+            let k = self.plan.width();
+            for (at, _) in summed.iter().enumerate().filter(|(_, &n)| n > 0) {
+                let values = &sums[at * k..(at + 1) * k];
+                self.count(self.start, Some((at as u32, &names[at])), values)?;
+            }
+            self.examined += summed_cells as u64;
+            stats::CACHE_HITS.add(summed_cells as u64);
+        }
         if cells.len() > max {
             // Over the limit only if the caller may read that many: keep
             // the readable cells (the usual case, an unrestricted user,
@@ -156,13 +185,12 @@ impl Job {
                 )));
             }
         }
-        self.agg.reserve(cells.len().min(RESERVE_MAX), names.len());
-        let reading = Reading::new(
-            names,
-            Cells::List(cells),
-            planning.cache.take(),
-            self.plan.width(),
-        );
+        let mut cache = planning.cache.take();
+        if let Some(cache) = cache.as_mut() {
+            let p = &mut planning.planner;
+            cache.know_ids(std::mem::take(&mut p.ids), p.id_epoch);
+        }
+        let reading = Reading::new(names, Cells::List(cells), cache, self.plan.width());
         Ok(Some(if rows_follow_cells(self.group, &self.finish) {
             State::Ordering(Ordering {
                 ordering: CellOrdering::new(reading.names.len(), reading.cells.len()),

@@ -72,6 +72,13 @@ impl CacheRead {
     pub(super) fn term_columns(&self) -> &[usize] {
         &self.columns.columns
     }
+
+    /// The index's number of each listing (by position), as the planner
+    /// took them, valid while the index's id epoch is `epoch`.
+    pub(super) fn know_ids(&mut self, ids: Vec<u32>, epoch: u64) {
+        self.ids = ids;
+        self.epoch = epoch;
+    }
 }
 
 /// The names of a job's terms, and of every cached column's.
@@ -150,6 +157,9 @@ impl Job {
         let end = (r.next + CACHE_RUN).min(r.cells.len());
         let start = r.next;
         let mut gone = 0u64;
+        // Cells of `*` come day by day in index order: each is found at the
+        // position after the one before.
+        let mut next = usize::MAX;
         let result = index_upkeep::with_index(|ix, current| {
             if cache.epoch != ix.id_epoch() || cache.ids.len() != r.names.len() {
                 cache.ids.clear();
@@ -166,7 +176,7 @@ impl Job {
                 let cached = match id {
                     Some(id) => {
                         cache.ids[at as usize] = id;
-                        ix.cached_at(cache.columns.version, self.db, day, id, now)
+                        ix.cached_near(cache.columns.version, self.db, day, id, now, &mut next)
                     }
                     None => Cached::Absent,
                 };

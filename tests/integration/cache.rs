@@ -40,7 +40,19 @@ fn questions(metrics: &str) -> Vec<Vec<String>> {
         q(&["2015-12-28", "2016-01-03", "*"]),
         q(&["2015-12-28", "2016-01-03", "*", "GROUPBY", "TOTAL"]),
         q(&["2015-12-28", "2016-01-03", "*", "FORMAT", "JSON"]),
+        // TOP over a range sums each listing's known rows as it plans.
+        top(&["2015-12-28", "2016-01-03", "20"]),
+        top(&["2015-12-30", "2016-01-01", "3", "MINDENOM", "40"]),
     ]
+}
+
+fn top(rest: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "LISTINGSTATS.TOP".to_string(),
+        "cart_to_checkout_ctr".to_string(),
+    ];
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v
 }
 
 /// Asks every question from the cache, then with the cache off (read from

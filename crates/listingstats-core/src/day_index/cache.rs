@@ -120,13 +120,34 @@ impl Index {
         id: u32,
         now_ms: i64,
     ) -> Cached<'_> {
+        let mut next = usize::MAX;
+        self.cached_near(version, db, day, id, now_ms, &mut next)
+    }
+
+    /// [`Index::cached_at`] for a reader going through a day's listings in
+    /// index order: `next` is where it expects this one (it becomes the
+    /// position after it), so no search is made while it is right.
+    pub fn cached_near(
+        &mut self,
+        version: u64,
+        db: i32,
+        day: NaiveDate,
+        id: u32,
+        now_ms: i64,
+        next: &mut usize,
+    ) -> Cached<'_> {
         let stride = self.stride();
         if version != self.columns.version {
             return Cached::Stale;
         }
-        let Some((entry, at)) = self.dbs.get_mut(&db).and_then(|d| d.find(day, id)) else {
+        let Some((entry, at)) = self
+            .dbs
+            .get_mut(&db)
+            .and_then(|d| d.find_near(day, id, *next))
+        else {
             return Cached::Absent;
         };
+        *next = at + 1;
         if entry.rows.expires <= now_ms {
             entry.forget_all(stride);
         }

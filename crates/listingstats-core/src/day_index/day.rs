@@ -134,8 +134,24 @@ impl DayIndex {
 
     /// The day and position of an entry.
     pub(super) fn find(&mut self, day: NaiveDate, listing: u32) -> Option<(&mut Day, usize)> {
+        self.find_near(day, listing, usize::MAX)
+    }
+
+    /// [`DayIndex::find`] that first tries position `hint` (a reader going
+    /// through a day's listings in order passes the position after the
+    /// last it found: no search then).
+    pub(super) fn find_near(
+        &mut self,
+        day: NaiveDate,
+        listing: u32,
+        hint: usize,
+    ) -> Option<(&mut Day, usize)> {
         let entry = self.days.get_mut(&day.num_days_from_ce())?;
-        let at = entry.ids.binary_search(&listing).ok()?;
+        let at = if entry.ids.get(hint) == Some(&listing) {
+            hint
+        } else {
+            entry.ids.binary_search(&listing).ok()?
+        };
         Some((entry, at))
     }
 

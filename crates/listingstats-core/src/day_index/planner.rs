@@ -3,6 +3,7 @@
 
 use super::index::Index;
 use super::names::ListingNames;
+use super::rows::UNKNOWN;
 
 use chrono::{Datelike, NaiveDate};
 use rustc_hash::FxHashMap;
@@ -27,6 +28,10 @@ pub struct Planner {
     /// are pinned, so this stays right across steps.
     pub(super) local: Local,
     pub names: ListingNames,
+    /// The index's number of each listing of `names`, valid while the
+    /// index's `id_epoch` is `id_epoch` (a reader need not look them up).
+    pub ids: Vec<u32>,
+    pub id_epoch: u64,
     pub cells: Vec<(NaiveDate, u32)>,
     /// With [`Planner::with_totals`]: whole days taken from their totals.
     totals: Option<TotalsUse>,
@@ -34,6 +39,24 @@ pub struct Planner {
     /// cache column, and how many day hashes they cover, in place of
     /// their cells.
     pub day_totals: Vec<(NaiveDate, Vec<i128>, usize)>,
+    /// With [`Planner::with_rows`]: the columns summed per listing.
+    rows: Option<RowsUse>,
+    /// With [`Planner::with_rows`]: per listing of `names` (by position),
+    /// the sums of the columns asked over its day hashes whose rows were
+    /// known, in place of their cells (`row_sums[at * k ..][.. k]`), and
+    /// how many day hashes each sum covers.
+    pub row_sums: Vec<i64>,
+    pub summed: Vec<u32>,
+    /// Day hashes summed into `row_sums`, all listings together.
+    pub summed_cells: usize,
+}
+
+/// A planner's summing of known rows (see [`Planner::with_rows`]).
+#[derive(Debug, Clone)]
+struct RowsUse {
+    version: u64,
+    now_ms: i64,
+    columns: Vec<usize>,
 }
 
 /// A planner's use of the days' totals: the cache columns' version the
@@ -97,6 +120,25 @@ impl Planner {
         self
     }
 
+    /// Sums the known rows of each listing (the cache columns `columns`,
+    /// of `version`) as it plans, instead of planning their cells: for a
+    /// query that sums each listing over its days whatever the day (TOP),
+    /// for a caller who may read every day hash. A day hash whose row is
+    /// not known, or would overflow the sum, is planned as a cell.
+    pub fn with_rows(mut self, version: u64, now_ms: i64, columns: Vec<usize>) -> Planner {
+        self.rows = Some(RowsUse {
+            version,
+            now_ms,
+            columns,
+        });
+        self
+    }
+
+    /// Day hashes planned so far: cells and rows summed.
+    pub fn planned(&self) -> usize {
+        self.cells.len() + self.summed_cells
+    }
+
     /// The totals of a day, when it is taken whole from them.
     fn whole(&self, ix: &Index, entry: &super::day::Day) -> Option<Vec<i128>> {
         let t = self.totals?;
@@ -115,15 +157,17 @@ impl Planner {
             if self.pinned.is_some() {
                 // Another index now: what was planned named the old one.
                 let totals = self.totals;
+                let rows = self.rows.take();
                 *self = Planner::new_raw(self.db, self.start, self.end);
                 self.totals = totals;
+                self.rows = rows;
             }
             ix.pin();
             self.pinned = Some(ix.instance);
         }
         let mut taken = 0;
         if let Some(days) = ix.dbs.get(&self.db) {
-            if self.cells.is_empty() {
+            if self.planned() == 0 {
                 // Room for every cell now: a list of 600,000 grown step by
                 // step would be copied whole in one step.
                 let cells: usize = days
@@ -135,6 +179,7 @@ impl Planner {
                 let names = cells.min(ix.listings.len());
                 self.cells.reserve(cells);
                 self.names.reserve(names, names * 8);
+                self.ids.reserve(names);
                 let table = ix.listings.names.len();
                 self.local = if names * 8 >= table {
                     Local::Table(vec![NOT_MET; table])
@@ -159,21 +204,42 @@ impl Planner {
                         continue;
                     }
                 }
-                for &global in &entry.ids[from..] {
+                // The columns to sum of this day's known rows, if any.
+                let stride = ix.stride();
+                let sum_rows = self.rows.as_ref().filter(|r| {
+                    r.version == ix.columns.version
+                        && entry.rows.is_on()
+                        && entry.rows.expires > r.now_ms
+                        && stride > 0
+                });
+                for (i, &global) in entry.ids.iter().enumerate().skip(from) {
                     if taken == budget {
                         self.day = d;
                         self.next_id = global;
                         return Planned::More;
                     }
-                    let names = &mut self.names;
+                    let (names, ids) = (&mut self.names, &mut self.ids);
                     let at = self.local.get_or(global, ix.listings.names.len(), || {
+                        ids.push(global);
                         names.push(ix.listings.name(global))
                     });
-                    self.cells.push((day, at));
                     taken += 1;
+                    if let Some(use_) = sum_rows {
+                        let row = entry.rows.row(i, stride).filter(|r| r[0] != UNKNOWN);
+                        if let Some(row) = row {
+                            if add_row(&mut self.row_sums, &mut self.summed, at, &use_.columns, row)
+                            {
+                                self.summed_cells += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    self.cells.push((day, at));
                 }
             }
         }
+        // Numbers were pinned while planning: the ones taken hold now.
+        self.id_epoch = ix.id_epoch();
         self.release(ix);
         self.local = Local::Map(FxHashMap::default());
         Planned::Done
@@ -189,9 +255,15 @@ impl Planner {
             pinned: None,
             local: Local::Map(FxHashMap::default()),
             names: ListingNames::default(),
+            ids: Vec::new(),
+            id_epoch: 0,
             cells: Vec::new(),
             totals: None,
             day_totals: Vec::new(),
+            rows: None,
+            row_sums: Vec::new(),
+            summed: Vec::new(),
+            summed_cells: 0,
         }
     }
 
@@ -207,6 +279,33 @@ impl Planner {
     pub fn is_pinned(&self) -> bool {
         self.pinned.is_some()
     }
+}
+
+/// Adds `row`'s `columns` to the sums of listing `at`; `false` (nothing
+/// added) when a sum would overflow: the cell is then read as any other,
+/// and the query's sum fails as it would have.
+fn add_row(
+    sums: &mut Vec<i64>,
+    summed: &mut Vec<u32>,
+    at: u32,
+    columns: &[usize],
+    row: &[i64],
+) -> bool {
+    let (at, k) = (at as usize, columns.len());
+    if summed.len() <= at {
+        summed.resize(at + 1, 0);
+        sums.resize((at + 1) * k, 0);
+    }
+    let mine = &mut sums[at * k..(at + 1) * k];
+    let fits = |(&s, &c): (&i64, &usize)| row.get(c).and_then(|&v| s.checked_add(v)).is_some();
+    if !mine.iter().zip(columns).all(fits) {
+        return false;
+    }
+    for (s, &c) in mine.iter_mut().zip(columns) {
+        *s += row[c];
+    }
+    summed[at] += 1;
+    true
 }
 
 /// Where a pass over every indexed day hash is (see

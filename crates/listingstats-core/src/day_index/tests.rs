@@ -647,3 +647,80 @@ fn created_rows_keep_a_day_whole_until_its_expiry() {
     while p.step(&mut ix, 1000) == Planned::More {}
     assert!(p.day_totals.is_empty());
 }
+
+/// With `with_rows`, each listing's known rows are summed as it plans
+/// (the columns asked, in their order) and only the others become cells;
+/// in small steps, over several days, each listing is named once and
+/// every day hash is either summed or planned, never both.
+#[test]
+fn a_planner_sums_known_rows_per_listing_and_plans_the_rest() {
+    let mut ix = Index::default();
+    ix.set_columns(true, &terms(&["imp", "clk", "cart"]));
+    let v = ix.columns_version();
+    let days = [d("2016-01-01"), d("2016-01-02"), d("2016-01-03")];
+    let mut want_sums: std::collections::BTreeMap<String, (i64, i64, u32)> = Default::default();
+    let mut want_cells = Vec::new();
+    for (n, &day) in days.iter().enumerate() {
+        for i in 0..40 {
+            let name = format!("l{i}");
+            ix.add(0, day, name.as_bytes());
+            let (imp, clk) = (i as i64 * 10 + n as i64, i as i64 + 1);
+            if n > 0 && (i + n) % 4 == 0 {
+                // Written, not read back since: no known row (the first
+                // day's rows are all known: steps that plan no cell).
+                want_cells.push((day, name.clone()));
+            } else {
+                ix.fill(v, 0, day, name.as_bytes(), &[imp, clk, 7], None);
+                let e = want_sums.entry(name).or_default();
+                // Columns asked: clk, then imp.
+                e.0 += clk;
+                e.1 += imp;
+                e.2 += 1;
+            }
+        }
+    }
+    // A row that would overflow the sum is planned as a cell.
+    ix.add(0, days[2], b"big");
+    ix.fill(v, 0, days[1], b"big", &[i64::MAX, 0, 0], None);
+    ix.add(0, days[1], b"big");
+    ix.fill(v, 0, days[1], b"big", &[i64::MAX, 0, 0], None);
+    ix.fill(v, 0, days[2], b"big", &[i64::MAX, 0, 0], None);
+    let mut p = Planner::new(0, days[0], days[2]).with_rows(v, 0, vec![1, 0]);
+    let mut steps = 0;
+    while p.step(&mut ix, 7) == Planned::More {
+        steps += 1;
+    }
+    assert!(steps > 10, "{steps}");
+    let names: Vec<String> = (0..p.names.len())
+        .map(|at| String::from_utf8(p.names[at].to_vec()).unwrap())
+        .collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "a listing was named twice");
+    let mut got_sums = std::collections::BTreeMap::new();
+    for (at, name) in names.iter().enumerate() {
+        let n = p.summed.get(at).copied().unwrap_or(0);
+        if n > 0 && name != "big" {
+            let s = &p.row_sums[at * 2..at * 2 + 2];
+            got_sums.insert(name.clone(), (s[0], s[1], n));
+        }
+    }
+    assert_eq!(got_sums, want_sums);
+    let big = names.iter().position(|n| n == "big").unwrap();
+    assert_eq!(p.summed[big], 1);
+    assert_eq!(p.row_sums[big * 2 + 1], i64::MAX);
+    let mut got_cells: Vec<(NaiveDate, String)> = planned(&p)
+        .into_iter()
+        .filter(|(_, n)| n != "big")
+        .collect();
+    want_cells.sort();
+    got_cells.sort();
+    assert_eq!(got_cells, want_cells);
+    assert!(planned(&p).contains(&(days[2], "big".to_string())));
+    assert_eq!(p.planned(), 3 * 40 + 2);
+    // Other columns' version: nothing summed, every day hash a cell.
+    let mut p = Planner::new(0, days[0], days[2]).with_rows(v + 1, 0, vec![1, 0]);
+    while p.step(&mut ix, 7) == Planned::More {}
+    assert_eq!((p.summed_cells, p.cells.len()), (0, 3 * 40 + 2));
+}

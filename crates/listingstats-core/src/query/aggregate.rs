@@ -95,6 +95,9 @@ pub struct Aggregator {
     listings: ListingNames,
     /// (day number or -1, listing index or u32::MAX) -> index into `sums`.
     groups: FxHashMap<(i32, u32), usize>,
+    /// GROUPBY LISTING: index into `sums` by listing index (listing
+    /// indexes are dense), so no group key is hashed per day hash.
+    by_listing: Vec<usize>,
     pub(super) keys: Vec<(i32, u32)>,
     sums: Vec<i64>,
     fields: Vec<Vec<u8>>,
@@ -111,6 +114,7 @@ pub struct Aggregator {
 
 const NO_DAY: i32 = i32::MIN;
 const NO_LISTING: u32 = u32::MAX;
+const NO_GROUP: usize = usize::MAX;
 
 impl Aggregator {
     pub fn new(plan: &FieldPlan, group: GroupBy) -> Aggregator {
@@ -121,6 +125,7 @@ impl Aggregator {
             collisions: FxHashMap::default(),
             listings: ListingNames::default(),
             groups: FxHashMap::default(),
+            by_listing: Vec::new(),
             keys: Vec::new(),
             sums: Vec::new(),
             fields: plan.names.clone(),
@@ -149,8 +154,13 @@ impl Aggregator {
     /// Makes room for `groups` groups (of `listings` listings) at once:
     /// the maps of a big answer then never rehash in one long step.
     pub fn reserve(&mut self, groups: usize, listings: usize) {
+        if self.group == GroupBy::Listing {
+            self.by_listing.reserve(listings);
+        }
         if matches!(self.group, GroupBy::Day | GroupBy::Listing) {
-            self.groups.reserve(groups);
+            if self.group == GroupBy::Day {
+                self.groups.reserve(groups);
+            }
             self.keys.reserve(groups);
             self.sums.reserve(groups * self.width);
             self.listing_ids.reserve(listings);
@@ -267,8 +277,16 @@ impl Aggregator {
             GroupBy::Total => (NO_DAY, NO_LISTING),
         };
         let width = self.width;
-        let at = match self.groups.get(&key) {
-            Some(&at) => at,
+        let known = if self.group == GroupBy::Listing {
+            self.by_listing
+                .get(li as usize)
+                .copied()
+                .filter(|&at| at != NO_GROUP)
+        } else {
+            self.groups.get(&key).copied()
+        };
+        let at = match known {
+            Some(at) => at,
             None => {
                 if let Some(&last) = self.keys.last() {
                     if self.in_order && self.key_cmp(last, key) == Ordering::Greater {
@@ -277,7 +295,15 @@ impl Aggregator {
                 }
                 let at = self.sums.len();
                 self.sums.resize(at + width, 0);
-                self.groups.insert(key, at);
+                if self.group == GroupBy::Listing {
+                    let l = li as usize;
+                    if l >= self.by_listing.len() {
+                        self.by_listing.resize(l + 1, NO_GROUP);
+                    }
+                    self.by_listing[l] = at;
+                } else {
+                    self.groups.insert(key, at);
+                }
                 self.keys.push(key);
                 at
             }
