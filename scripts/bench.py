@@ -25,6 +25,7 @@ import memory  # noqa: E402
 import query  # noqa: E402
 import star  # noqa: E402
 import tax  # noqa: E402
+import top_range  # noqa: E402
 import viewers  # noqa: E402
 from harness import machine  # noqa: E402
 from redislab import ROOT  # noqa: E402
@@ -46,6 +47,7 @@ SECTIONS = {
     "hours": hours.section_hours,
     "viewers": viewers.section_viewers,
     "inflight": inflight.section_inflight,
+    "top_range": top_range.section_top_range,
 }
 
 

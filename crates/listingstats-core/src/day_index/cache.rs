@@ -112,21 +112,10 @@ impl Index {
     }
 
     /// A cell's cached row by listing number (valid in this `id_epoch`).
-    pub fn cached_at(
-        &mut self,
-        version: u64,
-        db: i32,
-        day: NaiveDate,
-        id: u32,
-        now_ms: i64,
-    ) -> Cached<'_> {
-        let mut next = usize::MAX;
-        self.cached_near(version, db, day, id, now_ms, &mut next)
-    }
-
-    /// [`Index::cached_at`] for a reader going through a day's listings in
-    /// index order: `next` is where it expects this one (it becomes the
-    /// position after it), so no search is made while it is right.
+    /// `next` is the position the caller expects it at (it becomes the
+    /// position after it): a reader going through a day's listings in
+    /// index order makes no search while it is right (`usize::MAX`: no
+    /// guess).
     pub fn cached_near(
         &mut self,
         version: u64,
@@ -168,7 +157,10 @@ impl Index {
         now_ms: i64,
     ) -> Cached<'_> {
         match self.listings.get(listing) {
-            Some(id) => self.cached_at(version, db, day, id, now_ms),
+            Some(id) => {
+                let mut next = usize::MAX;
+                self.cached_near(version, db, day, id, now_ms, &mut next)
+            }
             None if version != self.columns.version => Cached::Stale,
             None => Cached::Absent,
         }

@@ -434,7 +434,13 @@ fn the_id_epoch_changes_whenever_a_number_may_name_another_listing() {
     assert_ne!(ix.id_epoch(), before);
     let id = ix.listings.get(b"l2999").unwrap();
     let v = ix.columns_version();
-    assert_eq!(ix.cached_at(v, 0, day, id, 0), Cached::Unknown);
+    let mut next = usize::MAX;
+    assert_eq!(ix.cached_near(v, 0, day, id, 0, &mut next), Cached::Unknown);
+    assert_eq!(next, 100, "l2999 is 100th of the 100 left");
+    // A wrong guess only costs a search.
+    let mut next = 3;
+    assert_eq!(ix.cached_near(v, 0, day, id, 0, &mut next), Cached::Unknown);
+    assert_eq!(next, 100);
 }
 
 #[test]
