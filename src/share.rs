@@ -39,6 +39,8 @@ use crate::redis::context::{caller_name, can_block, is_resp3, now_ms, selected_d
 use crate::redis::reply::{Recorded, Recording, Reply};
 use crate::redis::slices::{self, Sliced, Step};
 use crate::{config, stats};
+use listingstats_core::keys::KeyScheme;
+use listingstats_core::metrics::Metric;
 use listingstats_core::Result;
 
 /// Reply items replayed per look at the clock.
@@ -103,14 +105,35 @@ pub enum Found {
 }
 
 /// The identity of a call: everything its answer depends on but the data.
-pub fn key(ctx: &Context, what: &dyn std::fmt::Debug, context: &dyn std::fmt::Debug) -> String {
+/// `what`: its parsed arguments; `registry`: the metric definitions in
+/// force; `keys`: the key names.
+pub fn key(
+    ctx: &Context,
+    what: &dyn std::fmt::Debug,
+    registry: &[Metric],
+    keys: &KeyScheme,
+) -> String {
     let user = caller_name(ctx).unwrap_or_default();
-    format!(
-        "{}|{}|{}|{what:?}|{context:?}",
-        selected_db(ctx),
-        is_resp3(ctx),
-        String::from_utf8_lossy(&user)
-    )
+    REGISTRY_TEXT.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        // Written out once per registry, not per call: the registry's text
+        // cost three quarters of a call that found its answer kept.
+        if memo.0.as_slice() != registry {
+            *memo = (registry.to_vec(), format!("{registry:?}"));
+        }
+        format!(
+            "{}|{}|{}|{what:?}|{}|{keys:?}",
+            selected_db(ctx),
+            is_resp3(ctx),
+            String::from_utf8_lossy(&user),
+            memo.1
+        )
+    })
+}
+
+resident! {
+    /// The last registry a key was made for, and its text.
+    static REGISTRY_TEXT: RefCell<(Vec<Metric>, String)> = RefCell::default();
 }
 
 /// Finds an answer or a computation a call with `key` may take.

@@ -9,6 +9,7 @@ While the 1,000 connections poll, a writer INGESTs events (one batch of
 end on), as a live site does: the answers change as events arrive, so
 calls without MAXAGE share only computations under way."""
 
+import contextlib
 import csv
 import datetime
 import io
@@ -171,6 +172,18 @@ def run_panels(ports, clients, listings, results, label):
                 results.append((label, name, n_clients, maxage, rps, p50, p99, cpu))
                 print("  %s %s c=%d maxage=%s: %.0f/s p50 %.1f p99 %.1f cpu %.3f ms" % (
                     label, name, n_clients, maxage, rps, p50, p99, cpu))
+    # The floor of this machine at these connections, asked the same way:
+    # a native PING, which costs the server next to nothing.
+    name = "`PING` (native control)"
+    for n_clients in (1, 1000):
+        settle(conns)
+        requests = 200 if n_clients == 1 else 10000
+        with Writer(ports[0], listings) if n_clients > 1 else contextlib.nullcontext():
+            cpu0 = cpu_seconds(conns)
+            rps, p50, p99 = benchmark(ports if n_clients > 1 else ports[:1], ["PING"], n_clients, requests)
+        cpu = (cpu_seconds(conns) - cpu0) / requests * 1000
+        results.append((label, name, n_clients, None, rps, p50, p99, cpu))
+        print("  %s %s c=%d: %.0f/s p50 %.1f p99 %.1f cpu %.3f ms" % (label, name, n_clients, rps, p50, p99, cpu))
 
 
 def growth(sizes=(500, 5000, 33334), days=30):

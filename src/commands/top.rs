@@ -61,7 +61,7 @@ impl Command for Top {
         };
         let slot = match share::find(
             ctx,
-            share::key(ctx, &what, &(&registry, &settings.keys)),
+            share::key(ctx, &what, &registry, &settings.keys),
             args.max_age,
         ) {
             Found::Answer(answer) => return share::reply_now(ctx, answer),

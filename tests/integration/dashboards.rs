@@ -440,3 +440,60 @@ fn identical_concurrent_queries_share_one_computation_per_user() {
     let fresh = call(&mut c, &q).unwrap();
     assert_ne!(fresh, alone_all);
 }
+
+/// A kept answer belongs to the metric definitions it was computed with:
+/// after `METRIC SET` changes a metric, a call with MAXAGE gets the new
+/// definition's answer, never the kept one (the registry is part of what
+/// makes calls identical), and going back finds the first answer again.
+#[test]
+fn maxage_never_serves_an_answer_of_another_metric_definition() {
+    let server = Server::start();
+    let mut c = server.conn();
+    int(
+        &mut c,
+        &["HSET", &format!("{FROM}_1"), IMP, "10", CLICK, "4"],
+    );
+    let ask = |c: &mut Connection| -> Value {
+        call(
+            c,
+            &[
+                "LISTINGSTATS.QUERY",
+                "m",
+                FROM,
+                FROM,
+                "1",
+                "GROUPBY",
+                "TOTAL",
+                "MAXAGE",
+                "600000",
+            ],
+        )
+        .unwrap()
+    };
+    let set = |c: &mut Connection, scale: &str| {
+        call(
+            c,
+            &[
+                "LISTINGSTATS.METRIC",
+                "SET",
+                "m",
+                CLICK,
+                IMP,
+                "SCALE",
+                scale,
+            ],
+        )
+        .unwrap();
+    };
+    set(&mut c, "100");
+    let percent = ask(&mut c);
+    let shared = info_num(&mut c, "shared_answers");
+    set(&mut c, "1");
+    let fraction = ask(&mut c);
+    assert_ne!(percent, fraction, "a kept answer of the old definition");
+    assert_eq!(info_num(&mut c, "shared_answers"), shared);
+    set(&mut c, "100");
+    assert_eq!(ask(&mut c), percent);
+    assert_eq!(ask(&mut c), percent);
+    assert!(info_num(&mut c, "shared_answers") > shared);
+}
