@@ -15,8 +15,11 @@
 //! changed since it started (the index feed's data epoch): its answer is
 //! then the one a computation of its own would give. With `MAXAGE ms` a
 //! call takes any computation started at most that long ago. On Redis
-//! Cluster the asking node cannot see the other masters' writes, so only
-//! `MAXAGE` shares there; it keeps the merged answer.
+//! Cluster the asking node cannot see the other masters' writes: a call
+//! without `MAXAGE` takes only a computation whose requests to the masters
+//! are not sent yet (they go out from a timer after the server's pass over
+//! its clients, so each master reads after every call that joined); with
+//! `MAXAGE`, any recent one. The asking node keeps the merged answer.
 //!
 //! Done answers stay in a cache bounded by `answer-cache-memory` (oldest
 //! dropped first). What a replay writes to a waiting client counts under
@@ -65,6 +68,10 @@ struct Entry {
     started_ms: i64,
     epoch: u64,
     state: State,
+    /// A cluster-wide computation whose requests to the masters are not
+    /// sent yet: every master will read its data after any call that
+    /// joins now, so a joiner gets an answer as fresh as its own.
+    open: bool,
 }
 
 #[derive(Default)]
@@ -91,6 +98,9 @@ pub struct Slot {
     id: u64,
     waiters: Waiters,
     recording: Option<Recording>,
+    /// An identical computation was under way when this one started:
+    /// identical calls are coming in together.
+    contended: bool,
 }
 
 /// What a call should do.
@@ -145,6 +155,7 @@ pub fn find(ctx: &Context, key: String, max_age: Option<u64>) -> Found {
     let fits = |e: &Entry| {
         max_age.is_some_and(|age| now - e.started_ms <= age as i64)
             || (by_epoch && e.epoch == epoch)
+            || e.open
     };
     let found = with(|s| match s.entries.get(&key) {
         Some(e) if fits(e) => Some(match &e.state {
@@ -171,6 +182,7 @@ pub fn find(ctx: &Context, key: String, max_age: Option<u64>) -> Found {
         return Found::Compute(None);
     }
     let waiters: Waiters = Rc::default();
+    let mut contended = false;
     let id = with(|s| {
         s.next_id += 1;
         let id = s.next_id;
@@ -181,8 +193,10 @@ pub fn find(ctx: &Context, key: String, max_age: Option<u64>) -> Found {
                 started_ms: now,
                 epoch,
                 state: State::Computing(Rc::clone(&waiters)),
+                open: false,
             },
         ) {
+            contended = matches!(old.state, State::Computing(_));
             forget_done(s, &old);
         }
         id
@@ -192,6 +206,7 @@ pub fn find(ctx: &Context, key: String, max_age: Option<u64>) -> Found {
         id,
         waiters,
         recording: Some(Recording::default()),
+        contended,
     }))
 }
 
@@ -202,6 +217,33 @@ fn forget_done(s: &mut Shared, e: &Entry) {
 }
 
 impl Slot {
+    /// Identical calls may join this computation until [`Slot::close`],
+    /// whatever their MAXAGE: its reads of the data all come later (a
+    /// cluster-wide query, before it sends its requests).
+    pub fn open(&self) {
+        self.set_open(true);
+    }
+
+    /// Whether an identical computation was still under way when this one
+    /// started: calls like it are arriving together, and holding it open
+    /// (see [`Slot::open`]) is worth a pass of the event loop.
+    pub fn contended(&self) -> bool {
+        self.contended
+    }
+
+    /// Ends [`Slot::open`]: the computation starts reading.
+    pub fn close(&self) {
+        self.set_open(false);
+    }
+
+    fn set_open(&self, open: bool) {
+        with(|s| {
+            if let Some(e) = s.entries.get_mut(&self.key).filter(|e| e.id == self.id) {
+                e.open = open && matches!(e.state, State::Computing(_));
+            }
+        });
+    }
+
     /// Starts recording what `out` writes (for a slice of the answer).
     pub fn attach(&mut self, out: &mut Reply) {
         if let Some(r) = self.recording.take() {

@@ -3,6 +3,7 @@
 //! parts covered each slot once, merges them and renders the answer.
 
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,6 +80,9 @@ struct Gather {
 
 resident! {
     static WAITING: RefCell<FxHashMap<u64, Gather>> = RefCell::default();
+    /// Queries whose requests go out at the next timer pass, with the
+    /// slots they were planned on.
+    static OPEN: RefCell<FxHashMap<u64, (Gather, Rc<ClusterView>)>> = RefCell::default();
 }
 
 /// Attempts after the first when slots moved while a query ran; then the
@@ -87,7 +91,7 @@ const RETRIES: u32 = 2;
 
 /// Queries waiting for parts (INFO).
 pub fn waiting() -> usize {
-    WAITING.with(|w| w.borrow().len())
+    WAITING.with(|w| w.borrow().len()) + OPEN.with(|o| o.borrow().len())
 }
 
 /// Blocks the client and asks every master concerned for its part.
@@ -135,8 +139,35 @@ pub fn start(
         share,
     };
     stats::CLUSTER_QUERIES.add(1);
-    launch(ctx, gather, &view);
+    match &gather.share {
+        // Identical calls that arrive before the requests go out join this
+        // one (every master reads after they arrived, so each gets an
+        // answer as fresh as its own): while identical calls come in
+        // together (one was still under way), the requests go out from a
+        // timer, once the server has read the calls that came with this
+        // one; a call alone sends them at once (a timer costs it about a
+        // millisecond).
+        Some(slot) if slot.contended() => {
+            slot.open();
+            let id = super::next_id();
+            OPEN.with(|o| o.borrow_mut().insert(id, (gather, view)));
+            ctx.create_timer(Duration::ZERO, dispatch, id);
+        }
+        _ => launch(ctx, gather, &view),
+    }
     Ok(RedisValue::NoReply)
+}
+
+/// Sends the requests of a query that identical calls could join until
+/// now (see `start`).
+fn dispatch(ctx: &Context, id: u64) {
+    let Some((g, view)) = OPEN.with(|o| o.borrow_mut().remove(&id)) else {
+        return;
+    };
+    if let Some(slot) = &g.share {
+        slot.close();
+    }
+    launch(ctx, g, &view);
 }
 
 /// The arguments sent to the masters: as asked, with the range's bounds

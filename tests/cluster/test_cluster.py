@@ -312,6 +312,61 @@ def test_any_node_answers_for_the_whole_cluster(env):
     assert info["listingstats_cluster_queries"] > 0 and info["listingstats_cluster_queries_waiting"] == 0
 
 
+def test_identical_calls_without_maxage_share_and_stay_fresh(env):
+    """Calls without MAXAGE that reach the asking node before its requests
+    to the masters go out take one cluster-wide computation; none is
+    answered with data older than it: every INCR acknowledged before a
+    call was sent is in its answer, while another master takes INCRs."""
+    cluster, single, c, s = env
+    coordinator = cluster.masters()[0]
+    # A listing another master owns, written while the calls run.
+    listing = next(f"share-{i}" for i in range(100)
+                   if c._node_of(f"share-{i}").port != coordinator.port)
+    q = ["LISTINGSTATS.QUERY", "cart_to_checkout_ctr", START, END, "*", "GROUPBY", "TOTAL"]
+
+    def denominator(rows):
+        return int(rows[0][4]) if rows else 0
+
+    base = denominator(coordinator.client().execute_command(*q))
+    acked = [0]
+    stop = threading.Event()
+    stale, answers, errors = [], [0], []
+
+    def writer():
+        while not stop.is_set():
+            c.incr(listing, "cart::checkoutNow:impression", date=START)
+            acked[0] += 1
+
+    def asker():
+        r = coordinator.client()
+        try:
+            while not stop.is_set():
+                before = acked[0]
+                got = denominator(r.execute_command(*q))
+                answers[0] += 1
+                if got < base + before:
+                    stale.append((got, base + before))
+        except redis.RedisError as e:
+            errors.append(e)
+
+    shared0 = coordinator.client().info("listingstats")["listingstats_shared_answers"]
+    threads = [threading.Thread(target=writer)] + [threading.Thread(target=asker) for _ in range(40)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert not stale, stale[:5]
+    assert acked[0] > 10 and answers[0] > 100, (acked[0], answers[0])
+    shared = coordinator.client().info("listingstats")["listingstats_shared_answers"] - shared0
+    assert shared > 0, "no call joined another"
+    # The single node gets the same writes; the answers agree again.
+    s.incr(listing, "cart::checkoutNow:impression", by=acked[0], date=START)
+    assert coordinator.client().execute_command(*q) == single.client().execute_command(*q)
+
+
 def test_acl_users_are_the_same_on_every_node(env):
     """A part runs as the user who asked: a user who may read only some
     day hashes gets exactly what one node gives that user; a user missing
