@@ -27,6 +27,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +105,7 @@ pub struct Slot {
 }
 
 /// What a call should do.
-pub enum Found {
+enum Found {
     /// Reply with this answer (computed recently enough).
     Answer(Rc<Recorded>),
     /// The client was blocked and waits for a computation under way.
@@ -117,12 +118,7 @@ pub enum Found {
 /// The identity of a call: everything its answer depends on but the data.
 /// `what`: its parsed arguments; `registry`: the metric definitions in
 /// force; `keys`: the key names.
-pub fn key(
-    ctx: &Context,
-    what: &dyn std::fmt::Debug,
-    registry: &[Metric],
-    keys: &KeyScheme,
-) -> String {
+fn key(ctx: &Context, what: &dyn std::fmt::Debug, registry: &[Metric], keys: &KeyScheme) -> String {
     let user = caller_name(ctx).unwrap_or_default();
     REGISTRY_TEXT.with(|memo| {
         let mut memo = memo.borrow_mut();
@@ -146,8 +142,26 @@ resident! {
     static REGISTRY_TEXT: RefCell<(Vec<Metric>, String)> = RefCell::default();
 }
 
+/// Where a QUERY or TOP call goes: `Break` with its reply when an
+/// identical call's answer fits (kept, or under way: it then waits),
+/// `Continue` with the slot its own computation records into. `what`: its
+/// parsed arguments without MAXAGE.
+pub fn take(
+    ctx: &Context,
+    what: &dyn std::fmt::Debug,
+    registry: &[Metric],
+    keys: &KeyScheme,
+    max_age: Option<u64>,
+) -> ControlFlow<Result<RedisValue>, Option<Slot>> {
+    match find(ctx, key(ctx, what, registry, keys), max_age) {
+        Found::Answer(answer) => ControlFlow::Break(reply_now(ctx, answer)),
+        Found::Joined => ControlFlow::Break(Ok(RedisValue::NoReply)),
+        Found::Compute(slot) => ControlFlow::Continue(slot),
+    }
+}
+
 /// Finds an answer or a computation a call with `key` may take.
-pub fn find(ctx: &Context, key: String, max_age: Option<u64>) -> Found {
+fn find(ctx: &Context, key: String, max_age: Option<u64>) -> Found {
     let now = now_ms();
     let epoch = index_upkeep::data_epoch();
     // Another master's writes are not seen here: only MAXAGE shares.
@@ -330,7 +344,7 @@ impl Drop for Slot {
 
 /// Replies `answer` to the calling command: at once when small, else in
 /// slices with the client blocked.
-pub fn reply_now(ctx: &Context, answer: Rc<Recorded>) -> Result<RedisValue> {
+fn reply_now(ctx: &Context, answer: Rc<Recorded>) -> Result<RedisValue> {
     if answer.size() <= REPLAY_AT_ONCE || !can_block(ctx) {
         answer.replay(0, &mut Reply::of(ctx), usize::MAX);
         return Ok(RedisValue::NoReply);

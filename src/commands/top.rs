@@ -9,9 +9,10 @@ use crate::fanout;
 use crate::metric_registry::current_registry;
 use crate::redis::command::{Arg, Command, Docs, Kind};
 use crate::redis::context::now_ms;
-use crate::share::{self, Found};
+use crate::share;
 use listingstats_core::query::{parse_top_at, At, TopArgs};
 use listingstats_core::Result;
+use std::ops::ControlFlow;
 
 pub struct Top;
 
@@ -59,14 +60,9 @@ impl Command for Top {
             max_age: None,
             ..args.clone()
         };
-        let slot = match share::find(
-            ctx,
-            share::key(ctx, &what, &registry, &settings.keys),
-            args.max_age,
-        ) {
-            Found::Answer(answer) => return share::reply_now(ctx, answer),
-            Found::Joined => return Ok(RedisValue::NoReply),
-            Found::Compute(slot) => slot,
+        let slot = match share::take(ctx, &what, &registry, &settings.keys, args.max_age) {
+            ControlFlow::Break(reply) => return reply,
+            ControlFlow::Continue(slot) => slot,
         };
         let asked = Asked::top(args, &registry)?;
         fanout::answer(ctx, raw, settings, registry, asked, slot)
