@@ -40,14 +40,33 @@ def _port_free(port):
             return False
 
 
-_next = [20000 + (os.getpid() * 37) % 20000]
+def _ephemeral_low():
+    """Where the kernel starts picking local ports for outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports whose bus port (+10000) is below the ephemeral range too: no
+# outgoing connection (a cluster link, a replica's) can take one of them as
+# its local port while a test restarts the node that must bind it again
+# (it did: "Could not create server TCP listening socket ... Address
+# already in use" on a bus port). Machines whose ephemeral range starts too
+# low for that fall back to 20000-44999.
+_LOW, _HIGH = 12000, _ephemeral_low() - 10000
+if _HIGH - _LOW < 2000:
+    _LOW, _HIGH = 20000, 45000
+_next = [_LOW + (os.getpid() * 37) % (_HIGH - _LOW)]
 
 
 def cluster_port():
-    """A free port <= 55535 whose bus port (+10000) is free too."""
-    for _ in range(20000):
+    """A free port whose bus port (+10000) is free too, both below the
+    ephemeral range where the machine allows it."""
+    for _ in range(_HIGH - _LOW):
         port = _next[0]
-        _next[0] = 20000 + (_next[0] - 20000 + 1) % 25000
+        _next[0] = _LOW + (_next[0] - _LOW + 1) % (_HIGH - _LOW)
         if port != 6379 and _port_free(port) and _port_free(port + 10000):
             return port
     raise RuntimeError("no free port pair")
