@@ -152,16 +152,23 @@ impl Job {
         let names = std::mem::take(&mut planning.planner.names);
         let mut cells = std::mem::take(&mut planning.planner.cells);
         // Day hashes whose known rows were summed as they were planned
-        // (their listings' sums), for a caller who may read them all.
+        // (their listings' sums): only for a caller who may read them all.
         let summed_cells = planning.planner.summed_cells;
-        self.agg.reserve(cells.len().min(RESERVE_MAX), names.len());
-        if summed_cells > 0 {
+        if cells.len() + summed_cells > max {
+            // Over the limit only if the caller may read that many: keep
+            // the readable cells (the usual case, an unrestricted user,
+            // never pays for these checks).
+            let scheme = &self.settings.keys;
+            cells.retain(|&(day, at)| reader.may_read(&scheme.day_key(day, &names[at as usize])));
             if cells.len() + summed_cells > max {
                 return Err(Error::invalid(format!(
                     "query matches {} day hashes, more than max-query-cells {max}",
                     cells.len() + summed_cells
                 )));
             }
+        }
+        self.agg.reserve(cells.len().min(RESERVE_MAX), names.len());
+        if summed_cells > 0 {
             let summed = std::mem::take(&mut planning.planner.summed);
             let sums = std::mem::take(&mut planning.planner.row_sums);
             let k = self.plan.width();
@@ -171,19 +178,6 @@ impl Job {
             }
             self.examined += summed_cells as u64;
             stats::CACHE_HITS.add(summed_cells as u64);
-        }
-        if cells.len() > max {
-            // Over the limit only if the caller may read that many: keep
-            // the readable cells (the usual case, an unrestricted user,
-            // never pays for these checks).
-            let scheme = &self.settings.keys;
-            cells.retain(|&(day, at)| reader.may_read(&scheme.day_key(day, &names[at as usize])));
-            if cells.len() > max {
-                return Err(Error::invalid(format!(
-                    "query matches {} day hashes, more than max-query-cells {max}",
-                    cells.len()
-                )));
-            }
         }
         let mut cache = planning.cache.take();
         if let Some(cache) = cache.as_mut() {
